@@ -1,0 +1,157 @@
+"""Engines for the saver: one URL gives a sync and an async SQLAlchemy engine.
+
+Why both: a graph compiled with the saver must work with ``invoke``/``stream``
+(sync API) and ``ainvoke``/``astream`` (async API) on the same object. The two
+engines point at the same database; every transaction's logic is written once
+as a sync function and run on an ``AsyncConnection`` with ``run_sync``.
+
+SQLite durability settings (applied to every connection):
+
+* ``journal_mode=WAL`` — readers never block the writer, and a crash leaves
+  the database consistent (the WAL is replayed on open).
+* ``synchronous=FULL`` — every commit is fsynced before it returns. In WAL
+  mode ``NORMAL`` may lose the last transactions on power loss; a checkpointer
+  that claims durability cannot.
+* ``busy_timeout=30000`` — two processes on one file wait for each other
+  instead of failing with ``database is locked``.
+* write transactions start with ``BEGIN IMMEDIATE`` so a reader never has to
+  upgrade to a writer mid-transaction (the classic SQLite deadlock); reads use
+  a plain deferred ``BEGIN``.
+* ``foreign_keys=ON`` for safety (the schema itself needs none).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from langgraph_warden.errors import ConfigurationError
+
+__all__ = ["parse_url", "make_engines", "WRITE", "is_sqlite"]
+
+#: Execution option marking a transaction that writes (SQLite: BEGIN IMMEDIATE).
+WRITE = {"warden_write": True}
+
+_SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg"}
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parse and check a database URL, with an error that shows the expected form."""
+    if isinstance(url, URL):
+        parsed = url
+    else:
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigurationError(
+                "database url is empty; pass e.g. 'sqlite:///warden.db' or "
+                "'postgresql+psycopg://user@host:5432/dbname'"
+            )
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigurationError(
+                f"database url {url!r} is malformed; expected 'sqlite:///path/to/file.db' or "
+                "'postgresql+psycopg://user[:password]@host[:port]/dbname'"
+            ) from None
+    backend = parsed.get_backend_name()
+    if backend not in _SYNC_DRIVERS:
+        raise ConfigurationError(
+            f"database url uses {backend!r}; langgraph-warden supports 'sqlite' and 'postgresql'"
+        )
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigurationError(
+            "an in-memory SQLite database is not durable and cannot be shared by the sync and async "
+            "engines; pass a file path: 'sqlite:///warden.db'"
+        )
+    if backend == "postgresql" and not parsed.host and "host" not in parsed.query:
+        raise ConfigurationError(f"postgresql url {parsed.render_as_string(hide_password=True)!r} has no host")
+    return parsed
+
+
+def is_sqlite(engine: Engine | AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _with_driver(url: URL, drivers: dict[str, str]) -> URL:
+    backend = url.get_backend_name()
+    return url.set(drivername=drivers[backend])
+
+
+def _install_sqlite_settings(sync_engine: Engine) -> None:
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised via engines
+        # Take transaction control from the driver so BEGIN is ours.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn):  # pragma: no cover - exercised via engines
+        if conn.get_execution_options().get("warden_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def _connect_args(url: URL, connect_timeout: float) -> dict:
+    if url.get_backend_name() == "postgresql":
+        return {"connect_timeout": max(1, int(connect_timeout))}
+    return {"timeout": 30.0}
+
+
+def make_engines(
+    url: str | URL, *, connect_timeout: float = 5.0, pool_size: int = 5
+) -> tuple[Engine, AsyncEngine]:
+    """Create the sync and async engines for ``url`` (not yet connected)."""
+    parsed = parse_url(url)
+    sync_url = _with_driver(parsed, _SYNC_DRIVERS)
+    async_url = _with_driver(parsed, _ASYNC_DRIVERS)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            sync_engine = create_engine(sync_url, connect_args=_connect_args(parsed, connect_timeout))
+            async_engine = create_async_engine(
+                async_url, connect_args=_connect_args(parsed, connect_timeout), poolclass=NullPool
+            )
+            _install_sqlite_settings(sync_engine)
+            _install_sqlite_settings(async_engine.sync_engine)
+        else:
+            kwargs = dict(
+                connect_args=_connect_args(parsed, connect_timeout),
+                pool_size=pool_size,
+                pool_pre_ping=True,
+            )
+            sync_engine = create_engine(sync_url, **kwargs)
+            async_engine = create_async_engine(async_url, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise ConfigurationError(
+            f"no database driver for {parsed.drivername!r} ({exc}); for PostgreSQL install the extra: "
+            "pip install 'langgraph-warden[postgres]'"
+        ) from None
+    return sync_engine, async_engine
+
+
+def engines_from(
+    engine: Engine | AsyncEngine,
+) -> tuple[Engine, AsyncEngine]:
+    """Complete a user-supplied engine with its sibling for the other API."""
+    url = engine.url
+    if isinstance(engine, AsyncEngine):
+        async_engine = engine
+        sync_engine = create_engine(_with_driver(url, _SYNC_DRIVERS))
+        if is_sqlite(async_engine):
+            _install_sqlite_settings(async_engine.sync_engine)
+            _install_sqlite_settings(sync_engine)
+    else:
+        sync_engine = engine
+        async_engine = create_async_engine(_with_driver(url, _ASYNC_DRIVERS))
+        if is_sqlite(sync_engine):
+            _install_sqlite_settings(sync_engine)
+            _install_sqlite_settings(async_engine.sync_engine)
+    return sync_engine, async_engine

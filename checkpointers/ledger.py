@@ -1,0 +1,485 @@
+"""The signed event ledger: an append-only hash chain per thread in the saver's database.
+
+Why in the same database: the saver appends ``checkpoint.saved`` /
+``writes.saved`` events in the *same transaction* as the rows they describe,
+so state and history commit together or not at all. Guards, the credential
+broker and approvals append through :class:`Ledger` as an
+:class:`~langgraph_warden.events.EventSink` (their own short transaction).
+
+Appending locks one row of ``warden_heads`` (the thread's chain tip), so
+threads never contend with each other; on SQLite the write transaction
+already holds the database lock (``BEGIN IMMEDIATE``). Each append signs the
+head it leaves with the workload's Ed25519 key: one signature per commit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from langgraph_warden.chain import (
+    ChainReport,
+    ChainRow,
+    Finding,
+    PublicKeyInfo,
+    SignatureMode,
+    verify_against_head,
+    verify_chain,
+)
+from langgraph_warden.events import GENESIS_HASH, Event, EventDraft, EventKind, SignedHead, head_signing_bytes
+from langgraph_warden.errors import IntegrityError, LedgerAppendError
+from langgraph_warden.keys import KeyStore, SigningKey, b64u
+
+from . import schema
+from .engine import WRITE
+
+__all__ = ["Ledger", "VerificationReport", "checkpoint_subject"]
+
+_EVENT_COLS = (
+    schema.events.c.thread_id,
+    schema.events.c.seq,
+    schema.events.c.kind,
+    schema.events.c.body,
+    schema.events.c.hash,
+    schema.events.c.key_id,
+    schema.events.c.key_store,
+    schema.events.c.signature,
+)
+
+
+def checkpoint_subject(checkpoint_ns: str, checkpoint_id: str) -> str:
+    """Subject of checkpoint/writes events: unique per namespace within a thread."""
+    return f"{checkpoint_ns}|{checkpoint_id}" if checkpoint_ns else checkpoint_id
+
+
+def _row(r: Any) -> ChainRow:
+    return ChainRow(
+        thread_id=r.thread_id,
+        seq=int(r.seq),
+        kind=r.kind,
+        body=bytes(r.body),
+        hash=r.hash,
+        key_id=r.key_id,
+        key_store=r.key_store,
+        signature=r.signature,
+    )
+
+
+@dataclass(slots=True)
+class VerificationReport:
+    """Result of verifying one or more threads: structured, for code and the CLI."""
+
+    threads: dict[str, ChainReport] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def events(self) -> int:
+        return sum(r.events for r in self.threads.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "threads": len(self.threads),
+            "events": self.events,
+            "findings": [
+                {"thread_id": f.thread_id, "seq": f.seq, "reason": f.reason, "detail": f.detail} for f in self.findings
+            ],
+        }
+
+
+class Ledger:
+    """Append, read and verify signed per-thread event chains."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        async_engine: AsyncEngine | None,
+        key_store: KeyStore,
+        workload_id: str,
+        *,
+        trusted_key_ids: Iterable[str] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._write_engine = engine.execution_options(**WRITE)
+        self._async_engine = async_engine
+        self._key_store = key_store
+        self.workload_id = workload_id
+        self.trusted_key_ids = frozenset(trusted_key_ids) if trusted_key_ids is not None else None
+        self._registered: set[str] = set()
+        self._keys_cache: dict[str, PublicKeyInfo] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ keys
+    def signing_key(self) -> SigningKey:
+        return self._key_store.signing_key()
+
+    def _ensure_key(self, conn: Connection, key: SigningKey) -> None:
+        if key.key_id in self._registered:
+            return
+        exists = conn.execute(select(schema.keys.c.key_id).where(schema.keys.c.key_id == key.key_id)).first()
+        if exists is None:
+            conn.execute(
+                insert(schema.keys).values(
+                    key_id=key.key_id,
+                    algorithm="Ed25519",
+                    public_key=key.public_key,
+                    workload_id=self.workload_id,
+                    store_kind=key.store_kind,
+                    created_at=datetime.now(timezone.utc),
+                )
+            )
+        with self._lock:
+            self._registered.add(key.key_id)
+
+    def register_key(self) -> str:
+        """Register the current public key (idempotent); returns its key id."""
+        key = self.signing_key()
+        with self._write_engine.begin() as conn:
+            self._ensure_key(conn, key)
+        return key.key_id
+
+    def rotate_key(self) -> str:
+        """Rotate the signing key. The old public key stays registered (retired) for verification."""
+        old = self.signing_key()
+        new = self._key_store.rotate()
+        with self._write_engine.begin() as conn:
+            self._ensure_key(conn, new)
+            conn.execute(
+                update(schema.keys)
+                .where(schema.keys.c.key_id == old.key_id, schema.keys.c.retired_at.is_(None))
+                .values(retired_at=datetime.now(timezone.utc))
+            )
+        return new.key_id
+
+    def public_keys(self, conn: Connection) -> dict[str, PublicKeyInfo]:
+        rows = conn.execute(select(schema.keys)).all()
+        return {
+            r.key_id: PublicKeyInfo(
+                key_id=r.key_id,
+                public_key=bytes(r.public_key),
+                workload_id=r.workload_id,
+                store_kind=r.store_kind,
+                created_at=r.created_at,
+                retired_at=r.retired_at,
+            )
+            for r in rows
+        }
+
+    def _key_info(self, conn: Connection, key_id: str) -> dict[str, PublicKeyInfo]:
+        # Keys are immutable once registered, so a per-process cache is safe.
+        info = self._keys_cache.get(key_id)
+        if info is None:
+            fresh = self.public_keys(conn)
+            with self._lock:
+                self._keys_cache.update(fresh)
+            info = fresh.get(key_id)
+        return {key_id: info} if info is not None else {}
+
+    # ---------------------------------------------------------------- append
+    def _lock_head(self, conn: Connection, thread_id: str) -> tuple[int, str]:
+        heads = schema.heads
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            conn.execute(
+                pg_insert(heads)
+                .values(thread_id=thread_id, seq=0, hash=GENESIS_HASH)
+                .on_conflict_do_nothing(index_elements=["thread_id"])
+            )
+            row = conn.execute(
+                select(heads.c.seq, heads.c.hash).where(heads.c.thread_id == thread_id).with_for_update()
+            ).one()
+            return int(row.seq), row.hash
+        # SQLite: BEGIN IMMEDIATE already serialises writers.
+        row = conn.execute(select(heads.c.seq, heads.c.hash).where(heads.c.thread_id == thread_id)).first()
+        if row is None:
+            conn.execute(insert(heads).values(thread_id=thread_id, seq=0, hash=GENESIS_HASH))
+            return 0, GENESIS_HASH
+        return int(row.seq), row.hash
+
+    def append_in(self, conn: Connection, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
+        """Append ``drafts`` to ``thread_id``'s chain inside the caller's transaction.
+
+        The last appended event carries the signature of the new chain head.
+        """
+        if not drafts:
+            return []
+        key = self.signing_key()
+        self._ensure_key(conn, key)
+        seq, prev = self._lock_head(conn, thread_id)
+        now = datetime.now(timezone.utc)
+        out: list[Event] = []
+        rows: list[dict[str, Any]] = []
+        for draft in drafts:
+            seq += 1
+            ev, body = Event.create(
+                thread_id=thread_id,
+                checkpoint_ns=draft.checkpoint_ns,
+                seq=seq,
+                kind=draft.kind,
+                actor=self.workload_id,
+                payload=draft.payload,
+                prev_hash=prev,
+                ts=now,
+            )
+            out.append(ev)
+            rows.append(
+                {
+                    "thread_id": thread_id,
+                    "seq": seq,
+                    "checkpoint_ns": draft.checkpoint_ns,
+                    "kind": draft.kind,
+                    "subject": draft.subject,
+                    "ts": now,
+                    "body": body,
+                    "hash": ev.hash,
+                    "key_id": None,
+                    "key_store": None,
+                    "signature": None,
+                }
+            )
+            prev = ev.hash
+        last = rows[-1]
+        last["key_id"] = key.key_id
+        last["key_store"] = key.store_kind
+        last["signature"] = b64u(key.sign(head_signing_bytes(thread_id, seq, prev, key.key_id, key.store_kind)))
+        conn.execute(insert(schema.events), rows)
+        conn.execute(update(schema.heads).where(schema.heads.c.thread_id == thread_id).values(seq=seq, hash=prev))
+        return out
+
+    def append(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
+        """EventSink: append in its own transaction; durable when this returns."""
+        try:
+            with self._write_engine.begin() as conn:
+                return self.append_in(conn, thread_id, drafts)
+        except IntegrityError:
+            raise
+        except Exception as exc:
+            raise LedgerAppendError(
+                f"could not append {[d.kind for d in drafts]} to thread {thread_id!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def aappend(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
+        if self._async_engine is None:
+            return self.append(thread_id, drafts)
+        try:
+            async with self._async_engine.execution_options(**WRITE).begin() as conn:
+                return await conn.run_sync(self.append_in, thread_id, drafts)
+        except Exception as exc:
+            raise LedgerAppendError(
+                f"could not append {[d.kind for d in drafts]} to thread {thread_id!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    # ------------------------------------------------------------------ read
+    def events_in(
+        self,
+        conn: Connection,
+        thread_id: str,
+        *,
+        kinds: Sequence[str] | None = None,
+        after_seq: int = 0,
+        subject: str | None = None,
+    ) -> list[Event]:
+        q = select(schema.events.c.body, schema.events.c.hash).where(
+            schema.events.c.thread_id == thread_id, schema.events.c.seq > after_seq
+        )
+        if kinds:
+            q = q.where(schema.events.c.kind.in_(list(kinds)))
+        if subject is not None:
+            q = q.where(schema.events.c.subject == subject)
+        return [Event.from_body(bytes(r.body), r.hash) for r in conn.execute(q.order_by(schema.events.c.seq))]
+
+    def events(
+        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0, subject: str | None = None
+    ) -> list[Event]:
+        with self._engine.connect() as conn:
+            return self.events_in(conn, thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
+
+    async def aevents(
+        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0, subject: str | None = None
+    ) -> list[Event]:
+        if self._async_engine is None:
+            return self.events(thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
+        async with self._async_engine.connect() as conn:
+            return await conn.run_sync(
+                lambda c: self.events_in(c, thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
+            )
+
+    def thread_ids(self, conn: Connection) -> list[str]:
+        return [r[0] for r in conn.execute(select(schema.heads.c.thread_id).order_by(schema.heads.c.thread_id))]
+
+    def head(self, thread_id: str) -> SignedHead | None:
+        """The current signed chain head of a thread (export it to detect truncation later)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(*_EVENT_COLS)
+                .where(schema.events.c.thread_id == thread_id)
+                .order_by(schema.events.c.seq.desc())
+                .limit(1)
+            ).first()
+        if row is None or not row.signature:
+            return None
+        return SignedHead(
+            thread_id=thread_id,
+            seq=int(row.seq),
+            hash=row.hash,
+            key_id=row.key_id,
+            signature=row.signature,
+            key_store=row.key_store or "",
+        )
+
+    # ---------------------------------------------------------- resume check
+    def verify_checkpoint_in(
+        self,
+        conn: Connection,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        checkpoint_digest: str,
+        write_digests: dict[tuple[str, int], str],
+    ) -> None:
+        """Refuse a checkpoint (and its pending writes) that the signed chain does not vouch for.
+
+        Checks: the newest ``checkpoint.saved`` event for it carries exactly this
+        row's digest; the pending writes equal those recorded by ``writes.saved``
+        events; and the chain from those events to the head is intact and the
+        head's signature verifies.
+        """
+        subject = checkpoint_subject(checkpoint_ns, checkpoint_id)
+        ev_rows = conn.execute(
+            select(*_EVENT_COLS)
+            .where(schema.events.c.thread_id == thread_id, schema.events.c.subject == subject)
+            .order_by(schema.events.c.seq)
+        ).all()
+
+        def fail(reason: str, detail: str, seq: int | None = None) -> IntegrityError:
+            return IntegrityError(
+                f"integrity check failed for thread {thread_id!r} checkpoint {checkpoint_id!r}"
+                f"{' ns ' + repr(checkpoint_ns) if checkpoint_ns else ''}: {reason}: {detail}. "
+                "The run was stopped before any node ran; run `warden audit verify` for the full report.",
+                thread_id=thread_id,
+                checkpoint_ns=checkpoint_ns,
+                checkpoint_id=checkpoint_id,
+                seq=seq,
+                reason=reason,
+            )
+
+        saved = [r for r in ev_rows if r.kind in (EventKind.CHECKPOINT_SAVED,)]
+        if not saved:
+            raise fail("checkpoint_unrecorded", "no checkpoint.saved event records this checkpoint (row inserted?)")
+        start = min(int(r.seq) for r in ev_rows)
+        chain_rows = conn.execute(
+            select(*_EVENT_COLS)
+            .where(schema.events.c.thread_id == thread_id, schema.events.c.seq >= start)
+            .order_by(schema.events.c.seq)
+        ).all()
+        rows = [_row(r) for r in chain_rows]
+        # Signed heads: check the final head's signature (it pins everything before it).
+        keys = self._key_info(conn, rows[-1].key_id or "") if rows else {}
+        report = verify_chain(
+            thread_id,
+            rows,
+            keys,
+            start_seq=start,
+            start_prev_hash=None,
+            signatures="heads",
+            trusted_key_ids=self.trusted_key_ids,
+        )
+        # Only the final head's key is loaded; findings about earlier heads' keys are not meaningful here.
+        findings = [
+            f for f in report.findings if not (f.reason in ("unknown_key", "untrusted_key") and f.seq != report.head_seq)
+        ]
+        if report.head_seq is not None and rows[-1].key_id not in keys and rows[-1].signature:
+            findings.append(Finding(thread_id, report.head_seq, "unknown_key", "head signed by an unregistered key"))
+        if findings:
+            f = findings[0]
+            raise fail(f.reason, f.detail, f.seq)
+        last_saved = max(saved, key=lambda r: r.seq)
+        body = report.bodies[int(last_saved.seq)]
+        if body["payload"].get("digest") != checkpoint_digest:
+            raise fail(
+                "checkpoint_changed",
+                "the stored checkpoint row does not match the digest recorded when it was saved",
+                int(last_saved.seq),
+            )
+        expected: dict[tuple[str, int], str] = {}
+        for r in ev_rows:
+            if r.kind != EventKind.WRITES_SAVED:
+                continue
+            payload = report.bodies[int(r.seq)]["payload"]
+            for w in payload.get("rows", ()):
+                expected[(payload["task_id"], int(w["idx"]))] = w["digest"]
+        if expected != write_digests:
+            missing = sorted(set(expected) - set(write_digests))
+            extra = sorted(set(write_digests) - set(expected))
+            changed = sorted(k for k in set(expected) & set(write_digests) if expected[k] != write_digests[k])
+            raise fail(
+                "writes_changed",
+                f"pending writes differ from the recorded ones (missing={missing}, unrecorded={extra}, changed={changed})",
+            )
+
+    # ---------------------------------------------------------- full verify
+    def verify_thread_in(
+        self,
+        conn: Connection,
+        thread_id: str,
+        keys: dict[str, PublicKeyInfo],
+        *,
+        signatures: SignatureMode = "heads",
+        against: SignedHead | None = None,
+        check_rows: bool = True,
+    ) -> ChainReport:
+        rows = [
+            _row(r)
+            for r in conn.execute(
+                select(*_EVENT_COLS).where(schema.events.c.thread_id == thread_id).order_by(schema.events.c.seq)
+            )
+        ]
+        report = verify_chain(
+            thread_id, rows, keys, signatures=signatures, trusted_key_ids=self.trusted_key_ids
+        )
+        if against is not None:
+            report.findings.extend(verify_against_head(report, against, {r.seq: r for r in rows}, keys))
+        if check_rows:
+            from .rows import check_rows_against_events
+
+            report.findings.extend(check_rows_against_events(conn, thread_id, report))
+        return report
+
+    def verify(
+        self,
+        *,
+        thread_id: str | None = None,
+        signatures: SignatureMode = "heads",
+        against: Iterable[SignedHead] = (),
+        check_rows: bool = True,
+    ) -> VerificationReport:
+        """Verify every thread (or one) offline: chain, signatures, rows, and saved heads."""
+        result = VerificationReport()
+        saved = {h.thread_id: h for h in against}
+        with self._engine.connect() as conn:
+            keys = self.public_keys(conn)
+            threads = [thread_id] if thread_id is not None else self.thread_ids(conn)
+            if thread_id is None:
+                for tid in saved:
+                    if tid not in threads:
+                        threads.append(tid)
+            for tid in threads:
+                report = self.verify_thread_in(
+                    conn, tid, keys, signatures=signatures, against=saved.get(tid), check_rows=check_rows
+                )
+                if report.events == 0 and tid in saved:
+                    report.fail(None, "truncated", "a saved head exists for this thread but it has no events")
+                result.threads[tid] = report
+                result.findings.extend(report.findings)
+        return result

@@ -1,0 +1,1 @@
+"""Alembic migrations for the warden schema (run by ``WardenSaver.setup()``)."""

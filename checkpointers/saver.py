@@ -1,0 +1,839 @@
+"""``WardenSaver``: a LangGraph checkpointer on SQLAlchemy with a signed event history.
+
+Swap it in for ``SqliteSaver``/``PostgresSaver`` with one line::
+
+    with WardenSaver.from_url("sqlite:///agent.db", key_store=EphemeralKeyStore()) as saver:
+        graph = builder.compile(checkpointer=saver)
+
+The same object serves the sync API (``invoke``/``stream``) and the async API
+(``ainvoke``/``astream``). Each transaction's logic is written once as a sync
+function over a ``Connection``; the async methods run it on an
+``AsyncConnection`` with ``run_sync``.
+
+Every ``put``/``put_writes`` appends an event with the digest of exactly what it
+stored, in the same transaction as the rows. ``get_tuple`` — the call a run
+makes to resume — verifies the checkpoint and its pending writes against the
+signed chain and raises :class:`~langgraph_warden.errors.IntegrityError`
+instead of returning state that was altered.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from langgraph_warden.errors import (
+    ConfigurationError,
+    CorruptRowError,
+    DatabaseUnavailableError,
+    IntegrityError,
+)
+from langgraph_warden.events import EventDraft, EventKind
+from langgraph_warden.keys import KeyringKeyStore, KeyStore
+
+from . import migrate, schema
+from .engine import WRITE, engines_from, make_engines, parse_url
+from .ledger import Ledger, checkpoint_subject
+from .rows import checkpoint_digest, row_checkpoint_digest, row_write_digest, write_digest
+
+__all__ = ["WardenSaver", "DEFAULT_WORKLOAD_ID"]
+
+DEFAULT_WORKLOAD_ID = "spiffe://langgraph-warden.local/agent"
+
+_cp = schema.checkpoints
+_wr = schema.writes
+
+
+def _configurable(config: RunnableConfig | None, *, need_thread: bool = True) -> Mapping[str, Any]:
+    if config is None or not isinstance(config, Mapping):
+        if need_thread:
+            raise ConfigurationError(
+                "config is missing; pass {'configurable': {'thread_id': '...'}} to invoke/stream"
+            )
+        return {}
+    conf = config.get("configurable")
+    if conf is None:
+        conf = {}
+    if need_thread and conf.get("thread_id") in (None, ""):
+        raise ConfigurationError(
+            "config['configurable']['thread_id'] is missing; the checkpointer needs it to know which "
+            "conversation to save and resume: graph.invoke(inputs, {'configurable': {'thread_id': 'my-thread'}})"
+        )
+    return conf
+
+
+class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyncContextManager):
+    """Durable, tamper-evident LangGraph checkpointer for SQLite and PostgreSQL.
+
+    Args:
+        engine: a SQLAlchemy ``Engine`` or ``AsyncEngine``; its sibling for the
+            other API is created from the same URL. Prefer :meth:`from_url`.
+        key_store: holds the Ed25519 key that signs the history. Default:
+            :class:`~langgraph_warden.keys.KeyringKeyStore` — which raises with
+            instructions when no keyring backend is configured. Pass
+            ``EphemeralKeyStore()`` explicitly for demos and tests.
+        workload_id: the SPIFFE-style identity recorded as each event's actor.
+        serde: the serializer (``JsonPlusSerializer`` by default;
+            ``EncryptedSerializer`` works). ``LANGGRAPH_STRICT_MSGPACK`` is
+            honoured because deserialisation goes through ``serde``.
+        trusted_key_ids: if given, only signatures by these keys are accepted
+            (pins the trust anchor outside the database).
+        verify_reads: verify checkpoints against the signed chain when loaded
+            (default ``True``; turn off only for display tools).
+    """
+
+    def __init__(
+        self,
+        engine: Engine | AsyncEngine,
+        *,
+        key_store: KeyStore | None = None,
+        workload_id: str = DEFAULT_WORKLOAD_ID,
+        serde: SerializerProtocol | None = None,
+        trusted_key_ids: Sequence[str] | None = None,
+        verify_reads: bool = True,
+        _async_engine: AsyncEngine | None = None,
+        _owns_engines: bool = False,
+    ) -> None:
+        super().__init__(serde=serde)
+        if _async_engine is not None and isinstance(engine, Engine):
+            self._engine, self._aengine = engine, _async_engine
+        elif isinstance(engine, (Engine, AsyncEngine)):
+            self._engine, self._aengine = engines_from(engine)
+            _owns_engines = _owns_engines or False
+        else:
+            raise ConfigurationError(
+                f"engine must be a sqlalchemy Engine or AsyncEngine, got {type(engine).__name__}; "
+                "or use WardenSaver.from_url('sqlite:///file.db')"
+            )
+        self._owns_engines = _owns_engines
+        self._write_engine = self._engine.execution_options(**WRITE)
+        self._awrite_engine = self._aengine.execution_options(**WRITE)
+        self.key_store = key_store if key_store is not None else KeyringKeyStore()
+        self.ledger = Ledger(
+            self._engine, self._aengine, self.key_store, workload_id, trusted_key_ids=trusted_key_ids
+        )
+        self.verify_reads = verify_reads
+        self._is_setup = False
+
+    # ------------------------------------------------------------ lifecycle
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key_store: KeyStore | None = None,
+        workload_id: str = DEFAULT_WORKLOAD_ID,
+        serde: SerializerProtocol | None = None,
+        trusted_key_ids: Sequence[str] | None = None,
+        setup: bool = True,
+        connect_timeout: float = 5.0,
+        pool_size: int = 5,
+    ) -> WardenSaver:
+        """Open ``sqlite:///path.db`` or ``postgresql+psycopg://...``; runs migrations unless ``setup=False``.
+
+        The saver owns the engines it creates: ``close()`` or the ``with`` block disposes them.
+        Fails fast (``DatabaseUnavailableError`` naming the host) if the database is unreachable.
+        """
+        sync_engine, async_engine = make_engines(url, connect_timeout=connect_timeout, pool_size=pool_size)
+        saver = cls(
+            sync_engine,
+            key_store=key_store,
+            workload_id=workload_id,
+            serde=serde,
+            trusted_key_ids=trusted_key_ids,
+            _async_engine=async_engine,
+            _owns_engines=True,
+        )
+        try:
+            if setup:
+                saver.setup()
+            else:
+                saver._check_reachable()
+        except BaseException:
+            saver.close()
+            raise
+        return saver
+
+    def _describe_db(self) -> str:
+        url = self._engine.url
+        if url.get_backend_name() == "sqlite":
+            return f"SQLite file {url.database!r}"
+        return f"PostgreSQL at {url.host}:{url.port or 5432}/{url.database}"
+
+    def _unavailable(self, exc: Exception) -> DatabaseUnavailableError:
+        return DatabaseUnavailableError(
+            f"cannot reach the {self._describe_db()}: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0] if str(getattr(exc, 'orig', exc)).strip() else type(exc).__name__}. "
+            "Check that the server is running and the URL (host, port, database, user) is right."
+        )
+
+    def _check_reachable(self) -> None:
+        try:
+            with self._engine.connect():
+                pass
+        except (OperationalError, DBAPIError) as exc:
+            raise self._unavailable(exc) from None
+
+    def setup(self) -> None:
+        """Create or upgrade the schema (Alembic) and register the signing key. Idempotent."""
+        try:
+            migrate.upgrade(self._engine)
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or "connect" in str(exc).lower():
+                raise self._unavailable(exc) from None
+            raise
+        self.ledger.register_key()
+        self._is_setup = True
+
+    async def asetup(self) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.setup)
+
+    def close(self) -> None:
+        if self._owns_engines:
+            self._engine.dispose()
+            # The async engine's pool holds connections bound to event loops; drop them without awaiting.
+            self._aengine.sync_engine.dispose(close=False)
+
+    async def aclose(self) -> None:
+        if self._owns_engines:
+            self._engine.dispose()
+            await self._aengine.dispose()
+
+    def __enter__(self) -> WardenSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> WardenSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def async_engine(self) -> AsyncEngine:
+        return self._aengine
+
+    # --------------------------------------------------------------- decode
+    def _load_checkpoint(self, r: Any) -> Checkpoint:
+        try:
+            return self.serde.loads_typed((r.type, bytes(r.checkpoint)))
+        except Exception as exc:
+            raise CorruptRowError(
+                f"checkpoint row (thread {r.thread_id!r}, ns {r.checkpoint_ns!r}, id {r.checkpoint_id!r}) in "
+                f"{_cp.name} cannot be decoded ({type(exc).__name__}: {exc}); the row is corrupted or was "
+                "written with a different serializer/encryption key"
+            ) from None
+
+    def _load_metadata(self, r: Any) -> CheckpointMetadata:
+        try:
+            return self.serde.loads_typed((r.metadata_type, bytes(r.metadata)))
+        except Exception as exc:
+            raise CorruptRowError(
+                f"metadata of checkpoint (thread {r.thread_id!r}, id {r.checkpoint_id!r}) cannot be decoded "
+                f"({type(exc).__name__}); the row is corrupted or the serializer changed"
+            ) from None
+
+    def _load_write(self, w: Any) -> Any:
+        try:
+            return self.serde.loads_typed((w.type, bytes(w.blob)))
+        except Exception as exc:
+            raise CorruptRowError(
+                f"write row (thread {w.thread_id!r}, checkpoint {w.checkpoint_id!r}, task {w.task_id!r}, "
+                f"idx {w.idx}) in {_wr.name} cannot be decoded ({type(exc).__name__})"
+            ) from None
+
+    def _tuple(self, r: Any, writes: list[Any]) -> CheckpointTuple:
+        conf = {
+            "configurable": {
+                "thread_id": r.thread_id,
+                "checkpoint_ns": r.checkpoint_ns,
+                "checkpoint_id": r.checkpoint_id,
+            }
+        }
+        parent = (
+            {
+                "configurable": {
+                    "thread_id": r.thread_id,
+                    "checkpoint_ns": r.checkpoint_ns,
+                    "checkpoint_id": r.parent_checkpoint_id,
+                }
+            }
+            if r.parent_checkpoint_id
+            else None
+        )
+        return CheckpointTuple(
+            config=conf,
+            checkpoint=self._load_checkpoint(r),
+            metadata=self._load_metadata(r),
+            parent_config=parent,
+            pending_writes=[(w.task_id, w.channel, self._load_write(w)) for w in writes],
+        )
+
+    # ----------------------------------------------------------- read (tx)
+    def _writes_for(self, conn: Connection, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
+        return conn.execute(
+            select(_wr)
+            .where(_wr.c.thread_id == thread_id, _wr.c.checkpoint_ns == ns, _wr.c.checkpoint_id == checkpoint_id)
+            .order_by(_wr.c.task_path, _wr.c.task_id, _wr.c.idx)
+        ).all()
+
+    def _verify_loaded(self, conn: Connection, r: Any, writes: list[Any]) -> None:
+        self.ledger.verify_checkpoint_in(
+            conn,
+            r.thread_id,
+            r.checkpoint_ns,
+            r.checkpoint_id,
+            row_checkpoint_digest(r),
+            {(w.task_id, int(w.idx)): row_write_digest(w) for w in writes},
+        )
+
+    def _get_tuple_tx(self, conn: Connection, config: RunnableConfig) -> CheckpointTuple | None:
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "") or ""
+        q = select(_cp).where(_cp.c.thread_id == thread_id, _cp.c.checkpoint_ns == ns)
+        checkpoint_id = get_checkpoint_id(config)
+        if checkpoint_id:
+            q = q.where(_cp.c.checkpoint_id == checkpoint_id)
+        else:
+            q = q.order_by(_cp.c.checkpoint_id.desc()).limit(1)
+        r = conn.execute(q).first()
+        if r is None:
+            return None
+        writes = self._writes_for(conn, thread_id, ns, r.checkpoint_id)
+        if self.verify_reads:
+            self._verify_loaded(conn, r, writes)
+        return self._tuple(r, writes)
+
+    def _list_tx(
+        self,
+        conn: Connection,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+        verify: bool,
+    ) -> list[CheckpointTuple]:
+        q = select(_cp)
+        conf = _configurable(config, need_thread=False) if config is not None else {}
+        if conf.get("thread_id") is not None:
+            q = q.where(_cp.c.thread_id == str(conf["thread_id"]))
+        if conf.get("checkpoint_ns") is not None:
+            q = q.where(_cp.c.checkpoint_ns == conf["checkpoint_ns"])
+        if conf.get("checkpoint_id"):
+            q = q.where(_cp.c.checkpoint_id == conf["checkpoint_id"])
+        if before is not None and get_checkpoint_id(before):
+            q = q.where(_cp.c.checkpoint_id < get_checkpoint_id(before))
+        q = q.order_by(_cp.c.checkpoint_id.desc())
+        if limit is not None and not filter:
+            q = q.limit(int(limit))
+        selected: list[tuple[Any, CheckpointMetadata]] = []
+        for r in conn.execute(q):
+            md = self._load_metadata(r)
+            if filter and not all(md.get(k) == v for k, v in filter.items()):
+                continue
+            selected.append((r, md))
+            if limit is not None and len(selected) >= limit:
+                break
+        if not selected:
+            return []
+        keys = [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _ in selected]
+        by_cp: dict[tuple[str, str, str], list[Any]] = {k: [] for k in keys}
+        for chunk_start in range(0, len(keys), 500):
+            chunk = keys[chunk_start : chunk_start + 500]
+            wq = (
+                select(_wr)
+                .where(tuple_(_wr.c.thread_id, _wr.c.checkpoint_ns, _wr.c.checkpoint_id).in_(chunk))
+                .order_by(_wr.c.task_path, _wr.c.task_id, _wr.c.idx)
+            )
+            for w in conn.execute(wq):
+                by_cp[(w.thread_id, w.checkpoint_ns, w.checkpoint_id)].append(w)
+        if verify:
+            self._verify_many(conn, [r for r, _ in selected], by_cp)
+        return [self._tuple(r, by_cp[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)]) for r, _ in selected]
+
+    def _verify_many(self, conn: Connection, rows: list[Any], by_cp: dict[tuple[str, str, str], list[Any]]) -> None:
+        """Verify listed rows with one chain pass per thread."""
+        from .rows import expected_rows
+
+        keys = self.ledger.public_keys(conn)
+        for thread_id in sorted({r.thread_id for r in rows}):
+            report = self.ledger.verify_thread_in(conn, thread_id, keys, check_rows=False)
+            if report.findings:
+                f = report.findings[0]
+                raise IntegrityError(
+                    f"integrity check failed for thread {thread_id!r}: {f.reason}: {f.detail}",
+                    thread_id=thread_id,
+                    seq=f.seq,
+                    reason=f.reason,
+                )
+            exp_cp, exp_wr = expected_rows(report)
+            for r in rows:
+                if r.thread_id != thread_id:
+                    continue
+                want = exp_cp.get((r.checkpoint_ns, r.checkpoint_id))
+                if want != row_checkpoint_digest(r):
+                    raise IntegrityError(
+                        f"integrity check failed for thread {thread_id!r} checkpoint {r.checkpoint_id!r}: "
+                        "checkpoint_changed: the row does not match its recorded digest",
+                        thread_id=thread_id,
+                        checkpoint_ns=r.checkpoint_ns,
+                        checkpoint_id=r.checkpoint_id,
+                        reason="checkpoint_changed" if want else "checkpoint_unrecorded",
+                    )
+                for w in by_cp[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)]:
+                    if exp_wr.get((w.checkpoint_ns, w.checkpoint_id, w.task_id, int(w.idx))) != row_write_digest(w):
+                        raise IntegrityError(
+                            f"integrity check failed for thread {thread_id!r} checkpoint {r.checkpoint_id!r}: "
+                            f"writes_changed: write (task {w.task_id!r}, idx {w.idx}) does not match its record",
+                            thread_id=thread_id,
+                            checkpoint_ns=r.checkpoint_ns,
+                            checkpoint_id=r.checkpoint_id,
+                            reason="writes_changed",
+                        )
+
+    # ---------------------------------------------------------- write (tx)
+    def _put_tx(
+        self,
+        conn: Connection,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+    ) -> RunnableConfig:
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "") or ""
+        parent_id = conf.get("checkpoint_id")
+        type_, blob = self.serde.dumps_typed(checkpoint)
+        md = get_checkpoint_metadata(config, metadata)
+        md_type, md_blob = self.serde.dumps_typed(md)
+        run_id = md.get("run_id")
+        cid = checkpoint["id"]
+        digest = checkpoint_digest(thread_id, ns, cid, parent_id, type_, blob, md_type, md_blob)
+        values = dict(
+            thread_id=thread_id,
+            checkpoint_ns=ns,
+            checkpoint_id=cid,
+            parent_checkpoint_id=parent_id,
+            run_id=str(run_id) if run_id is not None else None,
+            type=type_,
+            checkpoint=blob,
+            metadata_type=md_type,
+            metadata=md_blob,
+            digest=digest,
+        )
+        key = and_(_cp.c.thread_id == thread_id, _cp.c.checkpoint_ns == ns, _cp.c.checkpoint_id == cid)
+        existing = conn.execute(select(_cp.c.digest).where(key)).first()
+        if existing is None:
+            conn.execute(insert(_cp).values(**values))
+        elif existing.digest != digest:
+            # LangGraph re-puts a checkpoint id only when replaying the same step; the
+            # new version is recorded by its own event so the history keeps both digests.
+            conn.execute(update(_cp).where(key).values(**values))
+        if existing is None or existing.digest != digest:
+            self.ledger.append_in(
+                conn,
+                thread_id,
+                [
+                    EventDraft(
+                        kind=EventKind.CHECKPOINT_SAVED,
+                        checkpoint_ns=ns,
+                        subject=checkpoint_subject(ns, cid),
+                        payload={
+                            "checkpoint_id": cid,
+                            "parent_checkpoint_id": parent_id,
+                            "step": md.get("step") if isinstance(md.get("step"), int) else None,
+                            "source": md.get("source") if isinstance(md.get("source"), str) else None,
+                            "run_id": values["run_id"],
+                            "digest": digest,
+                            "replaced": existing is not None,
+                        },
+                    )
+                ],
+            )
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
+
+    def _put_writes_tx(
+        self,
+        conn: Connection,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> None:
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "") or ""
+        cid = conf.get("checkpoint_id")
+        if not cid:
+            raise ConfigurationError(
+                "config['configurable']['checkpoint_id'] is missing in put_writes; writes belong to a checkpoint"
+            )
+        upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
+        existing = {
+            int(r.idx): r.digest
+            for r in conn.execute(
+                select(_wr.c.idx, _wr.c.digest).where(
+                    _wr.c.thread_id == thread_id,
+                    _wr.c.checkpoint_ns == ns,
+                    _wr.c.checkpoint_id == cid,
+                    _wr.c.task_id == task_id,
+                )
+            )
+        }
+        inserts: list[dict[str, Any]] = []
+        recorded: list[dict[str, Any]] = []
+        for i, (channel, value) in enumerate(writes):
+            idx = WRITES_IDX_MAP.get(channel, i)
+            type_, blob = self.serde.dumps_typed(value)
+            digest = write_digest(thread_id, ns, cid, task_id, idx, task_path, channel, type_, blob)
+            row = dict(
+                thread_id=thread_id,
+                checkpoint_ns=ns,
+                checkpoint_id=cid,
+                task_id=task_id,
+                idx=idx,
+                task_path=task_path,
+                channel=channel,
+                type=type_,
+                blob=blob,
+                digest=digest,
+            )
+            if idx not in existing:
+                inserts.append(row)
+                existing[idx] = digest
+            elif upsert and existing[idx] != digest:
+                conn.execute(
+                    update(_wr)
+                    .where(
+                        _wr.c.thread_id == thread_id,
+                        _wr.c.checkpoint_ns == ns,
+                        _wr.c.checkpoint_id == cid,
+                        _wr.c.task_id == task_id,
+                        _wr.c.idx == idx,
+                    )
+                    .values(channel=channel, type=type_, blob=blob, digest=digest, task_path=task_path)
+                )
+                existing[idx] = digest
+            else:
+                continue  # idempotent: a regular write is never overwritten
+            recorded.append({"idx": idx, "channel": channel, "digest": digest})
+        if inserts:
+            conn.execute(insert(_wr), inserts)
+        if recorded:
+            self.ledger.append_in(
+                conn,
+                thread_id,
+                [
+                    EventDraft(
+                        kind=EventKind.WRITES_SAVED,
+                        checkpoint_ns=ns,
+                        subject=checkpoint_subject(ns, cid),
+                        payload={"checkpoint_id": cid, "task_id": task_id, "task_path": task_path, "rows": recorded},
+                    )
+                ],
+            )
+
+    def _delete_thread_tx(self, conn: Connection, thread_id: str) -> None:
+        n_cp = conn.execute(delete(_cp).where(_cp.c.thread_id == thread_id)).rowcount
+        n_wr = conn.execute(delete(_wr).where(_wr.c.thread_id == thread_id)).rowcount
+        if n_cp or n_wr:
+            self.ledger.append_in(
+                conn,
+                thread_id,
+                [EventDraft(kind=EventKind.THREAD_DELETED, payload={"checkpoints": n_cp, "writes": n_wr})],
+            )
+
+    def _remove_checkpoints(self, conn: Connection, thread_id: str, keys: list[tuple[str, str]], kind: str, extra: dict[str, Any]) -> None:
+        if not keys:
+            return
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            conn.execute(
+                delete(_cp).where(_cp.c.thread_id == thread_id, tuple_(_cp.c.checkpoint_ns, _cp.c.checkpoint_id).in_(chunk))
+            )
+            conn.execute(
+                delete(_wr).where(_wr.c.thread_id == thread_id, tuple_(_wr.c.checkpoint_ns, _wr.c.checkpoint_id).in_(chunk))
+            )
+        self.ledger.append_in(
+            conn,
+            thread_id,
+            [EventDraft(kind=kind, payload={**extra, "checkpoints": [[ns, cid] for ns, cid in keys]})],
+        )
+
+    def _delete_for_runs_tx(self, conn: Connection, run_ids: Sequence[str]) -> None:
+        if not run_ids:
+            return
+        rows = conn.execute(
+            select(_cp.c.thread_id, _cp.c.checkpoint_ns, _cp.c.checkpoint_id).where(
+                _cp.c.run_id.in_([str(r) for r in run_ids])
+            )
+        ).all()
+        by_thread: dict[str, list[tuple[str, str]]] = {}
+        for r in rows:
+            by_thread.setdefault(r.thread_id, []).append((r.checkpoint_ns, r.checkpoint_id))
+        for thread_id in sorted(by_thread):
+            self._remove_checkpoints(
+                conn, thread_id, by_thread[thread_id], EventKind.RUNS_DELETED, {"run_ids": sorted(map(str, run_ids))}
+            )
+
+    def _prune_tx(self, conn: Connection, thread_ids: Sequence[str], strategy: str) -> None:
+        if strategy not in ("keep_latest", "delete"):
+            raise ConfigurationError(f"prune strategy {strategy!r} is unknown; use 'keep_latest' or 'delete'")
+        for thread_id in sorted({str(t) for t in thread_ids}):
+            rows = conn.execute(
+                select(_cp.c.checkpoint_ns, _cp.c.checkpoint_id)
+                .where(_cp.c.thread_id == thread_id)
+                .order_by(_cp.c.checkpoint_ns, _cp.c.checkpoint_id.desc())
+            ).all()
+            doomed: list[tuple[str, str]] = []
+            seen_ns: set[str] = set()
+            for r in rows:
+                if strategy == "keep_latest" and r.checkpoint_ns not in seen_ns:
+                    seen_ns.add(r.checkpoint_ns)
+                    continue
+                doomed.append((r.checkpoint_ns, r.checkpoint_id))
+            if strategy == "delete":
+                # Writes saved ahead of any checkpoint go too.
+                conn.execute(delete(_wr).where(_wr.c.thread_id == thread_id))
+            self._remove_checkpoints(conn, thread_id, doomed, EventKind.CHECKPOINTS_PRUNED, {"strategy": strategy})
+
+    def _copy_thread_tx(self, conn: Connection, source: str, target: str) -> None:
+        cps = conn.execute(select(_cp).where(_cp.c.thread_id == source).order_by(_cp.c.checkpoint_id)).all()
+        wrs = conn.execute(
+            select(_wr).where(_wr.c.thread_id == source).order_by(_wr.c.checkpoint_id, _wr.c.task_path, _wr.c.task_id, _wr.c.idx)
+        ).all()
+        if not cps and not wrs:
+            return
+        drafts = [EventDraft(kind=EventKind.THREAD_COPIED, payload={"source_thread_id": source, "checkpoints": len(cps)})]
+        cp_rows = []
+        for r in cps:
+            digest = checkpoint_digest(
+                target, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id, r.type, bytes(r.checkpoint), r.metadata_type, bytes(r.metadata)
+            )
+            cp_rows.append(
+                dict(
+                    thread_id=target,
+                    checkpoint_ns=r.checkpoint_ns,
+                    checkpoint_id=r.checkpoint_id,
+                    parent_checkpoint_id=r.parent_checkpoint_id,
+                    run_id=r.run_id,
+                    type=r.type,
+                    checkpoint=bytes(r.checkpoint),
+                    metadata_type=r.metadata_type,
+                    metadata=bytes(r.metadata),
+                    digest=digest,
+                )
+            )
+            drafts.append(
+                EventDraft(
+                    kind=EventKind.CHECKPOINT_SAVED,
+                    checkpoint_ns=r.checkpoint_ns,
+                    subject=checkpoint_subject(r.checkpoint_ns, r.checkpoint_id),
+                    payload={
+                        "checkpoint_id": r.checkpoint_id,
+                        "parent_checkpoint_id": r.parent_checkpoint_id,
+                        "run_id": r.run_id,
+                        "digest": digest,
+                        "copied_from": source,
+                        "replaced": False,
+                    },
+                )
+            )
+        wr_rows = []
+        grouped: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+        for w in wrs:
+            blob = None if w.blob is None else bytes(w.blob)
+            digest = write_digest(target, w.checkpoint_ns, w.checkpoint_id, w.task_id, int(w.idx), w.task_path, w.channel, w.type, blob)
+            wr_rows.append(
+                dict(
+                    thread_id=target,
+                    checkpoint_ns=w.checkpoint_ns,
+                    checkpoint_id=w.checkpoint_id,
+                    task_id=w.task_id,
+                    idx=int(w.idx),
+                    task_path=w.task_path,
+                    channel=w.channel,
+                    type=w.type,
+                    blob=blob,
+                    digest=digest,
+                )
+            )
+            grouped.setdefault((w.checkpoint_ns, w.checkpoint_id, w.task_id, w.task_path), []).append(
+                {"idx": int(w.idx), "channel": w.channel, "digest": digest}
+            )
+        for (ns, cid, task_id, task_path), recorded in grouped.items():
+            drafts.append(
+                EventDraft(
+                    kind=EventKind.WRITES_SAVED,
+                    checkpoint_ns=ns,
+                    subject=checkpoint_subject(ns, cid),
+                    payload={"checkpoint_id": cid, "task_id": task_id, "task_path": task_path, "rows": recorded, "copied_from": source},
+                )
+            )
+        # Replace whatever the target had: the copy is the target's new state, recorded as such.
+        self._delete_thread_tx(conn, target)
+        if cp_rows:
+            conn.execute(insert(_cp), cp_rows)
+        if wr_rows:
+            conn.execute(insert(_wr), wr_rows)
+        self.ledger.append_in(conn, target, drafts)
+
+    # ------------------------------------------------------------- sync API
+    def _read(self, fn, *args):
+        try:
+            with self._engine.connect() as conn:
+                return fn(conn, *args)
+        except OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    def _write(self, fn, *args):
+        try:
+            with self._write_engine.begin() as conn:
+                return fn(conn, *args)
+        except OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Load a checkpoint (latest, or the one named in config), verified against the signed chain."""
+        return self._read(self._get_tuple_tx, config)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+        verify: bool | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """List checkpoints newest first. ``verify=False`` skips the integrity check (display only)."""
+        do_verify = self.verify_reads if verify is None else verify
+        yield from self._read(self._list_tx, config, filter, before, limit, do_verify)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._write(self._put_tx, config, checkpoint, metadata)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._write(self._put_writes_tx, config, writes, task_id, task_path)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._write(self._delete_thread_tx, str(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._write(self._delete_for_runs_tx, list(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._write(self._copy_thread_tx, str(source_thread_id), str(target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._write(self._prune_tx, list(thread_ids), strategy)
+
+    # ------------------------------------------------------------ async API
+    async def _aread(self, fn, *args):
+        try:
+            async with self._aengine.connect() as conn:
+                return await conn.run_sync(fn, *args)
+        except OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    async def _awrite(self, fn, *args):
+        try:
+            async with self._awrite_engine.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        except OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._aread(self._get_tuple_tx, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+        verify: bool | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        do_verify = self.verify_reads if verify is None else verify
+        for item in await self._aread(self._list_tx, config, filter, before, limit, do_verify):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._awrite(self._put_tx, config, checkpoint, metadata)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._awrite(self._put_writes_tx, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._awrite(self._delete_thread_tx, str(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._awrite(self._delete_for_runs_tx, list(run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._awrite(self._copy_thread_tx, str(source_thread_id), str(target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._awrite(self._prune_tx, list(thread_ids), strategy)
+
+    # -------------------------------------------------------------- versions
+    def get_next_version(self, current: str | None, channel: None = None) -> str:
+        """Monotonic string versions: zero-padded counter plus a random tiebreak (as LangGraph's savers)."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(str(current).split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"

@@ -1,0 +1,130 @@
+"""Canonical JSON: the one byte encoding every writer and verifier hashes.
+
+Why one encoding: a hash chain is only verifiable if the verifier produces exactly
+the bytes the writer hashed. This module is the single definition used by the
+ledger, the guards, the credential broker and the offline verifier.
+
+Rules (version 1):
+
+* UTF-8, object keys sorted by code point, no insignificant whitespace.
+* ``None``/``bool``/``int``/``str``/``list``/``tuple``/``dict`` map to JSON
+  (tuples encode as lists). Dict keys must be ``str``.
+* ``float`` must be finite; it is written as Python's shortest round-trip
+  ``repr`` so ``1`` (int) and ``1.0`` (float) stay distinct. NaN and ±inf are
+  refused: JSON cannot carry them and implementations disagree on them.
+* ``bytes`` encode as ``{"$bytes": "<base64>"}``; timezone-aware
+  ``datetime`` as ``{"$datetime": "<ISO-8601 in UTC>"}``. Naive datetimes are
+  refused (their instant is ambiguous).
+* A user key that begins with ``$`` gets one more ``$`` prepended, so no user
+  data can impersonate a tagged value. This keeps the encoding injective:
+  :func:`decode` recovers the value from the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = [
+    "CANONICAL_VERSION",
+    "CanonicalEncodingError",
+    "encode",
+    "decode",
+    "digest",
+    "digest_bytes",
+]
+
+CANONICAL_VERSION = 1
+
+_BYTES_TAG = "$bytes"
+_DATETIME_TAG = "$datetime"
+
+_encoder = json.JSONEncoder(
+    ensure_ascii=False,
+    allow_nan=False,
+    sort_keys=True,
+    separators=(",", ":"),
+)
+
+
+class CanonicalEncodingError(TypeError, ValueError):
+    """A value cannot be canonically encoded; the message names where it is."""
+
+
+def _normalise(value: Any, path: str) -> Any:
+    # Fast paths first: most event and policy data is plain JSON.
+    if value is None or value is True or value is False or type(value) is str or type(value) is int:
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalEncodingError(
+                    f"{path}: object key {key!r} is {type(key).__name__}; canonical JSON keys must be str"
+                )
+            out[("$" + key) if key.startswith("$") else key] = _normalise(item, f"{path}.{key}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_normalise(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, bool):  # bool subclasses
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CanonicalEncodingError(f"{path}: {value!r} is not finite; canonical JSON refuses NaN and infinity")
+        return float(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {_BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise CanonicalEncodingError(
+                f"{path}: naive datetime {value.isoformat()}; pass a timezone-aware datetime"
+            )
+        utc = value.astimezone(timezone.utc)
+        return {_DATETIME_TAG: utc.isoformat(timespec="microseconds").replace("+00:00", "Z")}
+    raise CanonicalEncodingError(
+        f"{path}: {type(value).__name__} is not canonically encodable; "
+        "convert it to str/int/float/bool/None/list/dict/bytes/datetime first"
+    )
+
+
+def encode(value: Any) -> bytes:
+    """Return the canonical UTF-8 bytes of ``value``."""
+    return _encoder.encode(_normalise(value, "$")).encode("utf-8")
+
+
+def _revive(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1:
+            (key, item), = value.items()
+            if key == _BYTES_TAG and isinstance(item, str):
+                return base64.b64decode(item, validate=True)
+            if key == _DATETIME_TAG and isinstance(item, str):
+                return datetime.fromisoformat(item.replace("Z", "+00:00"))
+        return {(k[1:] if k.startswith("$") else k): _revive(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_revive(v) for v in value]
+    return value
+
+
+def decode(data: bytes | str) -> Any:
+    """Inverse of :func:`encode` (tuples come back as lists)."""
+    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    return _revive(json.loads(text))
+
+
+def digest_bytes(data: bytes) -> str:
+    """``sha256:<hex>`` of raw bytes: the digest format used across the package."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def digest(value: Any) -> str:
+    """``sha256:<hex>`` of the canonical encoding of ``value``."""
+    return digest_bytes(encode(value))

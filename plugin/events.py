@@ -1,0 +1,263 @@
+"""The event model: one record per thing that happened, hash-chained per thread.
+
+An event's identity is the SHA-256 of its canonical *body* (every field but the
+hash itself, ``prev_hash`` included), so changing, inserting, deleting or
+reordering any event breaks the chain from that point on. The body is stored
+verbatim, which lets a verifier hash exactly what the writer hashed.
+
+Signatures are not per event: each committing transaction signs the chain head
+it leaves (:class:`SignedHead`). Every earlier event is pinned by the hashes.
+
+Parts of the package that record events (the checkpointer, the guards, the
+credential broker, approvals) depend only on the :class:`EventSink` protocol
+defined here, never on the database-backed ledger that implements it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol, runtime_checkable
+
+from . import canonical
+
+__all__ = [
+    "EVENT_SCHEMA_VERSION",
+    "GENESIS_HASH",
+    "EventKind",
+    "Event",
+    "EventDraft",
+    "SignedHead",
+    "EventSink",
+    "event_hash",
+    "head_signing_bytes",
+]
+
+EVENT_SCHEMA_VERSION = 1
+
+#: ``prev_hash`` of the first event of every thread.
+GENESIS_HASH = "sha256:" + "0" * 64
+
+
+class EventKind:
+    """Event kinds recorded by the package (strings, so new kinds need no migration)."""
+
+    RUN_STARTED = "run.started"
+    CHECKPOINT_SAVED = "checkpoint.saved"
+    WRITES_SAVED = "writes.saved"
+    THREAD_DELETED = "thread.deleted"
+    THREAD_COPIED = "thread.copied"
+    CHECKPOINTS_PRUNED = "checkpoints.pruned"
+    RUNS_DELETED = "runs.deleted"
+    KEY_REGISTERED = "key.registered"
+    POLICY_DECIDED = "policy.decided"
+    TOOL_STARTED = "tool.started"
+    TOOL_COMPLETED = "tool.completed"
+    TOOL_FAILED = "tool.failed"
+    TOOL_DENIED = "tool.denied"
+    TOOL_REPLAYED = "tool.replayed"
+    TOOL_ABORTED = "tool.aborted"
+    CREDENTIAL_ISSUED = "credential.issued"
+    CREDENTIAL_REVOKED = "credential.revoked"
+    APPROVAL_REQUESTED = "approval.requested"
+    APPROVAL_GRANTED = "approval.granted"
+    APPROVAL_REJECTED = "approval.rejected"
+    APPROVAL_EDITED = "approval.edited"
+    APPROVAL_EXPIRED = "approval.expired"
+    APPROVAL_REFUSED = "approval.refused"
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """What a writer asks the ledger to append; the ledger assigns seq, time and hashes."""
+
+    kind: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint_ns: str = ""
+    #: What the event is about (checkpoint id, tool call id, lease id), indexed for lookups.
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One committed event. ``body`` is the exact canonical bytes that were hashed."""
+
+    thread_id: str
+    checkpoint_ns: str
+    seq: int
+    ts: datetime
+    kind: str
+    actor: str
+    payload: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+    version: int = EVENT_SCHEMA_VERSION
+
+    def body(self) -> dict[str, Any]:
+        """The hashed document (everything except ``hash``)."""
+        return {
+            "v": self.version,
+            "thread_id": self.thread_id,
+            "checkpoint_ns": self.checkpoint_ns,
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind,
+            "actor": self.actor,
+            "payload": dict(self.payload),
+            "prev_hash": self.prev_hash,
+        }
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        thread_id: str,
+        checkpoint_ns: str,
+        seq: int,
+        kind: str,
+        actor: str,
+        payload: Mapping[str, Any],
+        prev_hash: str,
+        ts: datetime | None = None,
+    ) -> tuple[Event, bytes]:
+        """Build an event and return it with its canonical body bytes."""
+        when = ts or datetime.now(timezone.utc)
+        # Truncate to microseconds, the resolution of the canonical datetime.
+        draft = cls(
+            thread_id=thread_id,
+            checkpoint_ns=checkpoint_ns,
+            seq=seq,
+            ts=when,
+            kind=kind,
+            actor=actor,
+            payload=payload,
+            prev_hash=prev_hash,
+            hash="",
+        )
+        body = canonical.encode(draft.body())
+        return (
+            cls(
+                thread_id=thread_id,
+                checkpoint_ns=checkpoint_ns,
+                seq=seq,
+                ts=when,
+                kind=kind,
+                actor=actor,
+                payload=payload,
+                prev_hash=prev_hash,
+                hash=event_hash(body),
+            ),
+            body,
+        )
+
+    @classmethod
+    def from_body(cls, body: bytes, hash_: str) -> Event:
+        """Rebuild an event from stored canonical bytes (no verification here)."""
+        doc = canonical.decode(body)
+        return cls(
+            thread_id=doc["thread_id"],
+            checkpoint_ns=doc["checkpoint_ns"],
+            seq=doc["seq"],
+            ts=doc["ts"],
+            kind=doc["kind"],
+            actor=doc["actor"],
+            payload=doc["payload"],
+            prev_hash=doc["prev_hash"],
+            hash=hash_,
+            version=doc["v"],
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready dict (for export, display and SIEM ingestion)."""
+        return {
+            "v": self.version,
+            "thread_id": self.thread_id,
+            "checkpoint_ns": self.checkpoint_ns,
+            "seq": self.seq,
+            "ts": self.ts.isoformat(),
+            "kind": self.kind,
+            "actor": self.actor,
+            "payload": dict(self.payload),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def event_hash(body: bytes) -> str:
+    """The chain hash of an event: ``sha256:<hex>`` over its canonical body."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SignedHead:
+    """A signature over a thread's chain head: pins every event up to ``seq``.
+
+    Exported by ``warden audit head`` and kept elsewhere, it also detects a
+    truncated tail or rewritten history later.
+    """
+
+    thread_id: str
+    seq: int
+    hash: str
+    key_id: str
+    signature: str  # base64url, Ed25519 over head_signing_bytes(...)
+    key_store: str = ""  # kind of store that held the key ("keyring", "ephemeral", ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "thread_id": self.thread_id,
+            "seq": self.seq,
+            "hash": self.hash,
+            "key_id": self.key_id,
+            "signature": self.signature,
+            "key_store": self.key_store,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> SignedHead:
+        return cls(
+            thread_id=str(doc["thread_id"]),
+            seq=int(doc["seq"]),
+            hash=str(doc["hash"]),
+            key_id=str(doc["key_id"]),
+            signature=str(doc["signature"]),
+            key_store=str(doc.get("key_store", "")),
+        )
+
+
+def head_signing_bytes(thread_id: str, seq: int, hash_: str, key_id: str, key_store: str) -> bytes:
+    """Domain-separated bytes an Ed25519 head signature covers."""
+    return canonical.encode(
+        {
+            "domain": "langgraph-warden/chain-head/v1",
+            "thread_id": thread_id,
+            "seq": seq,
+            "hash": hash_,
+            "key_id": key_id,
+            "key_store": key_store,
+        }
+    )
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Where guards, brokers and approvals record events.
+
+    Implemented by the checkpointer's ledger (same database, own transaction
+    per call, chain head signed on commit). Appending is durable when the call
+    returns: a caller may rely on it before running a side effect.
+    """
+
+    def append(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]: ...
+
+    async def aappend(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]: ...
+
+    def events(
+        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0
+    ) -> list[Event]: ...
+
+    async def aevents(
+        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0
+    ) -> list[Event]: ...
