@@ -1,0 +1,154 @@
+"""The ``warden`` command line.
+
+``warden audit verify`` exits 0 when every thread's history verifies and 1
+otherwise, printing each failure (thread, seq, what). ``warden audit head``
+prints the signed chain heads as JSON; keep that file somewhere the database's
+writers cannot reach and pass it back with ``verify --against`` to detect a
+truncated tail or a rewritten history.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import WardenError
+from .events import SignedHead
+
+app = typer.Typer(
+    name="warden",
+    help="langgraph-warden: durable, governed execution for LangGraph agents.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+audit_app = typer.Typer(help="Verify and inspect the signed event history.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DbOption = Annotated[
+    str,
+    typer.Option("--db", help="Database URL: sqlite:///path.db or postgresql+psycopg://user@host/db", envvar="WARDEN_DB"),
+]
+
+
+def _open_saver(db: str):
+    from .checkpointers import WardenSaver
+
+    # setup=False: a verifier never migrates or writes; no signing key is needed to verify.
+    return WardenSaver.from_url(db, setup=False)
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    db: DbOption,
+    thread: Annotated[Optional[str], typer.Option("--thread", help="Verify one thread only.")] = None,
+    against: Annotated[
+        Optional[Path], typer.Option("--against", help="JSON from `warden audit head` saved earlier.", exists=True)
+    ] = None,
+    all_signatures: Annotated[
+        bool, typer.Option("--all-signatures", help="Verify every signed head, not only each key's latest.")
+    ] = False,
+    trust_key: Annotated[
+        Optional[list[str]], typer.Option("--trust-key", help="Accept only signatures by these key ids (repeatable).")
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+) -> None:
+    """Verify hash chains, signatures, checkpoint and write rows; exit 1 on any failure."""
+    heads: list[SignedHead] = []
+    if against is not None:
+        try:
+            doc = json.loads(against.read_text())
+            items = doc["heads"] if isinstance(doc, dict) and "heads" in doc else doc
+            heads = [SignedHead.from_dict(h) for h in items]
+        except (ValueError, KeyError, TypeError) as exc:
+            _fail(WardenError(f"{against} is not a head file from `warden audit head` ({type(exc).__name__}: {exc})"))
+    try:
+        with _open_saver(db) as saver:
+            if trust_key:
+                saver.ledger.trusted_key_ids = frozenset(trust_key)
+            report = saver.ledger.verify(
+                thread_id=thread, signatures="all" if all_signatures else "heads", against=heads
+            )
+    except WardenError as exc:
+        _fail(exc)
+    if output == "json":
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for f in report.findings:
+            where = f"seq {f.seq}" if f.seq is not None else "-"
+            console.print(f"[red]FAIL[/] thread={f.thread_id} {where} {f.reason}: {f.detail}", highlight=False)
+        status = "[green]OK[/]" if report.ok else "[red]FAILED[/]"
+        console.print(
+            f"{status} {len(report.threads)} thread(s), {report.events} event(s), "
+            f"{len(report.findings)} failure(s)",
+            highlight=False,
+        )
+    raise typer.Exit(code=0 if report.ok else 1)
+
+
+@audit_app.command("head")
+def audit_head(
+    db: DbOption,
+    thread: Annotated[Optional[str], typer.Option("--thread", help="One thread only.")] = None,
+) -> None:
+    """Print the signed chain head of every thread as JSON (save it outside the database)."""
+    try:
+        with _open_saver(db) as saver:
+            with saver.engine.connect() as conn:
+                threads = [thread] if thread else saver.ledger.thread_ids(conn)
+            heads = [h.to_dict() for t in threads if (h := saver.ledger.head(t)) is not None]
+    except WardenError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({"format": "langgraph-warden/heads/v1", "heads": heads}, indent=2))
+
+
+@audit_app.command("events")
+def audit_events(
+    db: DbOption,
+    thread: Annotated[str, typer.Argument(help="Thread id")],
+) -> None:
+    """List a thread's events (seq, time, kind, subject) as a table."""
+    try:
+        with _open_saver(db) as saver:
+            events = saver.ledger.events(thread)
+    except WardenError as exc:
+        _fail(exc)
+    table = Table(title=f"events of {thread}")
+    for col in ("seq", "time", "kind", "ns", "hash"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(str(e.seq), e.ts.isoformat(timespec="seconds"), e.kind, e.checkpoint_ns, e.hash[7:19])
+    console.print(table)
+
+
+def _mount_optional() -> None:
+    """Sub-apps that live with the parts they drive (mounted when present)."""
+    try:
+        from .cli_policy import app as policy_app
+    except ImportError:  # pragma: no cover - policy CLI not installed
+        return
+    app.add_typer(policy_app, name="policy")
+
+
+_mount_optional()
+
+
+def main() -> None:  # console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
