@@ -59,6 +59,8 @@ class EventKind:
     TOOL_DENIED = "tool.denied"
     TOOL_REPLAYED = "tool.replayed"
     TOOL_ABORTED = "tool.aborted"
+    #: The tool itself called interrupt(): the attempt paused on purpose and will run again.
+    TOOL_SUSPENDED = "tool.suspended"
     CREDENTIAL_ISSUED = "credential.issued"
     CREDENTIAL_REVOKED = "credential.revoked"
     APPROVAL_REQUESTED = "approval.requested"
@@ -255,9 +257,19 @@ class EventSink(Protocol):
     async def aappend(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]: ...
 
     def events(
-        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0
+        self,
+        thread_id: str,
+        *,
+        kinds: Sequence[str] | None = None,
+        after_seq: int = 0,
+        subject: str | None = None,
     ) -> list[Event]: ...
 
     async def aevents(
-        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0
+        self,
+        thread_id: str,
+        *,
+        kinds: Sequence[str] | None = None,
+        after_seq: int = 0,
+        subject: str | None = None,
     ) -> list[Event]: ...

@@ -1,0 +1,305 @@
+"""Human approval: the interrupt payload, the resume payload, and the checks between them.
+
+Why a typed, digest-bound approval: a person approves *one exact action* — this
+tool, these canonical arguments, on this thread, for this tool call. The resume
+payload must name the request and the action digest it approves, so an
+approval cannot be replayed onto a different or altered action, cannot be used
+twice, and cannot come from the run's owner when separation of duties applies.
+
+The run pauses with LangGraph's ``interrupt(request.to_dict())``; a person
+resumes it with ``Command(resume=approve(request, "bob"))`` (or
+``reject(...)``/``edit(...)``), from Python, the CLI or a notebook. For several
+paused calls at once, resume with ``Command(resume={interrupt_id: payload, ...})``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from langgraph_warden import canonical
+from langgraph_warden.errors import WardenError
+from langgraph_warden.keys import SigningKey, b64u, b64u_decode, verify_signature
+
+__all__ = [
+    "APPROVAL_REQUEST_KIND",
+    "ApprovalRequest",
+    "ApprovalDecision",
+    "InvalidApprovalError",
+    "action_digest",
+    "approve",
+    "reject",
+    "edit",
+    "decision_signing_bytes",
+]
+
+APPROVAL_REQUEST_KIND = "langgraph-warden/approval-request/v1"
+Decision = Literal["approve", "reject", "edit"]
+_DECISIONS = ("approve", "reject", "edit")
+
+
+class InvalidApprovalError(WardenError, ValueError):
+    """A resume payload that cannot be an answer to the pending request. Nothing changes.
+
+    Marked for LangGraph as an invalid resume, so ``ToolNode`` re-raises it and the
+    interrupt stays pending, to be answered again correctly.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        # ToolNode never turns an invalid resume into a tool error message: the run stays paused.
+        setattr(self, "_langgraph_invalid_resume", True)
+
+
+def action_digest(tool: str, args: Mapping[str, Any], thread_id: str, tool_call_id: str) -> str:
+    """The digest of exactly one action: tool + canonical arguments + thread + tool call id."""
+    return canonical.digest(
+        {"tool": tool, "args": dict(args), "thread_id": thread_id, "tool_call_id": tool_call_id}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """What the run shows a person when it pauses (the ``interrupt()`` value)."""
+
+    request_id: str
+    thread_id: str
+    tool_call_id: str
+    tool: str
+    args: Mapping[str, Any]
+    reasons: tuple[str, ...]
+    owner: str | None
+    intent: str | None
+    risk_tier: str
+    action_digest: str
+    expires_at: str  # ISO-8601 UTC
+    separation_of_duties: bool = False
+    requires_signature: bool = False
+    retry_of_in_doubt: bool = False
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": APPROVAL_REQUEST_KIND,
+            "request_id": self.request_id,
+            "thread_id": self.thread_id,
+            "tool_call_id": self.tool_call_id,
+            "tool": self.tool,
+            "args": dict(self.args),
+            "reasons": list(self.reasons),
+            "owner": self.owner,
+            "intent": self.intent,
+            "risk_tier": self.risk_tier,
+            "action_digest": self.action_digest,
+            "expires_at": self.expires_at,
+            "separation_of_duties": self.separation_of_duties,
+            "requires_signature": self.requires_signature,
+            "retry_of_in_doubt": self.retry_of_in_doubt,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ApprovalRequest:
+        return cls(
+            request_id=doc["request_id"],
+            thread_id=doc["thread_id"],
+            tool_call_id=doc["tool_call_id"],
+            tool=doc["tool"],
+            args=dict(doc["args"]),
+            reasons=tuple(doc.get("reasons", ())),
+            owner=doc.get("owner"),
+            intent=doc.get("intent"),
+            risk_tier=doc.get("risk_tier", "medium"),
+            action_digest=doc["action_digest"],
+            expires_at=doc["expires_at"],
+            separation_of_duties=bool(doc.get("separation_of_duties", False)),
+            requires_signature=bool(doc.get("requires_signature", False)),
+            retry_of_in_doubt=bool(doc.get("retry_of_in_doubt", False)),
+            created_at=doc.get("created_at", ""),
+        )
+
+    @property
+    def expired(self) -> bool:
+        return datetime.now(timezone.utc) >= datetime.fromisoformat(self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecision:
+    """A person's answer (the ``Command(resume=...)`` value), parsed and type-checked."""
+
+    request_id: str
+    action_digest: str
+    decision: Decision
+    approver: str
+    message: str | None = None
+    args: Mapping[str, Any] | None = None
+    key_id: str | None = None
+    signature: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "request_id": self.request_id,
+            "action_digest": self.action_digest,
+            "decision": self.decision,
+            "approver": self.approver,
+        }
+        if self.message is not None:
+            doc["message"] = self.message
+        if self.args is not None:
+            doc["args"] = dict(self.args)
+        if self.key_id is not None:
+            doc["key_id"] = self.key_id
+            doc["signature"] = self.signature
+        return doc
+
+    def record(self) -> dict[str, Any]:
+        """What goes into approval events (the signature is kept: it is public evidence)."""
+        return self.to_dict()
+
+    @classmethod
+    def parse(cls, value: Any) -> ApprovalDecision:
+        """Check a resume payload's shape; raise :class:`InvalidApprovalError` naming the field."""
+        if not isinstance(value, Mapping):
+            raise InvalidApprovalError(
+                f"the resume value must be an approval mapping (use langgraph_warden.guards.approve/reject/edit), "
+                f"got {type(value).__name__}",
+                field="$",
+            )
+        for name in ("request_id", "action_digest", "decision", "approver"):
+            if name not in value:
+                raise InvalidApprovalError(f"the approval is missing {name!r}", field=name)
+            if not isinstance(value[name], str) or not value[name].strip():
+                raise InvalidApprovalError(f"approval field {name!r} must be a non-empty string", field=name)
+        if value["decision"] not in _DECISIONS:
+            raise InvalidApprovalError(
+                f"approval decision {value['decision']!r} is not one of {list(_DECISIONS)}", field="decision"
+            )
+        args = value.get("args")
+        if value["decision"] == "edit":
+            if not isinstance(args, Mapping):
+                raise InvalidApprovalError("an 'edit' decision needs 'args': the edited arguments object", field="args")
+        elif args is not None:
+            raise InvalidApprovalError("'args' is only allowed with decision 'edit'", field="args")
+        message = value.get("message")
+        if message is not None and not isinstance(message, str):
+            raise InvalidApprovalError("approval field 'message' must be a string", field="message")
+        key_id, signature = value.get("key_id"), value.get("signature")
+        if (key_id is None) != (signature is None):
+            raise InvalidApprovalError("a signed approval needs both 'key_id' and 'signature'", field="signature")
+        unknown = set(value) - {"request_id", "action_digest", "decision", "approver", "message", "args", "key_id", "signature"}
+        if unknown:
+            raise InvalidApprovalError(f"unknown approval field(s) {sorted(unknown)}", field=sorted(unknown)[0])
+        try:
+            canonical.encode(dict(args)) if args is not None else None
+        except canonical.CanonicalEncodingError as exc:
+            raise InvalidApprovalError(f"edited args are not JSON data: {exc}", field="args") from None
+        return cls(
+            request_id=value["request_id"],
+            action_digest=value["action_digest"],
+            decision=value["decision"],
+            approver=value["approver"].strip(),
+            message=message,
+            args=dict(args) if args is not None else None,
+            key_id=key_id,
+            signature=signature,
+        )
+
+    def signature_valid(self, public_key: bytes) -> bool:
+        if not self.signature:
+            return False
+        try:
+            sig = b64u_decode(self.signature)
+        except ValueError:
+            return False
+        return verify_signature(public_key, sig, decision_signing_bytes(self))
+
+
+def decision_signing_bytes(d: ApprovalDecision) -> bytes:
+    """What an authenticated approver signs: every field of the decision except the signature."""
+    return canonical.encode(
+        {
+            "domain": "langgraph-warden/approval/v1",
+            "request_id": d.request_id,
+            "action_digest": d.action_digest,
+            "decision": d.decision,
+            "approver": d.approver,
+            "message": d.message,
+            "args": dict(d.args) if d.args is not None else None,
+            "key_id": d.key_id,
+        }
+    )
+
+
+def _request_fields(request: ApprovalRequest | Mapping[str, Any]) -> tuple[str, str]:
+    if isinstance(request, ApprovalRequest):
+        return request.request_id, request.action_digest
+    if isinstance(request, Mapping) and "request_id" in request and "action_digest" in request:
+        return str(request["request_id"]), str(request["action_digest"])
+    # An langgraph Interrupt object: its .value is the request dict.
+    value = getattr(request, "value", None)
+    if isinstance(value, Mapping):
+        return _request_fields(value)
+    raise InvalidApprovalError("pass the ApprovalRequest (or the interrupt's value) you are answering", field="request")
+
+
+def _build(
+    request: ApprovalRequest | Mapping[str, Any],
+    decision: Decision,
+    approver: str,
+    *,
+    message: str | None = None,
+    args: Mapping[str, Any] | None = None,
+    key: SigningKey | None = None,
+) -> dict[str, Any]:
+    request_id, digest = _request_fields(request)
+    d = ApprovalDecision(
+        request_id=request_id,
+        action_digest=digest,
+        decision=decision,
+        approver=approver,
+        message=message,
+        args=dict(args) if args is not None else None,
+        key_id=key.key_id if key is not None else None,
+        signature=None,
+    )
+    if key is not None:
+        d = ApprovalDecision(**{**_fields(d), "signature": b64u(key.sign(decision_signing_bytes(d)))})
+    return d.to_dict()
+
+
+def _fields(d: ApprovalDecision) -> dict[str, Any]:
+    return {
+        "request_id": d.request_id,
+        "action_digest": d.action_digest,
+        "decision": d.decision,
+        "approver": d.approver,
+        "message": d.message,
+        "args": d.args,
+        "key_id": d.key_id,
+        "signature": d.signature,
+    }
+
+
+def approve(request: ApprovalRequest | Mapping[str, Any], approver: str, *, message: str | None = None, key: SigningKey | None = None) -> dict[str, Any]:
+    """Resume payload approving exactly the requested action (signed when ``key`` is given)."""
+    return _build(request, "approve", approver, message=message, key=key)
+
+
+def reject(request: ApprovalRequest | Mapping[str, Any], approver: str, *, message: str, key: SigningKey | None = None) -> dict[str, Any]:
+    """Resume payload rejecting the action; the agent sees ``message``."""
+    return _build(request, "reject", approver, message=message, key=key)
+
+
+def edit(
+    request: ApprovalRequest | Mapping[str, Any],
+    approver: str,
+    args: Mapping[str, Any],
+    *,
+    message: str | None = None,
+    key: SigningKey | None = None,
+) -> dict[str, Any]:
+    """Resume payload approving the action with changed arguments (which go through the policy again)."""
+    return _build(request, "edit", approver, message=message, args=args, key=key)

@@ -1,0 +1,737 @@
+"""The tool guard: authorise, credential, record and de-duplicate every tool call.
+
+Plug it into LangGraph's own hook, sync and async, without touching the tools::
+
+    node = ToolNode(tools, wrap_tool_call=guard, awrap_tool_call=guard.awrap)
+
+or use :class:`~langgraph_warden.guards.middleware.WardenMiddleware` with
+``langchain.agents.create_agent``. Per call (see DESIGN.md, "One tool call"):
+
+1. **exactly once** — a call already completed on this thread (same tool call
+   id and argument digest) returns its recorded result and appends
+   ``tool.replayed``; the tool is not called again. A call found started but
+   never finished is *in doubt*: it is recorded ``tool.aborted`` and re-run only
+   if the tool is idempotent, the policy allows it (obligation
+   ``retry_in_doubt``) or a person approves the retry;
+2. **policy** — one versioned input document → ``policy.decided``;
+3. **deny** → ``tool.denied`` and an error ``ToolMessage`` with the reasons;
+   **needs approval** → ``interrupt(ApprovalRequest)``, checked on resume;
+4. **credential** — a just-in-time lease for exactly this step;
+5. ``tool.started`` is committed *before* the side effect; then
+   ``tool.completed`` (with the result) or ``tool.failed``;
+6. the credential is revoked in ``finally``.
+
+Fail closed: if the ledger cannot record ``tool.started`` the tool does not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from langchain_core.messages import ToolMessage
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.errors import GraphBubbleUp
+from langgraph.types import Command, interrupt
+
+from langgraph_warden import canonical
+from langgraph_warden.charter import TIER_PROFILES, RunCharter, TierProfile
+from langgraph_warden.errors import ConfigurationError
+from langgraph_warden.events import Event, EventDraft, EventKind, EventSink
+from langgraph_warden.keys import key_id_for
+
+from .approval import ApprovalDecision, ApprovalRequest, InvalidApprovalError, action_digest
+from .credentials import CredentialBroker, CredentialError, Lease
+from .policy import PolicyDecision, PolicyEngine, build_policy_input, fail_closed
+from .tools import ToolRegistry, ToolSpec
+
+__all__ = ["ToolGuard", "CHARTER_CONFIG_KEY", "GuardMode"]
+
+#: ``config["configurable"][CHARTER_CONFIG_KEY]`` may carry a charter dict for a new run.
+CHARTER_CONFIG_KEY = "warden_charter"
+
+GuardMode = Literal["enforce", "monitor"]
+
+_TOOL_KINDS = (
+    EventKind.POLICY_DECIDED,
+    EventKind.TOOL_DENIED,
+    EventKind.TOOL_STARTED,
+    EventKind.TOOL_COMPLETED,
+    EventKind.TOOL_FAILED,
+    EventKind.TOOL_REPLAYED,
+    EventKind.TOOL_ABORTED,
+    EventKind.TOOL_SUSPENDED,
+)
+_APPROVAL_FINAL = (EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_REJECTED, EventKind.APPROVAL_EDITED, EventKind.APPROVAL_EXPIRED)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "[REDACTED]")
+    return text
+
+
+@dataclass(slots=True)
+class _CallRecord:
+    """What the ledger says about one (tool call id, argument digest)."""
+
+    decided: Event | None = None
+    denied: Event | None = None
+    completed: Event | None = None
+    approval_requested: Event | None = None
+    approval_final: Event | None = None
+    attempts: dict[int, str] = field(default_factory=dict)  # attempt -> running/completed/failed/aborted/suspended
+
+    @property
+    def in_doubt_attempt(self) -> int | None:
+        running = [a for a, s in self.attempts.items() if s == "running"]
+        return max(running) if running else None
+
+    @property
+    def next_attempt(self) -> int:
+        return max(self.attempts, default=0) + 1
+
+
+def _summarise(events: Sequence[Event], args_digest: str) -> _CallRecord:
+    rec = _CallRecord()
+    for e in events:
+        p = e.payload
+        if p.get("args_digest") != args_digest:
+            continue
+        k = e.kind
+        if k == EventKind.POLICY_DECIDED:
+            rec.decided = e
+        elif k == EventKind.TOOL_DENIED:
+            rec.denied = e
+        elif k == EventKind.TOOL_STARTED:
+            rec.attempts[int(p["attempt"])] = "running"
+        elif k == EventKind.TOOL_COMPLETED:
+            rec.attempts[int(p["attempt"])] = "completed"
+            rec.completed = e
+        elif k == EventKind.TOOL_FAILED:
+            rec.attempts[int(p["attempt"])] = "failed"
+        elif k == EventKind.TOOL_ABORTED:
+            rec.attempts[int(p["attempt"])] = "aborted"
+        elif k == EventKind.TOOL_SUSPENDED:
+            rec.attempts[int(p["attempt"])] = "suspended"
+        elif k == EventKind.APPROVAL_REQUESTED:
+            rec.approval_requested = e
+            rec.approval_final = None
+        elif k in _APPROVAL_FINAL:
+            rec.approval_final = e
+    return rec
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Everything decided before the side effect; or a final answer that needs no execution."""
+
+    final: ToolMessage | Command | None = None
+    request: Any = None
+    thread_id: str = ""
+    tool_call_id: str = ""
+    tool: str = ""
+    args_digest: str = ""
+    executed_args: Mapping[str, Any] | None = None
+    attempt: int = 1
+    decision: PolicyDecision | None = None
+    spec: ToolSpec | None = None
+    profile: TierProfile | None = None
+    approval_request_id: str | None = None
+
+
+class ToolGuard:
+    """The ``wrap_tool_call`` / ``awrap_tool_call`` guard for ToolNode and create_agent.
+
+    Args:
+        sink: where events go (the checkpointer's ledger).
+        policy: the policy engine (embedded Rego, OPA server, Cedar).
+        registry: per-tool metadata; undeclared tools reach the policy as unknown.
+        workload_id: the agent workload's SPIFFE id (policy input and separation of duties).
+        broker: issues a just-in-time credential per allowed call (optional).
+        mode: ``"enforce"`` (default) blocks denied calls; ``"monitor"`` records
+            decisions but never blocks (for rolling out a policy).
+        approver_keys: approver name → Ed25519 public key, for authenticated approvals.
+        default_charter: charter recorded for a thread that starts without one.
+    """
+
+    def __init__(
+        self,
+        sink: EventSink,
+        policy: PolicyEngine,
+        registry: ToolRegistry | None = None,
+        *,
+        workload_id: str,
+        broker: CredentialBroker | None = None,
+        mode: GuardMode = "enforce",
+        approver_keys: Mapping[str, bytes] | None = None,
+        default_charter: RunCharter | None = None,
+    ) -> None:
+        if mode not in ("enforce", "monitor"):
+            raise ConfigurationError(f"mode {mode!r} is unknown; use 'enforce' or 'monitor'")
+        self.sink = sink
+        self.policy = policy
+        self.registry = registry if registry is not None else ToolRegistry()
+        self.workload_id = workload_id
+        self.broker = broker
+        self.mode = mode
+        self.approver_keys = dict(approver_keys or {})
+        self.default_charter = default_charter
+        self._serde = JsonPlusSerializer()
+
+    # ---------------------------------------------------------------- hooks
+    def __call__(
+        self, request: Any, execute: Callable[[Any], ToolMessage | Command]
+    ) -> ToolMessage | Command:
+        """Sync hook: ``ToolNode(tools, wrap_tool_call=guard)``."""
+        plan = self._prepare(request)
+        if plan.final is not None:
+            return plan.final
+        entered = False
+        try:
+            with self._lease_cm(plan) as lease:
+                entered = True
+                self._started(plan, lease)
+                try:
+                    result = execute(plan.request)
+                except GraphBubbleUp:
+                    self._suspended(plan)
+                    raise
+                except BaseException as exc:
+                    self._failed(plan, exc, lease)
+                    raise
+                return self._completed(plan, result, lease)
+        except CredentialError as exc:
+            if entered:
+                raise
+            return self._credential_refused(plan, exc)
+
+    wrap_tool_call = __call__
+
+    async def awrap(
+        self, request: Any, execute: Callable[[Any], Awaitable[ToolMessage | Command]]
+    ) -> ToolMessage | Command:
+        """Async hook: ``ToolNode(tools, awrap_tool_call=guard.awrap)``."""
+        plan = await asyncio.to_thread(self._prepare, request)
+        if plan.final is not None:
+            return plan.final
+        entered = False
+        try:
+            async with self._alease_cm(plan) as lease:
+                entered = True
+                await asyncio.to_thread(self._started, plan, lease)
+                try:
+                    result = await execute(plan.request)
+                except GraphBubbleUp:
+                    await asyncio.to_thread(self._suspended, plan)
+                    raise
+                except BaseException as exc:
+                    self._failed(plan, exc, lease)  # sync on purpose: cancellation must not skip it
+                    raise
+                return await asyncio.to_thread(self._completed, plan, result, lease)
+        except CredentialError as exc:
+            if entered:
+                raise
+            return await asyncio.to_thread(self._credential_refused, plan, exc)
+
+    awrap_tool_call = awrap
+
+    # -------------------------------------------------------------- helpers
+    def _append(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> Event:
+        return self.sink.append(thread_id, [EventDraft(kind=kind, payload=payload, subject=tool_call_id)])[0]
+
+    @staticmethod
+    def _config(request: Any) -> Mapping[str, Any]:
+        runtime = getattr(request, "runtime", None)
+        config = getattr(runtime, "config", None)
+        if not config:
+            from langgraph.config import get_config
+
+            config = get_config()
+        return config
+
+    def charter(self, thread_id: str, config: Mapping[str, Any] | None = None) -> RunCharter | None:
+        """The thread's charter from its signed ``run.started`` event (recording one from config if new)."""
+        started = self.sink.events(thread_id, kinds=[EventKind.RUN_STARTED])
+        if started:
+            return RunCharter.from_dict(started[-1].payload["charter"])
+        doc = ((config or {}).get("configurable") or {}).get(CHARTER_CONFIG_KEY)
+        charter = RunCharter.from_dict(doc) if isinstance(doc, Mapping) else (
+            doc if isinstance(doc, RunCharter) else self.default_charter
+        )
+        if charter is None:
+            return None
+        self._append(
+            thread_id,
+            EventKind.RUN_STARTED,
+            None,
+            {"charter": charter.to_dict(), "workload_id": self.workload_id, "source": "config" if doc else "default"},
+        )
+        return charter
+
+    def _history(self, thread_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        events = self.sink.events(
+            thread_id, kinds=[*_TOOL_KINDS, EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED]
+        )
+        entries: dict[str, dict[str, Any]] = {}
+        approvals: list[dict[str, Any]] = []
+        for e in events:
+            p = e.payload
+            tcid = p.get("tool_call_id")
+            if e.kind == EventKind.POLICY_DECIDED:
+                d = p["decision"]
+                entries[tcid] = {
+                    "tool": p["tool"],
+                    "decision": "deny" if not d["allow"] else ("require_approval" if d["require_approval"] else "allow"),
+                    "outcome": None,
+                    "ts": e.ts.isoformat(),
+                }
+            elif e.kind in (EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED):
+                approvals.append(
+                    {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"], "ts": e.ts.isoformat()}
+                )
+            elif tcid in entries and e.kind != EventKind.POLICY_DECIDED:
+                entries[tcid]["outcome"] = e.kind.split(".", 1)[1]
+        return list(entries.values()), approvals
+
+    def _decide(
+        self, thread_id: str, tool: str, spec: ToolSpec | None, args: Mapping[str, Any], charter: RunCharter | None
+    ) -> PolicyDecision:
+        history, approvals = self._history(thread_id)
+        try:
+            policy_input = build_policy_input(
+                workload_id=self.workload_id,
+                thread_id=thread_id,
+                tool_name=tool,
+                tool_spec=spec,
+                args=args,
+                owner=charter.owner if charter else None,
+                intent=charter.intent if charter else None,
+                purpose=canonical.encode(dict(charter.purpose)).decode() if charter and charter.purpose else None,
+                risk_tier=charter.risk_tier if charter else "medium",
+                allowed_tools=charter.allowed_tools if charter else None,
+                allowed_data_classes=charter.allowed_data_classes if charter else None,
+                history=history,
+                approvals=approvals,
+                profile=(charter.effective_profile if charter else TIER_PROFILES["medium"]).to_dict(),
+            )
+        except ConfigurationError as exc:
+            return fail_closed(self.policy, {"tool": tool}, exc)
+        return self.policy.decide(policy_input)
+
+    def _message(self, plan_or_call: Any, content: str, *, tool: str, tool_call_id: str) -> ToolMessage:
+        return ToolMessage(content=content, name=tool, tool_call_id=tool_call_id, status="error")
+
+    # ------------------------------------------------------------- prepare
+    def _prepare(self, request: Any) -> _Plan:
+        call = request.tool_call
+        tool_call_id = str(call.get("id") or "")
+        tool = call["name"]
+        args = dict(call.get("args") or {})
+        config = self._config(request)
+        thread_id = (config.get("configurable") or {}).get("thread_id")
+        if not thread_id:
+            raise ConfigurationError(
+                "the guarded graph was invoked without config['configurable']['thread_id']; the guard records "
+                "every call against its thread: graph.invoke(inputs, {'configurable': {'thread_id': '...'}})"
+            )
+        thread_id = str(thread_id)
+        if not tool_call_id:
+            raise ConfigurationError(f"tool call to {tool!r} has no id; exactly-once recording needs the tool call id")
+        args_digest = canonical.digest(args)
+        rec = _summarise(self.sink.events(thread_id, subject=tool_call_id), args_digest)
+        base = dict(tool_call_id=tool_call_id, tool=tool, args_digest=args_digest)
+
+        # 1. exactly once: completed → replay the recorded result.
+        if rec.completed is not None:
+            self._append(
+                thread_id,
+                EventKind.TOOL_REPLAYED,
+                tool_call_id,
+                {**base, "completed_seq": rec.completed.seq, "attempt": rec.completed.payload["attempt"]},
+            )
+            return _Plan(final=self._load_result(rec.completed))
+        if rec.denied is not None and rec.in_doubt_attempt is None:
+            # A re-run of a call already refused (its task re-executed after another call paused).
+            return _Plan(final=self._message(None, rec.denied.payload["message"], tool=tool, tool_call_id=tool_call_id))
+
+        charter = self.charter(thread_id, config)
+        profile = charter.effective_profile if charter else TIER_PROFILES["medium"]
+        spec = self.registry.get(tool)
+        in_doubt = rec.in_doubt_attempt
+        if in_doubt is not None:
+            self._append(
+                thread_id,
+                EventKind.TOOL_ABORTED,
+                tool_call_id,
+                {**base, "attempt": in_doubt, "why": "started but never completed (process died mid-call?)", "outcome": "unknown"},
+            )
+            rec.attempts[in_doubt] = "aborted"
+
+        if charter is None and self.mode == "enforce":
+            return self._deny(
+                thread_id, base, None, ["no_owner"],
+                "Denied (no_owner): this run has no charter (owner, intent, risk tier). Start it with warden.start_run(...) or "
+                f"config['configurable']['{CHARTER_CONFIG_KEY}'].",
+            )
+
+        # 2. policy (a decision awaiting approval is reused so the approval binds to it).
+        awaiting = rec.approval_requested is not None and rec.approval_final is None
+        if rec.decided is not None and (awaiting or (rec.approval_final is not None and rec.approval_final.kind != EventKind.APPROVAL_EXPIRED)):
+            decision = _decision_from_record(rec.decided.payload["decision"])
+        else:
+            decision = self._decide(thread_id, tool, spec, args, charter)
+            self._append(
+                thread_id,
+                EventKind.POLICY_DECIDED,
+                tool_call_id,
+                {**base, "decision": decision.to_dict(), "enforced": self.mode == "enforce", "retry_of_in_doubt": in_doubt is not None},
+            )
+        if not decision.allow and self.mode == "enforce":
+            return self._deny(
+                thread_id, base, decision, list(decision.reasons),
+                f"Denied by policy ({decision.engine}): {', '.join(decision.reasons) or 'no reason given'}. "
+                "The tool was not run.",
+            )
+        retry_allowed = (
+            in_doubt is None
+            or (spec is not None and spec.idempotent)
+            or bool(decision.obligations.get("retry_in_doubt"))
+            or decision.require_approval
+        )
+        if not retry_allowed and self.mode == "enforce":
+            return self._deny(
+                thread_id, base, decision, ["outcome_unknown"],
+                f"The earlier attempt of {tool!r} (call {tool_call_id}) started but never finished, so its outcome is "
+                "unknown. It was not retried automatically because the tool is not declared idempotent; check the "
+                "target system, then ask for an approval or a new call.",
+            )
+
+        executed_args: Mapping[str, Any] = args
+        approval_id = None
+        if decision.require_approval and self.mode == "enforce":
+            outcome = self._approval(thread_id, base, args, decision, charter, profile, rec, in_doubt is not None)
+            if isinstance(outcome, ToolMessage):
+                return _Plan(final=outcome)
+            approval, executed_args = outcome
+            approval_id = approval.request_id
+            if approval.decision == "edit":
+                # A reviewer cannot approve their way past policy: the edited action is decided again.
+                again = self._decide(thread_id, tool, spec, executed_args, charter)
+                self._append(
+                    thread_id,
+                    EventKind.POLICY_DECIDED,
+                    tool_call_id,
+                    {**base, "decision": again.to_dict(), "enforced": True, "edited_args_digest": canonical.digest(dict(executed_args))},
+                )
+                if not again.allow:
+                    return self._deny(
+                        thread_id, base, again, list(again.reasons),
+                        f"The edited call was denied by policy ({again.engine}): {', '.join(again.reasons)}. The tool was not run.",
+                    )
+                decision = again if not again.require_approval else decision
+
+        new_request = request
+        if executed_args is not args:
+            new_request = request.override(tool_call={**call, "args": dict(executed_args)})
+        return _Plan(
+            request=new_request,
+            thread_id=thread_id,
+            tool_call_id=tool_call_id,
+            tool=tool,
+            args_digest=args_digest,
+            executed_args=executed_args,
+            attempt=rec.next_attempt,
+            decision=decision,
+            spec=spec,
+            profile=profile,
+            approval_request_id=approval_id,
+        )
+
+    def _deny(
+        self, thread_id: str, base: Mapping[str, Any], decision: PolicyDecision | None, reasons: list[str], message: str
+    ) -> _Plan:
+        self._append(
+            thread_id,
+            EventKind.TOOL_DENIED,
+            base["tool_call_id"],
+            {**base, "reasons": reasons, "message": message, "decision_id": decision.decision_id if decision else None},
+        )
+        return _Plan(final=self._message(None, message, tool=base["tool"], tool_call_id=base["tool_call_id"]))
+
+    # ------------------------------------------------------------- approval
+    def _approval(
+        self,
+        thread_id: str,
+        base: Mapping[str, Any],
+        args: Mapping[str, Any],
+        decision: PolicyDecision,
+        charter: RunCharter | None,
+        profile: TierProfile,
+        rec: _CallRecord,
+        retry_of_in_doubt: bool,
+    ) -> tuple[ApprovalDecision, Mapping[str, Any]] | ToolMessage:
+        tool, tool_call_id = base["tool"], base["tool_call_id"]
+        if rec.approval_requested is not None and (rec.approval_final is None or rec.approval_final.kind != EventKind.APPROVAL_EXPIRED):
+            req = ApprovalRequest.from_dict(rec.approval_requested.payload["request"])
+        else:
+            digest = action_digest(tool, args, thread_id, tool_call_id)
+            req = ApprovalRequest(
+                request_id="apr_" + hashlib.sha256(f"{thread_id}\0{tool_call_id}\0{digest}\0{rec.decided.seq if rec.decided else 0}\0{time.time_ns()}".encode()).hexdigest()[:24],
+                thread_id=thread_id,
+                tool_call_id=tool_call_id,
+                tool=tool,
+                args=dict(args),
+                reasons=tuple(decision.reasons),
+                owner=charter.owner if charter else None,
+                intent=charter.intent if charter else None,
+                risk_tier=charter.risk_tier if charter else "medium",
+                action_digest=digest,
+                expires_at=(_now() + timedelta(seconds=profile.approval_ttl_seconds)).isoformat(),
+                separation_of_duties=profile.separation_of_duties,
+                requires_signature=profile.authenticated_approvals,
+                retry_of_in_doubt=retry_of_in_doubt,
+            )
+            self._append(thread_id, EventKind.APPROVAL_REQUESTED, tool_call_id, {**base, "request_id": req.request_id, "request": req.to_dict()})
+        value = interrupt(req.to_dict())  # pauses the run the first time; returns the resume value after
+        granted_before = rec.approval_final is not None and rec.approval_final.payload.get("request_id") == req.request_id
+        try:
+            answer = self._check_answer(req, value, charter)
+        except InvalidApprovalError as exc:
+            self._append(
+                thread_id,
+                EventKind.APPROVAL_REFUSED,
+                tool_call_id,
+                {**base, "request_id": req.request_id, "reason": exc.field or "invalid", "detail": str(exc),
+                 "approver": value.get("approver") if isinstance(value, Mapping) else None},
+            )
+            raise
+        if answer is None:  # expired
+            self._append(
+                thread_id, EventKind.APPROVAL_EXPIRED, tool_call_id,
+                {**base, "request_id": req.request_id, "expires_at": req.expires_at,
+                 "approver": value.get("approver") if isinstance(value, Mapping) else None},
+            )
+            return self._message(
+                None,
+                f"The approval request {req.request_id} for {tool!r} expired at {req.expires_at}; the tool was not run. "
+                "Ask again to get a new approval request.",
+                tool=tool,
+                tool_call_id=tool_call_id,
+            )
+        kind = {"approve": EventKind.APPROVAL_GRANTED, "reject": EventKind.APPROVAL_REJECTED, "edit": EventKind.APPROVAL_EDITED}[answer.decision]
+        if not granted_before:
+            payload = {
+                **base,
+                "request_id": req.request_id,
+                "approver": answer.approver,
+                "decision": answer.decision,
+                "message": answer.message,
+                "authenticated": answer.signature is not None,
+                "answer": answer.record(),
+                "original_action_digest": req.action_digest,
+            }
+            if answer.decision == "edit":
+                payload["edited_args"] = dict(answer.args or {})
+                payload["edited_action_digest"] = action_digest(tool, answer.args or {}, thread_id, tool_call_id)
+            self._append(thread_id, kind, tool_call_id, payload)
+        if answer.decision == "reject":
+            msg = f"Rejected by {answer.approver}: {answer.message or 'no reason given'}. The tool was not run."
+            if not granted_before:
+                self._append(thread_id, EventKind.TOOL_DENIED, tool_call_id, {**base, "reasons": ["rejected_by_approver"], "message": msg, "decision_id": None})
+            return self._message(None, msg, tool=tool, tool_call_id=tool_call_id)
+        return answer, (dict(answer.args) if answer.decision == "edit" else args)
+
+    def _check_answer(self, req: ApprovalRequest, value: Any, charter: RunCharter | None) -> ApprovalDecision | None:
+        answer = ApprovalDecision.parse(value)
+        if answer.request_id != req.request_id:
+            raise InvalidApprovalError(
+                f"this approval answers request {answer.request_id!r}, but the pending request for "
+                f"{req.tool!r} (call {req.tool_call_id}) is {req.request_id!r}",
+                field="request_id",
+            )
+        if answer.action_digest != req.action_digest:
+            raise InvalidApprovalError(
+                f"the approval is for action {answer.action_digest}, not the pending action {req.action_digest} "
+                "(different or altered tool, arguments, thread or call)",
+                field="action_digest",
+            )
+        if req.separation_of_duties and charter is not None and answer.approver in (charter.owner, self.workload_id):
+            raise InvalidApprovalError(
+                f"separation of duties: {answer.approver!r} owns or runs this {req.risk_tier}-risk run and cannot "
+                "approve its actions; ask another person",
+                field="approver",
+            )
+        if req.requires_signature or answer.signature is not None:
+            public = self.approver_keys.get(answer.approver)
+            if public is None:
+                raise InvalidApprovalError(
+                    f"approver {answer.approver!r} has no registered key; this run requires signed approvals "
+                    "(register it in approver_keys)",
+                    field="signature",
+                )
+            if answer.key_id != key_id_for(public) or not answer.signature_valid(public):
+                raise InvalidApprovalError(
+                    f"the approval signature of {answer.approver!r} does not verify with their registered key",
+                    field="signature",
+                )
+        if req.expired:
+            return None
+        return answer
+
+    # ------------------------------------------------------------- execute
+    def _scopes(self, plan: _Plan) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+        granted = tuple(plan.decision.scopes) if plan.decision else ()
+        needed = tuple(plan.spec.scopes) if plan.spec and plan.spec.scopes else None
+        return granted, needed
+
+    def _wants_credential(self, plan: _Plan) -> bool:
+        granted, needed = self._scopes(plan)
+        return self.broker is not None and bool(granted or needed)
+
+    def _ttl(self, plan: _Plan) -> int | None:
+        ttl = plan.decision.ttl_seconds if plan.decision and plan.decision.ttl_seconds else None
+        if plan.profile is not None:
+            ttl = min(ttl or plan.profile.max_credential_ttl_seconds, plan.profile.max_credential_ttl_seconds)
+        return ttl
+
+    def _lease_args(self, plan: _Plan) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        granted, needed = self._scopes(plan)
+        return (plan.thread_id, plan.tool_call_id, plan.tool, granted, needed), {"decision_ttl_seconds": self._ttl(plan)}
+
+    def _lease_cm(self, plan: _Plan):
+        if not self._wants_credential(plan):
+            return nullcontext(None)
+        assert self.broker is not None
+        args, kwargs = self._lease_args(plan)
+        return self.broker.lease(*args, **kwargs)
+
+    def _alease_cm(self, plan: _Plan):
+        if not self._wants_credential(plan):
+            return _AsyncNull()
+        assert self.broker is not None
+        args, kwargs = self._lease_args(plan)
+        return self.broker.alease(*args, **kwargs)
+
+    def _credential_refused(self, plan: _Plan, exc: CredentialError) -> ToolMessage:
+        base = dict(tool_call_id=plan.tool_call_id, tool=plan.tool, args_digest=plan.args_digest)
+        reason = type(exc).__name__
+        return self._deny(
+            plan.thread_id, base, plan.decision, [f"credential_refused:{reason}"],
+            f"No credential could be issued for {plan.tool!r} ({reason}: {exc}); the tool was not run.",
+        ).final  # type: ignore[return-value]
+
+    def _base(self, plan: _Plan) -> dict[str, Any]:
+        return {"tool_call_id": plan.tool_call_id, "tool": plan.tool, "args_digest": plan.args_digest, "attempt": plan.attempt}
+
+    def _started(self, plan: _Plan, lease: Lease | None) -> None:
+        # Committed before the side effect: if this append fails, the tool does not run.
+        self._append(
+            plan.thread_id,
+            EventKind.TOOL_STARTED,
+            plan.tool_call_id,
+            {
+                **self._base(plan),
+                "executed_args_digest": canonical.digest(dict(plan.executed_args or {})),
+                "decision_id": plan.decision.decision_id if plan.decision else None,
+                "policy_input_digest": plan.decision.input_digest if plan.decision else None,
+                "approval_request_id": plan.approval_request_id,
+                "lease_id": lease.lease_id if lease is not None else None,
+            },
+        )
+
+    def _suspended(self, plan: _Plan) -> None:
+        self._append(plan.thread_id, EventKind.TOOL_SUSPENDED, plan.tool_call_id, self._base(plan))
+
+    def _secrets(self, lease: Lease | None) -> list[str]:
+        if lease is None:
+            return []
+        try:
+            return [lease.reveal()]
+        except Exception:
+            return []
+
+    def _failed(self, plan: _Plan, exc: BaseException, lease: Lease | None) -> None:
+        self._append(
+            plan.thread_id,
+            EventKind.TOOL_FAILED,
+            plan.tool_call_id,
+            {
+                **self._base(plan),
+                "error_type": type(exc).__name__,
+                "error": _scrub(str(exc), self._secrets(lease))[:2000],
+                "lease_id": lease.lease_id if lease is not None else None,
+            },
+        )
+
+    def _completed(self, plan: _Plan, result: ToolMessage | Command, lease: Lease | None) -> ToolMessage | Command:
+        secrets = self._secrets(lease)
+        if isinstance(result, ToolMessage) and secrets and isinstance(result.content, str):
+            clean = _scrub(result.content, secrets)
+            if clean != result.content:
+                result = result.model_copy(update={"content": clean})
+        type_, data = self._serde.dumps_typed(result)
+        if secrets and any(s.encode() in data for s in secrets):
+            # Never record a credential, even nested inside a Command/artifact.
+            raise ConfigurationError(
+                f"the result of {plan.tool!r} contains its credential and cannot be recorded; return data, not the token"
+            )
+        is_error = isinstance(result, ToolMessage) and result.status == "error"
+        preview = result.content if isinstance(result, ToolMessage) and isinstance(result.content, str) else type(result).__name__
+        payload = {
+            **self._base(plan),
+            "status": "error" if is_error else "success",
+            "result_digest": canonical.digest_bytes(data),
+            "result": {"type": type_, "data": data},
+            "preview": preview[:300],
+            "lease_id": lease.lease_id if lease is not None else None,
+        }
+        if is_error:
+            # ToolNode turned the tool's exception into an error message: a failed attempt, result returned as is.
+            self._append(
+                plan.thread_id,
+                EventKind.TOOL_FAILED,
+                plan.tool_call_id,
+                {**self._base(plan), "error_type": "ToolError", "error": preview[:2000], "lease_id": payload["lease_id"]},
+            )
+            return result
+        self._append(plan.thread_id, EventKind.TOOL_COMPLETED, plan.tool_call_id, payload)
+        return result
+
+    def _load_result(self, completed: Event) -> ToolMessage | Command:
+        r = completed.payload["result"]
+        return self._serde.loads_typed((r["type"], r["data"]))
+
+
+class _AsyncNull:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def _decision_from_record(doc: Mapping[str, Any]) -> PolicyDecision:
+    return PolicyDecision(
+        allow=bool(doc["allow"]),
+        require_approval=bool(doc["require_approval"]),
+        reasons=tuple(doc.get("reasons", ())),
+        scopes=tuple(doc.get("scopes", ())),
+        ttl_seconds=int(doc.get("ttl_seconds", 0)),
+        obligations=dict(doc.get("obligations") or {}),
+        engine=doc.get("engine", ""),
+        policy_revision=doc.get("policy_revision", ""),
+        input_digest=doc.get("input_digest", ""),
+        decision_id=doc.get("decision_id"),
+    )

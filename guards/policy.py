@@ -1,0 +1,540 @@
+"""The policy engine contract: one input document, one decision document, fail closed.
+
+Why one versioned input document: the same facts must reach every engine (embedded
+Rego, an OPA server, Cedar), be hashed into the ``policy.decided`` event and be
+replayable by ``warden policy eval``. Policy authors write against this shape:
+
+.. code-block:: text
+
+    {
+      "version": 1,
+      "workload": {"id": "spiffe://example.org/agent"},
+      "run": {"thread_id": str, "owner": str | null, "intent": str | null,
+              "purpose": str | null, "risk_tier": "low" | "medium" | "high",
+              "allowed_tools": [str] | null,          # null = not restricted
+              "allowed_data_classes": [str] | null,   # null = not restricted
+              "profile": {"require_approval_for": ["escalates" | "irreversible" |
+                                                   "external" | "sensitive_data"], ...} | null},
+      "tool": {"name": str, "known": bool, "sensitivity": str, "data_classes": [str],
+               "irreversible": bool, "external": bool, "escalates": bool,
+               "idempotent": bool, "scopes": [str], "target_arg": str | null},
+      "args": {...},            # the call's arguments, JSON
+      "target": any,            # args[tool.target_arg], or what the caller names
+      "history": [{"tool": str, "decision": "allow" | "deny" | "require_approval",
+                   "outcome": str | null, "ts": str | null}, ...],   # earlier calls, oldest first
+      "approvals": [{...}, ...],  # prior approvals of this run, JSON objects
+      "now": "2025-01-01T00:00:00.000000Z"
+    }
+
+The decision document every engine returns (``data.warden.decision`` in Rego):
+
+.. code-block:: text
+
+    {"allow": bool, "require_approval": bool, "reasons": [str], "scopes": [str],
+     "ttl_seconds": int >= 0, "obligations": {...}}
+
+Fail closed: anything that is not exactly a decision document — an exception
+from a native binding, an undefined result, a missing key, a wrong type — becomes
+a deny whose reason says why (``policy_error:<Type>``, ``policy_undefined``,
+``policy_unavailable``, ``malformed_decision``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+from langgraph_warden import canonical
+from langgraph_warden.errors import ConfigurationError, WardenError
+
+from .tools import ToolSpec, unknown_tool_dict
+
+__all__ = [
+    "POLICY_INPUT_VERSION",
+    "APPROVAL_TRIGGERS",
+    "approval_triggers",
+    "RISK_TIERS",
+    "HISTORY_DECISIONS",
+    "DECISION_KEYS",
+    "REASON_POLICY_UNAVAILABLE",
+    "REASON_POLICY_UNDEFINED",
+    "REASON_MALFORMED_DECISION",
+    "PolicyLoadError",
+    "UnsupportedBuiltinError",
+    "MalformedDecisionError",
+    "PolicyDecision",
+    "PolicyEngine",
+    "build_policy_input",
+    "validate_policy_input",
+    "decision_from_document",
+    "fail_closed",
+    "is_fatal",
+    "safe_input_digest",
+    "DEFAULT_REGO_POLICY",
+    "DEFAULT_CEDAR_POLICY",
+]
+
+log = logging.getLogger(__name__)
+
+POLICY_INPUT_VERSION = 1
+
+#: The shipped default policies (package data of ``langgraph_warden.guards``).
+DEFAULT_REGO_POLICY: Path = Path(__file__).resolve().parent / "policies" / "default.rego"
+DEFAULT_CEDAR_POLICY: Path = Path(__file__).resolve().parent / "policies" / "default.cedar"
+RISK_TIERS: tuple[str, ...] = ("low", "medium", "high")
+HISTORY_DECISIONS: tuple[str, ...] = ("allow", "deny", "require_approval")
+DECISION_KEYS: frozenset[str] = frozenset(
+    {"allow", "require_approval", "reasons", "scopes", "ttl_seconds", "obligations"}
+)
+
+REASON_POLICY_UNAVAILABLE = "policy_unavailable"
+REASON_POLICY_UNDEFINED = "policy_undefined"
+REASON_MALFORMED_DECISION = "malformed_decision"
+
+#: Exceptions an engine wrapper must never swallow: they mean "stop", not "deny".
+_FATAL: tuple[type[BaseException], ...] = (
+    KeyboardInterrupt,
+    SystemExit,
+    GeneratorExit,
+    asyncio.CancelledError,
+)
+
+
+class PolicyLoadError(ConfigurationError):
+    """A policy could not be loaded; the message names the file, line and column."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 column: int | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
+        self.column = column
+
+
+class UnsupportedBuiltinError(PolicyLoadError):
+    """The policy calls a builtin the engine does not implement (it would evaluate to undefined)."""
+
+    def __init__(self, message: str, *, builtins: Sequence[str], file: str | None = None,
+                 line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message, file=file, line=line, column=column)
+        self.builtins = tuple(builtins)
+
+
+class MalformedDecisionError(WardenError, ValueError):
+    """An engine answered with something that is not a decision document."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """True for exceptions that must propagate (interrupts, exits, cancellation)."""
+    return isinstance(exc, _FATAL)
+
+
+# --------------------------------------------------------------------------- decision
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    """One authorisation decision, with what is needed to audit it.
+
+    Invariant: a deny never requires approval and grants no scopes, so callers
+    can branch on ``allow`` first without second-guessing the other fields.
+    """
+
+    allow: bool
+    require_approval: bool
+    reasons: tuple[str, ...]
+    scopes: tuple[str, ...]
+    ttl_seconds: int
+    obligations: Mapping[str, Any]
+    engine: str
+    policy_revision: str
+    input_digest: str
+    decision_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.allow and (self.require_approval or self.scopes):
+            raise MalformedDecisionError(
+                "PolicyDecision: a deny cannot require approval or grant scopes; "
+                "set allow=True or clear require_approval/scopes"
+            )
+        if type(self.ttl_seconds) is not int or self.ttl_seconds < 0:
+            raise MalformedDecisionError(
+                f"PolicyDecision.ttl_seconds: expected an int >= 0, got {self.ttl_seconds!r}"
+            )
+        object.__setattr__(self, "obligations", MappingProxyType(dict(self.obligations)))
+
+    @property
+    def denied(self) -> bool:
+        return not self.allow
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as recorded in the ``policy.decided`` event and printed by the CLI."""
+        return {
+            "allow": self.allow,
+            "require_approval": self.require_approval,
+            "reasons": list(self.reasons),
+            "scopes": list(self.scopes),
+            "ttl_seconds": self.ttl_seconds,
+            "obligations": _thaw(self.obligations),
+            "engine": self.engine,
+            "policy_revision": self.policy_revision,
+            "decision_id": self.decision_id,
+            "input_digest": self.input_digest,
+        }
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _str_list(doc: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = doc[key]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise MalformedDecisionError(f"decision.{key}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def decision_from_document(
+    doc: Any,
+    *,
+    engine: str,
+    policy_revision: str,
+    input_digest: str,
+    decision_id: str | None = None,
+) -> PolicyDecision:
+    """Parse an engine's decision document strictly.
+
+    Raises :class:`MalformedDecisionError` naming the offending key for a missing
+    key, an unknown key (a typo such as ``alow`` must not pass silently), or a
+    wrong type; the engine wrappers turn that into a deny.
+    """
+    if not isinstance(doc, Mapping):
+        raise MalformedDecisionError(f"decision: expected an object, got {type(doc).__name__}")
+    missing = DECISION_KEYS - doc.keys()
+    if missing:
+        raise MalformedDecisionError(f"decision: missing key(s) {', '.join(sorted(missing))}")
+    extra = doc.keys() - DECISION_KEYS
+    if extra:
+        raise MalformedDecisionError(
+            f"decision: unknown key(s) {', '.join(sorted(map(str, extra)))}; "
+            f"allowed keys are {', '.join(sorted(DECISION_KEYS))}"
+        )
+    for key in ("allow", "require_approval"):
+        if type(doc[key]) is not bool:
+            raise MalformedDecisionError(f"decision.{key}: expected true/false, got {doc[key]!r}")
+    ttl = doc["ttl_seconds"]
+    if type(ttl) is float and ttl.is_integer():  # JSON engines may hand back 60.0
+        ttl = int(ttl)
+    if type(ttl) is not int or ttl < 0:
+        raise MalformedDecisionError(f"decision.ttl_seconds: expected an integer >= 0, got {ttl!r}")
+    obligations = doc["obligations"]
+    if not isinstance(obligations, Mapping):
+        raise MalformedDecisionError(f"decision.obligations: expected an object, got {obligations!r}")
+    allow = doc["allow"]
+    return PolicyDecision(
+        allow=allow,
+        # Deny dominates: a policy that says deny + approval means deny.
+        require_approval=doc["require_approval"] and allow,
+        reasons=_str_list(doc, "reasons"),
+        scopes=_str_list(doc, "scopes") if allow else (),
+        ttl_seconds=ttl if allow else 0,
+        obligations=obligations,
+        engine=engine,
+        policy_revision=policy_revision,
+        input_digest=input_digest,
+        decision_id=decision_id,
+    )
+
+
+def safe_input_digest(policy_input: Any) -> str:
+    """Canonical digest of the input, or ``unavailable:<Type>`` if it cannot be encoded.
+
+    Used on the failure path, which must never raise.
+    """
+    try:
+        return canonical.digest(policy_input)
+    except Exception as exc:  # noqa: BLE001 - failure path must not raise
+        return f"unavailable:{type(exc).__name__}"
+
+
+def fail_closed(
+    engine: Any,
+    policy_input: Any,
+    exc: BaseException | None = None,
+    *,
+    reason: str | None = None,
+    detail: str | None = None,
+    input_digest: str | None = None,
+) -> PolicyDecision:
+    """A deny for an engine that could not decide.
+
+    ``reason`` defaults to ``policy_error:<exception type>``; ``detail`` is an
+    optional second, more specific reason (e.g. ``opa_timeout``). Fatal
+    exceptions (interrupts, cancellation) are re-raised, never turned into denies.
+    """
+    if exc is not None and is_fatal(exc):
+        raise exc
+    if reason is None:
+        reason = f"policy_error:{type(exc).__name__}" if exc is not None else REASON_POLICY_UNAVAILABLE
+    if exc is not None:
+        # One line per failure; the traceback only at DEBUG (a dead OPA must not flood the log).
+        log.warning("policy engine %s failed closed (%s): %s", getattr(engine, "name", engine), reason, exc)
+        log.debug("policy engine failure detail", exc_info=exc)
+    reasons = (reason,) if detail is None else (reason, detail)
+    return PolicyDecision(
+        allow=False,
+        require_approval=False,
+        reasons=reasons,
+        scopes=(),
+        ttl_seconds=0,
+        obligations={},
+        engine=str(getattr(engine, "name", engine)),
+        policy_revision=str(getattr(engine, "revision", "unknown")),
+        input_digest=input_digest if input_digest is not None else safe_input_digest(policy_input),
+        decision_id=None,
+    )
+
+
+# --------------------------------------------------------------------------- engine protocol
+
+
+@runtime_checkable
+class PolicyEngine(Protocol):
+    """What the guard needs from an engine. ``decide`` never raises for a policy
+    problem: it returns a deny (see :func:`fail_closed`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def revision(self) -> str: ...
+
+    def decide(self, policy_input: Mapping[str, Any]) -> PolicyDecision: ...
+
+    async def adecide(self, policy_input: Mapping[str, Any]) -> PolicyDecision: ...
+
+
+# --------------------------------------------------------------------------- input document
+
+
+def _utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _iso(value: Any, field_name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ConfigurationError(f"policy input {field_name}: naive datetime; pass a timezone-aware one")
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    raise ConfigurationError(f"policy input {field_name}: expected an ISO-8601 string or datetime, got {value!r}")
+
+
+def _opt_str(value: Any, field_name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"policy input {field_name}: expected a string or None, got {value!r}")
+    return value
+
+
+def _opt_str_list(value: Iterable[str] | None, field_name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"policy input {field_name}: expected a list of strings or None, got {value!r}")
+    items = list(value)
+    if not all(isinstance(v, str) for v in items):
+        raise ConfigurationError(f"policy input {field_name}: every entry must be a string, got {items!r}")
+    return sorted(set(items))
+
+
+def _json_value(value: Any, field_name: str) -> Any:
+    """Round-trip through canonical JSON so engines see plain JSON and the digest is defined."""
+    try:
+        return canonical.decode(canonical.encode(value))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"policy input {field_name}: not JSON-encodable ({exc})") from exc
+
+
+def _history_entry(entry: Any, index: int) -> dict[str, Any]:
+    where = f"history[{index}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigurationError(f"policy input {where}: expected an object with tool/decision/outcome/ts")
+    tool = entry.get("tool")
+    if not isinstance(tool, str) or not tool:
+        raise ConfigurationError(f"policy input {where}.tool: expected the tool name, got {tool!r}")
+    decision = entry.get("decision")
+    if decision not in HISTORY_DECISIONS:
+        raise ConfigurationError(
+            f"policy input {where}.decision: {decision!r} is not one of {', '.join(HISTORY_DECISIONS)}"
+        )
+    return {
+        "tool": tool,
+        "decision": decision,
+        "outcome": _opt_str(entry.get("outcome"), f"{where}.outcome"),
+        "ts": _iso(entry.get("ts"), f"{where}.ts"),
+    }
+
+
+_UNSET: Any = object()
+
+
+def build_policy_input(
+    *,
+    workload_id: str,
+    thread_id: str,
+    tool_name: str,
+    tool_spec: ToolSpec | None,
+    args: Mapping[str, Any] | None = None,
+    owner: str | None = None,
+    intent: str | None = None,
+    purpose: str | None = None,
+    risk_tier: str = "medium",
+    allowed_tools: Iterable[str] | None = None,
+    allowed_data_classes: Iterable[str] | None = None,
+    target: Any = _UNSET,
+    history: Sequence[Mapping[str, Any]] = (),
+    approvals: Sequence[Mapping[str, Any]] = (),
+    now: datetime | str | None = None,
+    profile: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the version-1 policy input document (see the module docstring).
+
+    ``tool_spec=None`` means the tool was never declared: it is sent with
+    ``known: false``. ``target`` defaults to ``args[tool_spec.target_arg]``.
+    Raises :class:`ConfigurationError` naming the field for a bad value, so a
+    caller bug is never mistaken for a policy deny.
+    """
+    if not isinstance(workload_id, str) or not workload_id:
+        raise ConfigurationError(f"policy input workload.id: expected a non-empty string, got {workload_id!r}")
+    if not isinstance(thread_id, str) or not thread_id:
+        raise ConfigurationError(f"policy input run.thread_id: expected a non-empty string, got {thread_id!r}")
+    if not isinstance(tool_name, str) or not tool_name:
+        raise ConfigurationError(f"policy input tool.name: expected a non-empty string, got {tool_name!r}")
+    if risk_tier not in RISK_TIERS:
+        raise ConfigurationError(
+            f"policy input run.risk_tier: {risk_tier!r} is not one of {', '.join(RISK_TIERS)}"
+        )
+    if tool_spec is not None and tool_spec.name != tool_name:
+        raise ConfigurationError(
+            f"policy input tool: spec is for {tool_spec.name!r} but the call is to {tool_name!r}"
+        )
+    args_json = _json_value(dict(args or {}), "args")
+    if target is _UNSET:
+        target = args_json.get(tool_spec.target_arg) if tool_spec and tool_spec.target_arg else None
+    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+        raise ConfigurationError("policy input history: expected a list of entries")
+    if isinstance(approvals, (str, bytes)) or not isinstance(approvals, Sequence):
+        raise ConfigurationError("policy input approvals: expected a list of objects")
+    for i, approval in enumerate(approvals):
+        if not isinstance(approval, Mapping):
+            raise ConfigurationError(f"policy input approvals[{i}]: expected an object, got {approval!r}")
+    return {
+        "version": POLICY_INPUT_VERSION,
+        "workload": {"id": workload_id},
+        "run": {
+            "thread_id": thread_id,
+            "owner": _opt_str(owner, "run.owner"),
+            "intent": _opt_str(intent, "run.intent"),
+            "purpose": _opt_str(purpose, "run.purpose"),
+            "risk_tier": risk_tier,
+            "allowed_tools": _opt_str_list(allowed_tools, "run.allowed_tools"),
+            "allowed_data_classes": _opt_str_list(allowed_data_classes, "run.allowed_data_classes"),
+            "profile": _profile(profile),
+        },
+        "tool": tool_spec.to_policy_dict() if tool_spec is not None else unknown_tool_dict(tool_name),
+        "args": args_json,
+        "target": _json_value(target, "target"),
+        "history": [_history_entry(e, i) for i, e in enumerate(history)],
+        "approvals": _json_value([dict(a) for a in approvals], "approvals"),
+        "now": _iso(now, "now") if now is not None else _utc_now_iso(),
+    }
+
+
+#: What can make a call need approval (the run charter's tier profile picks from these).
+APPROVAL_TRIGGERS: tuple[str, ...] = ("escalates", "irreversible", "external", "sensitive_data")
+
+
+def default_approval_triggers(risk_tier: str) -> list[str]:
+    """Triggers used when the input carries no profile (hand-written inputs)."""
+    base = ["escalates", "external", "irreversible"]
+    return sorted(base + ["sensitive_data"]) if risk_tier == "high" else base
+
+
+def approval_triggers(run: Mapping[str, Any]) -> list[str]:
+    profile = run.get("profile")
+    if isinstance(profile, Mapping) and isinstance(profile.get("require_approval_for"), list):
+        return sorted(profile["require_approval_for"])
+    return default_approval_triggers(run.get("risk_tier", "medium"))
+
+
+def _profile(profile: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if profile is None:
+        return None
+    if not isinstance(profile, Mapping):
+        raise ConfigurationError("policy input run.profile: expected an object or null")
+    triggers = profile.get("require_approval_for")
+    if not isinstance(triggers, (list, tuple, set, frozenset)) or not all(t in APPROVAL_TRIGGERS for t in triggers):
+        raise ConfigurationError(
+            f"policy input run.profile.require_approval_for: expected a list drawn from {list(APPROVAL_TRIGGERS)}"
+        )
+    return {**_json_value(dict(profile), "run.profile"), "require_approval_for": sorted(triggers)}
+
+
+_TOOL_BOOLS = ("known", "irreversible", "external", "escalates", "idempotent")
+
+
+def validate_policy_input(doc: Any) -> dict[str, Any]:
+    """Check a hand-written input document (e.g. for ``warden policy eval``).
+
+    Returns it unchanged; raises :class:`ConfigurationError` naming the first
+    field that does not match the version-1 shape.
+    """
+    def need(cond: bool, where: str, what: str) -> None:
+        if not cond:
+            raise ConfigurationError(f"policy input {where}: {what}")
+
+    need(isinstance(doc, Mapping), "$", "expected a JSON object")
+    need(doc.get("version") == POLICY_INPUT_VERSION, "version",
+         f"expected {POLICY_INPUT_VERSION}, got {doc.get('version')!r}")
+    for key in ("workload", "run", "tool", "args"):
+        need(isinstance(doc.get(key), Mapping), key, "expected an object")
+    need(isinstance(doc["workload"].get("id"), str), "workload.id", "expected a string")
+    run = doc["run"]
+    need(isinstance(run.get("thread_id"), str), "run.thread_id", "expected a string")
+    need(run.get("risk_tier") in RISK_TIERS, "run.risk_tier", f"expected one of {', '.join(RISK_TIERS)}")
+    for key in ("owner", "intent", "purpose"):
+        need(run.get(key) is None or isinstance(run.get(key), str), f"run.{key}", "expected a string or null")
+    for key in ("allowed_tools", "allowed_data_classes"):
+        value = run.get(key)
+        need(value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value)),
+             f"run.{key}", "expected a list of strings or null")
+    profile = run.get("profile")
+    need(profile is None or (isinstance(profile, Mapping) and isinstance(profile.get("require_approval_for"), list)
+                             and all(t in APPROVAL_TRIGGERS for t in profile["require_approval_for"])),
+         "run.profile", f"expected null or an object whose require_approval_for is drawn from {list(APPROVAL_TRIGGERS)}")
+    tool = doc["tool"]
+    need(isinstance(tool.get("name"), str), "tool.name", "expected a string")
+    for key in _TOOL_BOOLS:
+        need(type(tool.get(key)) is bool, f"tool.{key}", "expected true/false")
+    need(isinstance(tool.get("sensitivity"), str), "tool.sensitivity", "expected a string")
+    for key in ("data_classes", "scopes"):
+        value = tool.get(key)
+        need(isinstance(value, list) and all(isinstance(v, str) for v in value), f"tool.{key}",
+             "expected a list of strings")
+    need(isinstance(doc.get("history"), list), "history", "expected a list")
+    for i, entry in enumerate(doc["history"]):
+        _history_entry(entry, i)
+    need(isinstance(doc.get("approvals"), list), "approvals", "expected a list")
+    need(isinstance(doc.get("now"), str), "now", "expected an ISO-8601 string")
+    return dict(doc)

@@ -1,0 +1,210 @@
+"""``Warden``: one object wiring the signed checkpointer, the guard, credentials and audit.
+
+    warden = Warden.open("sqlite:///agent.db", ephemeral_keys=True)   # demo keys, said explicitly
+    warden.tools.register(ToolSpec("issue_refund", irreversible=True, scopes=("payments:write",)))
+    graph = builder.compile(checkpointer=warden.checkpointer)        # ToolNode(..., wrap_tool_call=warden.guard)
+    config = warden.start_run("ticket-42", owner="alice@example.com", intent="refund order 1234")
+    graph.invoke(inputs, config)
+    warden.audit("ticket-42")                                           # rich HTML in a notebook
+
+This is the only module (with the CLI and audit) that imports both
+``checkpointers`` and ``guards``; they never import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .audit import AuditTrail, reconstruct
+from .charter import RunCharter, RiskTier
+from .checkpointers import DEFAULT_WORKLOAD_ID, VerificationReport, WardenSaver
+from .checkpointers.leases import SqlLeaseStore
+from .errors import ConfigurationError
+from .events import EventDraft, EventKind
+from .guards.approval import ApprovalRequest
+from .guards.credentials import CredentialBroker, CredentialProvider, LocalTokenProvider
+from .guards.guard import ToolGuard
+from .guards.middleware import WardenMiddleware
+from .guards.policy import PolicyEngine
+from .guards.tools import ToolRegistry
+from .identity import EphemeralWorkloadKeyStore, KeyringWorkloadKeyStore, LocalIdentityProvider, WorkloadKeyStore
+from .keys import EphemeralKeyStore, KeyStore
+
+__all__ = ["Warden"]
+
+
+def _default_policy() -> PolicyEngine:
+    from .guards.policy import DEFAULT_REGO_POLICY
+    from .guards.rego import RegoEngine
+
+    return RegoEngine(DEFAULT_REGO_POLICY)
+
+
+class Warden:
+    """Durable, governed execution for one LangGraph application."""
+
+    def __init__(
+        self,
+        saver: WardenSaver,
+        *,
+        policy: PolicyEngine | None = None,
+        tools: ToolRegistry | None = None,
+        identity: LocalIdentityProvider | None = None,
+        providers: Sequence[CredentialProvider] = (),
+        credentials: bool = True,
+        max_credential_ttl_seconds: int = 300,
+        mode: str = "enforce",
+        approver_keys: Mapping[str, bytes] | None = None,
+        default_charter: RunCharter | None = None,
+    ) -> None:
+        self.saver = saver
+        self.ledger = saver.ledger
+        self.tools = tools if tools is not None else ToolRegistry()
+        self.policy = policy if policy is not None else _default_policy()
+        self.identity = identity
+        self.lease_store = SqlLeaseStore(saver.engine)
+        self.broker: CredentialBroker | None = None
+        if credentials:
+            all_providers = list(providers)
+            if identity is not None:
+                all_providers.insert(
+                    0, LocalTokenProvider(identity, issuer=str(identity.spiffe_id), lease_store=self.lease_store)
+                )
+            if all_providers:
+                self.broker = CredentialBroker(
+                    all_providers, self.ledger, max_ttl_seconds=max_credential_ttl_seconds, lease_store=self.lease_store
+                )
+        self.guard = ToolGuard(
+            self.ledger,
+            self.policy,
+            self.tools,
+            workload_id=self.ledger.workload_id,
+            broker=self.broker,
+            mode=mode,  # type: ignore[arg-type]
+            approver_keys=approver_keys,
+            default_charter=default_charter,
+        )
+
+    # ------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(
+        cls,
+        url: str = "sqlite:///warden.db",
+        *,
+        ephemeral_keys: bool = False,
+        key_store: KeyStore | None = None,
+        workload_key_store: WorkloadKeyStore | None = None,
+        workload_id: str = DEFAULT_WORKLOAD_ID,
+        **kwargs: Any,
+    ) -> Warden:
+        """Open (and migrate) the database and wire everything with the embedded defaults.
+
+        Keys come from the OS keyring unless ``ephemeral_keys=True`` (demos and
+        tests: in-memory keys, marked ``ephemeral`` in every signed record).
+        """
+        if ephemeral_keys and (key_store is not None or workload_key_store is not None):
+            raise ConfigurationError("pass either ephemeral_keys=True or explicit key stores, not both")
+        ks = key_store or (EphemeralKeyStore() if ephemeral_keys else None)
+        wks = workload_key_store or (EphemeralWorkloadKeyStore() if ephemeral_keys else KeyringWorkloadKeyStore())
+        saver = WardenSaver.from_url(url, key_store=ks, workload_id=workload_id)
+        try:
+            identity = kwargs.pop("identity", None) or LocalIdentityProvider(workload_id, wks)
+            return cls(saver, identity=identity, **kwargs)
+        except BaseException:
+            saver.close()
+            raise
+
+    def close(self) -> None:
+        self.saver.close()
+
+    def __enter__(self) -> Warden:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- wiring
+    @property
+    def checkpointer(self) -> WardenSaver:
+        return self.saver
+
+    def middleware(self) -> WardenMiddleware:
+        """Middleware for ``langchain.agents.create_agent(..., middleware=[warden.middleware()])``."""
+        return WardenMiddleware(self.guard)
+
+    # ------------------------------------------------------------------ runs
+    def start_run(
+        self,
+        thread_id: str,
+        charter: RunCharter | None = None,
+        *,
+        owner: str | None = None,
+        intent: str | None = None,
+        risk_tier: RiskTier = "medium",
+        purpose: Mapping[str, Any] | None = None,
+        allowed_tools: Sequence[str] | None = None,
+        allowed_data_classes: Sequence[str] | None = None,
+        **profile_overrides: Any,
+    ) -> dict[str, Any]:
+        """Record the run's charter as its signed ``run.started`` event; return the graph config."""
+        if charter is None:
+            if owner is None or intent is None:
+                raise ConfigurationError("start_run needs a charter, or owner= and intent=")
+            charter = RunCharter(
+                owner=owner,
+                intent=intent,
+                risk_tier=risk_tier,
+                purpose=purpose,
+                allowed_tools=tuple(allowed_tools) if allowed_tools is not None else None,
+                allowed_data_classes=tuple(allowed_data_classes) if allowed_data_classes is not None else None,
+            )
+        if profile_overrides:
+            charter = charter.with_profile(**profile_overrides)
+        existing = self.ledger.events(thread_id, kinds=[EventKind.RUN_STARTED])
+        if not existing or existing[-1].payload.get("charter") != charter.to_dict():
+            self.ledger.append(
+                thread_id,
+                [
+                    EventDraft(
+                        kind=EventKind.RUN_STARTED,
+                        payload={"charter": charter.to_dict(), "workload_id": self.ledger.workload_id, "source": "api"},
+                    )
+                ],
+            )
+        return {"configurable": {"thread_id": thread_id}}
+
+    def charter(self, thread_id: str) -> RunCharter | None:
+        return self.guard.charter(thread_id)
+
+    def pending_approvals(self, thread_id: str | None = None) -> list[ApprovalRequest]:
+        """Approval requests with no answer yet, across threads (or one)."""
+        with self.saver.engine.connect() as conn:
+            threads = [thread_id] if thread_id else self.ledger.thread_ids(conn)
+        out: list[ApprovalRequest] = []
+        finals = {EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_REJECTED, EventKind.APPROVAL_EDITED, EventKind.APPROVAL_EXPIRED}
+        for t in threads:
+            open_requests: dict[str, ApprovalRequest] = {}
+            for e in self.ledger.events(t, kinds=[EventKind.APPROVAL_REQUESTED, *finals]):
+                rid = e.payload.get("request_id")
+                if e.kind == EventKind.APPROVAL_REQUESTED:
+                    open_requests[rid] = ApprovalRequest.from_dict(e.payload["request"])
+                else:
+                    open_requests.pop(rid, None)
+            out.extend(open_requests.values())
+        return out
+
+    def revoke_run(self, thread_id: str) -> list[str]:
+        """Revoke every outstanding credential lease of a run (crash recovery)."""
+        if self.broker is None:
+            return []
+        return self.broker.revoke_run(thread_id)
+
+    # ----------------------------------------------------------------- audit
+    def audit(self, thread_id: str) -> AuditTrail:
+        """The verified, reconstructed audit trail of one thread."""
+        report = self.ledger.verify(thread_id=thread_id)
+        return reconstruct(thread_id, self.ledger.events(thread_id), report.threads.get(thread_id))
+
+    def verify(self, thread_id: str | None = None, **kwargs: Any) -> VerificationReport:
+        return self.ledger.verify(thread_id=thread_id, **kwargs)
