@@ -135,12 +135,17 @@ def audit_events(
 
 
 def _mount_optional() -> None:
-    """Sub-apps that live with the parts they drive (mounted when present)."""
-    try:
-        from .cli_policy import app as policy_app
-    except ImportError:  # pragma: no cover - policy CLI not installed
-        return
-    app.add_typer(policy_app, name="policy")
+    """Sub-apps that live with the parts they drive (each module exposes a typer ``app``)."""
+    import importlib
+
+    for module, name in (("cli_policy", "policy"), ("cli_approvals", "approvals"), ("cli_credentials", "credentials")):
+        try:
+            sub = importlib.import_module(f"{__package__}.{module}")
+        except ModuleNotFoundError as exc:  # pragma: no cover - sub-app not present in this build
+            if exc.name != f"{__package__}.{module}":
+                raise
+            continue
+        app.add_typer(sub.app, name=name)
 
 
 _mount_optional()
