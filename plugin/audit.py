@@ -154,8 +154,15 @@ class AuditTrail:
         if self.charter:
             title += f" — owner {self.charter.owner}, {self.charter.risk_tier} risk: {self.charter.intent}"
         table = Table(title=title, show_lines=False)
-        for col in ("#", "tool", "call", "status", "decision", "approver", "lease", "attempts", "replays", "verified"):
-            table.add_column(col)
+        table.add_column("#", justify="right")
+        table.add_column("tool", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("decision")
+        table.add_column("approver")
+        table.add_column("lease", no_wrap=True)
+        table.add_column("att", justify="right")
+        table.add_column("rep", justify="right")
+        table.add_column("sig", justify="center")
         for i, a in enumerate(self.actions, 1):
             style = {
                 "authorised+completed": "green",
@@ -170,14 +177,13 @@ class AuditTrail:
             table.add_row(
                 str(i),
                 a.tool,
-                a.tool_call_id[-12:],
                 f"[{style}]{a.status}[/]" if style else a.status,
                 decision + (f" ({', '.join(a.reasons)})" if a.reasons else ""),
                 a.approver or "",
                 ",".join(x[:8] for x in a.leases),
                 str(a.attempts),
                 str(a.replays),
-                "yes" if a.verified else "[red]NO[/]",
+                "✔" if a.verified else "[red]✘[/]",
             )
         return table
 

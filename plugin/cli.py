@@ -134,6 +134,30 @@ def audit_events(
     console.print(table)
 
 
+@app.command("demo")
+def demo(
+    db: Annotated[
+        Optional[str], typer.Option("--db", help="Run on this database instead of a fresh SQLite file (e.g. PostgreSQL).")
+    ] = None,
+    approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every request without asking.")] = False,
+    reject_all: Annotated[bool, typer.Option("--reject-all", help="Reject every request without asking.")] = False,
+) -> None:
+    """Run the governed demo: charter, policy, approvals, JIT credentials, a crash and resume, audit, verify."""
+    from .demo import run_demo
+
+    if approve_all and reject_all:
+        _fail(WardenError("choose one of --approve-all and --reject-all"))
+    if approve_all:
+        mode = "approve"
+    elif reject_all:
+        mode = "reject"
+    else:
+        mode = "prompt" if sys.stdin.isatty() else "approve"
+        if mode == "approve":
+            console.print("[dim]no terminal attached: approving every request (use --reject-all to see rejections)[/]")
+    raise typer.Exit(code=run_demo(db, decide=mode, console=console))
+
+
 def _mount_optional() -> None:
     """Sub-apps that live with the parts they drive (each module exposes a typer ``app``)."""
     import importlib
