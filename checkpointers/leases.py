@@ -141,6 +141,16 @@ class SqlLeaseStore:
             ).all()
         return [_row(r) for r in rows]
 
+    def outstanding_all(self) -> list[StoredLease]:
+        """Every lease never revoked, across runs (``warden credentials list``)."""
+        with self._engine.connect() as conn, conn.begin():
+            rows = conn.execute(
+                select(leases)
+                .where(leases.c.revoked_at.is_(None))
+                .order_by(leases.c.thread_id, leases.c.issued_at, leases.c.lease_id)
+            ).all()
+        return [_row(r) for r in rows]
+
     def get(self, lease_id: str) -> StoredLease | None:
         """One lease row (for audit and tests)."""
         with self._engine.connect() as conn, conn.begin():

@@ -8,8 +8,26 @@ twice, and cannot come from the run's owner when separation of duties applies.
 
 The run pauses with LangGraph's ``interrupt(request.to_dict())``; a person
 resumes it with ``Command(resume=approve(request, "bob"))`` (or
-``reject(...)``/``edit(...)``), from Python, the CLI or a notebook. For several
-paused calls at once, resume with ``Command(resume={interrupt_id: payload, ...})``.
+``reject(...)``/``edit(...)``), from Python, the CLI or a notebook.
+
+Several calls paused at once:
+
+* ``create_agent`` (one task per tool call, each with its own interrupt id):
+  ``Command(resume={interrupt.id: approve(interrupt.value, "bob"), ...})``.
+* ``ToolNode`` with several gated calls in one model turn (one task; LangGraph
+  shows only the first interrupt, and its per-task interrupt counter is shared
+  by the parallel calls): answer by **request id**, in any order —
+  ``Command(resume={request.request_id: approve(request, "bob"), ...})`` for the
+  requests of ``warden.pending_approvals(thread)``. Each call picks the answer
+  addressed to its own request id (:func:`is_request_map`); a plain payload
+  naming another pending request of the thread is left for that call.
+
+The resume value is checked *before* LangGraph records it (it is passed to
+``interrupt()`` as its ``response_schema`` validator): a refused answer — bad
+shape, unknown or already-used request id (``reason="reused"``), wrong digest,
+separation of duties, missing or bad signature — raises
+:class:`InvalidApprovalError`, appends ``approval.refused``, and leaves the run
+paused at the same interrupt, to be answered again.
 """
 
 from __future__ import annotations
@@ -33,6 +51,8 @@ __all__ = [
     "reject",
     "edit",
     "decision_signing_bytes",
+    "is_request_map",
+    "RESPONSE_JSON_SCHEMA",
 ]
 
 APPROVAL_REQUEST_KIND = "langgraph-warden/approval-request/v1"
@@ -47,11 +67,50 @@ class InvalidApprovalError(WardenError, ValueError):
     interrupt stays pending, to be answered again correctly.
     """
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+        #: machine-readable cause recorded in ``approval.refused``: invalid_payload, unknown_request,
+        #: wrong_request, reused, wrong_digest, separation_of_duties, unsigned, bad_signature.
+        self.reason = reason or "invalid_payload"
         # ToolNode never turns an invalid resume into a tool error message: the run stays paused.
         setattr(self, "_langgraph_invalid_resume", True)
+
+
+def is_request_map(value: Any) -> bool:
+    """Whether a resume value is the ``{request_id: payload}`` form (answers for several requests)."""
+    return (
+        isinstance(value, Mapping)
+        and bool(value)
+        and "request_id" not in value
+        and all(isinstance(k, str) and k.startswith("apr_") for k in value)
+    )
+
+
+#: JSON schema of a resume value (shown as the interrupt's ``response_schema``).
+_DECISION_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["request_id", "action_digest", "decision", "approver"],
+    "properties": {
+        "request_id": {"type": "string"},
+        "action_digest": {"type": "string"},
+        "decision": {"enum": list(_DECISIONS)},
+        "approver": {"type": "string"},
+        "message": {"type": "string"},
+        "args": {"type": "object", "description": "edited arguments (decision 'edit' only)"},
+        "key_id": {"type": "string"},
+        "signature": {"type": "string", "description": "base64url Ed25519 over decision_signing_bytes"},
+    },
+    "additionalProperties": False,
+}
+RESPONSE_JSON_SCHEMA: dict[str, Any] = {
+    "title": "langgraph-warden approval decision",
+    "anyOf": [
+        _DECISION_JSON_SCHEMA,
+        {"type": "object", "description": "{request_id: decision} for several requests",
+         "additionalProperties": _DECISION_JSON_SCHEMA},
+    ],
+}
 
 
 def action_digest(tool: str, args: Mapping[str, Any], thread_id: str, tool_call_id: str) -> str:

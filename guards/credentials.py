@@ -77,6 +77,8 @@ __all__ = [
     "LocalTokenProvider",
     "KeyringSecretProvider",
     "current_credential",
+    "revoke_outstanding",
+    "redact_exception",
     "CredentialError",
     "ScopeNotGrantedError",
     "TtlTooLongError",
@@ -482,6 +484,22 @@ class CredentialBroker:
         self.lease_store = lease_store
         self.clock = clock
         self._lock = threading.Lock()
+        #: tool name (or audience) -> provider name, for calls that name no provider (the guard never does).
+        self.routes: dict[str, str] = {}
+
+    def route(self, tool_or_audience: str, provider: str) -> None:
+        """Send credentials for this tool (or audience) to ``provider`` instead of the default one.
+
+        The guard asks the broker without naming a provider; this is how a tool that
+        needs an upstream keyring secret gets it: ``broker.route("call_crm", "keyring")``.
+        An unknown provider name is accepted here and refused at issue time
+        (:class:`UnknownProviderError`, nothing issued), so a typo fails closed.
+        """
+        if not isinstance(tool_or_audience, str) or not tool_or_audience:
+            raise ConfigurationError("route: tool_or_audience is empty; pass a tool name or an audience")
+        if not isinstance(provider, str) or not provider:
+            raise ConfigurationError("route: provider is empty; pass the name of a registered provider")
+        self.routes[tool_or_audience] = provider
 
     # -- issue -------------------------------------------------------------------
 
@@ -526,13 +544,13 @@ class CredentialBroker:
             capped = decided > self.max_ttl_seconds
         else:
             ttl = self.default_ttl_seconds
-        name = provider or self.default_provider
-        prov = self.providers.get(name)
-        if prov is None:
-            raise UnknownProviderError(name, self.providers)
         aud = audience if audience is not None else tool_name
         if not isinstance(aud, str) or not aud:
             raise ConfigurationError("audience is empty; pass the service the credential is for (default: tool name)")
+        name = provider or self.routes.get(tool_name) or self.routes.get(aud) or self.default_provider
+        prov = self.providers.get(name)
+        if prov is None:
+            raise UnknownProviderError(name, self.providers)
 
         now = int(self.clock())
         issued_at = datetime.fromtimestamp(now, timezone.utc)
@@ -582,11 +600,7 @@ class CredentialBroker:
 
     def revoke_run(self, thread_id: str) -> list[str]:
         """Revoke every outstanding lease of a run (crash recovery); returns the lease ids."""
-        done: list[str] = []
-        for rec in self.lease_store.outstanding(thread_id):
-            self.revoke(Lease.from_record(rec), RevokeReason.RUN_REVOKED)
-            done.append(rec.lease_id)
-        return done
+        return revoke_outstanding(self.lease_store, self.event_sink, thread_id, providers=self.providers, clock=self.clock)
 
     # -- the step scope ----------------------------------------------------------
 
@@ -603,6 +617,7 @@ class CredentialBroker:
             yield lease
         except BaseException as exc:
             reason = _reason_for(exc)
+            _redact_leaving(exc, lease)
             raise
         finally:
             _CURRENT.reset(token)
@@ -614,21 +629,45 @@ class CredentialBroker:
     ) -> AsyncIterator[Lease]:
         """Async form of :meth:`lease` for async tools.
 
-        Issue and revoke run synchronously (a short local transaction each) on
-        purpose: a revocation awaited in ``finally`` could be cancelled again
-        and skipped; a blocking call cannot.
+        Issue and revoke are blocking database transactions; they run in a worker
+        thread, never on the event loop: on SQLite a blocking ``BEGIN IMMEDIATE``
+        on the loop thread deadlocks (until the 30 s busy timeout) against an
+        async-engine transaction that needs the loop to reach its commit, e.g.
+        a concurrent task's ``aput_writes``. Both are shielded, so a cancellation
+        cannot skip them: a cancelled issue is revoked as soon as it lands, and a
+        revocation keeps running in its thread even if the ``finally`` is cancelled
+        again (``asyncio.run`` waits for the default executor before closing).
         """
-        lease = self.issue(thread_id, tool_call_id, tool_name, *args, **kwargs)
+        import asyncio
+
+        issuing = asyncio.ensure_future(
+            asyncio.to_thread(self.issue, thread_id, tool_call_id, tool_name, *args, **kwargs)
+        )
+        try:
+            lease = await asyncio.shield(issuing)
+        except asyncio.CancelledError:
+            issuing.add_done_callback(self._revoke_orphan)
+            raise
         token = _CURRENT.set(lease)
         reason = RevokeReason.STEP_ENDED
         try:
             yield lease
         except BaseException as exc:
             reason = _reason_for(exc)
+            _redact_leaving(exc, lease)
             raise
         finally:
             _CURRENT.reset(token)
-            self._revoke_in_finally(lease, reason)
+            await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(self._revoke_in_finally, lease, reason)))
+
+    def _revoke_orphan(self, fut: Any) -> None:
+        """Done-callback of an issue whose step was cancelled while it ran: end the lease (off the loop)."""
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        threading.Thread(
+            target=self._revoke_in_finally, args=(fut.result(), RevokeReason.STEP_CANCELLED),
+            name="warden-revoke-orphan", daemon=False,
+        ).start()
 
     def _revoke_in_finally(self, lease: Lease, reason: str) -> None:
         try:
@@ -641,6 +680,131 @@ class CredentialBroker:
             )
             if reason == RevokeReason.STEP_ENDED:
                 raise
+
+
+# --------------------------------------------------------------------------- redaction and recovery
+
+_REDACTED = "[REDACTED]"
+
+
+def _scrub_value(value: Any, secrets: Sequence[str], depth: int = 0) -> Any:
+    if isinstance(value, str):
+        for s in secrets:
+            if s and s in value:
+                value = value.replace(s, _REDACTED)
+        return value
+    if isinstance(value, bytes):
+        for s in secrets:
+            if s and s.encode() in value:
+                value = value.replace(s.encode(), _REDACTED.encode())
+        return value
+    if depth > 4:
+        return value
+    if isinstance(value, tuple):
+        return tuple(_scrub_value(v, secrets, depth + 1) for v in value)
+    if isinstance(value, list):
+        return [_scrub_value(v, secrets, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub_value(v, secrets, depth + 1) for k, v in value.items()}
+    return value
+
+
+def redact_exception(exc: BaseException, secrets: Sequence[str]) -> bool:
+    """Remove ``secrets`` from an exception in place: its args, notes, and its cause/context chain.
+
+    Why in place: the exception leaves the step and goes on to the caller, to
+    LangGraph (which saves it as the task's ``__error__`` write in the
+    checkpointer) and to logs. A tool that formats its token or API key into an
+    error message must not carry it there. Returns True if anything was changed.
+    Best effort for exceptions that keep the text outside ``args`` (custom
+    ``__str__``): their ``__dict__`` strings are scrubbed too.
+    """
+    secrets = [s for s in secrets if s]
+    if not secrets:
+        return False
+    changed = False
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    stack = [exc]
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        try:
+            args = cur.args
+            clean = _scrub_value(args, secrets)
+            if clean != args:
+                cur.args = clean
+                changed = True
+            notes = getattr(cur, "__notes__", None)
+            if isinstance(notes, list):
+                clean_notes = _scrub_value(notes, secrets)
+                if clean_notes != notes:
+                    cur.__notes__ = clean_notes
+                    changed = True
+            attrs = getattr(cur, "__dict__", None)
+            if isinstance(attrs, dict):
+                for k, v in list(attrs.items()):
+                    if k == "__notes__":
+                        continue
+                    cv = _scrub_value(v, secrets)
+                    if cv is not v and cv != v:
+                        attrs[k] = cv
+                        changed = True
+        except Exception:  # noqa: BLE001 - redaction must never replace the step's own error
+            pass
+        stack.extend([cur.__cause__, cur.__context__])  # type: ignore[list-item]
+        if isinstance(cur, BaseExceptionGroup):
+            stack.extend(cur.exceptions)
+    return changed
+
+
+def _redact_leaving(exc: BaseException, lease: Lease) -> None:
+    if lease.secret:
+        redact_exception(exc, [lease.secret.reveal()])
+
+
+def revoke_outstanding(
+    lease_store: LeaseStore,
+    event_sink: EventSink,
+    thread_id: str,
+    *,
+    providers: Mapping[str, CredentialProvider] | None = None,
+    clock: Callable[[], float] = time.time,
+    reason: str = RevokeReason.RUN_REVOKED,
+) -> list[str]:
+    """Revoke every outstanding lease of a run and record ``credential.revoked`` for each.
+
+    Crash recovery: works in a process that never saw the leases (no values,
+    only the store's rows) and without the providers (a lease with a ``jti`` is
+    invalidated by the revocation list alone). The store row is claimed first
+    (``mark_revoked`` is a conditional update), so two processes recovering the
+    same run record each lease once. Returns the lease ids this call revoked.
+    """
+    done: list[str] = []
+    for rec in lease_store.outstanding(thread_id):
+        lease = Lease.from_record(rec)
+        stored_reason = reason if lease.jit else RevokeReason.NOT_REVOCABLE
+        if not lease_store.mark_revoked(lease.lease_id, stored_reason):
+            continue  # another process got there first
+        prov = (providers or {}).get(lease.provider)
+        revoked = lease.jit
+        if prov is not None:
+            try:
+                revoked = bool(prov.revoke(lease, reason)) or lease.jit
+            except Exception as exc:  # the revocation list entry already invalidates a jti token
+                log.error("provider %s could not revoke lease %s: %s", lease.provider, lease.lease_id, type(exc).__name__)
+        payload = {
+            **lease.to_record(),
+            "reason": stored_reason,
+            "revoked": revoked,
+            "revoked_at": _iso(datetime.fromtimestamp(int(clock()), timezone.utc)),
+            "recovered": True,
+        }
+        event_sink.append(thread_id, [EventDraft(EventKind.CREDENTIAL_REVOKED, payload)])
+        done.append(lease.lease_id)
+    return done
 
 
 # --------------------------------------------------------------------------- providers

@@ -28,17 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import ToolMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, interrupt
+from pydantic import PlainValidator, WithJsonSchema
 
 from langgraph_warden import canonical
 from langgraph_warden.charter import TIER_PROFILES, RunCharter, TierProfile
@@ -46,7 +49,14 @@ from langgraph_warden.errors import ConfigurationError
 from langgraph_warden.events import Event, EventDraft, EventKind, EventSink
 from langgraph_warden.keys import key_id_for
 
-from .approval import ApprovalDecision, ApprovalRequest, InvalidApprovalError, action_digest
+from .approval import (
+    RESPONSE_JSON_SCHEMA,
+    ApprovalDecision,
+    ApprovalRequest,
+    InvalidApprovalError,
+    action_digest,
+    is_request_map,
+)
 from .credentials import CredentialBroker, CredentialError, Lease
 from .policy import PolicyDecision, PolicyEngine, build_policy_input, fail_closed
 from .tools import ToolRegistry, ToolSpec
@@ -433,7 +443,10 @@ class ToolGuard:
                     thread_id,
                     EventKind.POLICY_DECIDED,
                     tool_call_id,
-                    {**base, "decision": again.to_dict(), "enforced": True, "edited_args_digest": canonical.digest(dict(executed_args))},
+                    # Filed under the edited arguments' digest, so the original call's recorded decision
+                    # (the one the approval is bound to) stays the one a re-run of this task reuses.
+                    {**base, "args_digest": canonical.digest(dict(executed_args)), "original_args_digest": base["args_digest"],
+                     "decision": again.to_dict(), "enforced": True, "edited_args_digest": canonical.digest(dict(executed_args))},
                 )
                 if not again.allow:
                     return self._deny(
@@ -504,34 +517,38 @@ class ToolGuard:
                 retry_of_in_doubt=retry_of_in_doubt,
             )
             self._append(thread_id, EventKind.APPROVAL_REQUESTED, tool_call_id, {**base, "request_id": req.request_id, "request": req.to_dict()})
-        value = interrupt(req.to_dict())  # pauses the run the first time; returns the resume value after
-        granted_before = rec.approval_final is not None and rec.approval_final.payload.get("request_id") == req.request_id
+        # Already decided (the task re-ran: a sibling call paused, or the process died after the
+        # decision was recorded): the recorded decision stands, and no event is appended again.
+        decided = rec.approval_final if (
+            rec.approval_final is not None and rec.approval_final.payload.get("request_id") == req.request_id
+        ) else None
         try:
-            answer = self._check_answer(req, value, charter)
+            got = self._await_answer(thread_id, req, charter, decided)
         except InvalidApprovalError as exc:
             self._append(
                 thread_id,
                 EventKind.APPROVAL_REFUSED,
                 tool_call_id,
-                {**base, "request_id": req.request_id, "reason": exc.field or "invalid", "detail": str(exc),
-                 "approver": value.get("approver") if isinstance(value, Mapping) else None},
+                {**base, "request_id": req.request_id, "reason": exc.reason, "field": exc.field, "detail": str(exc),
+                 "approver": getattr(exc, "approver", None)},
             )
             raise
+        answer = got.decision
         if answer is None:  # expired
-            self._append(
-                thread_id, EventKind.APPROVAL_EXPIRED, tool_call_id,
-                {**base, "request_id": req.request_id, "expires_at": req.expires_at,
-                 "approver": value.get("approver") if isinstance(value, Mapping) else None},
-            )
-            return self._message(
-                None,
+            msg = (
                 f"The approval request {req.request_id} for {tool!r} expired at {req.expires_at}; the tool was not run. "
-                "Ask again to get a new approval request.",
-                tool=tool,
-                tool_call_id=tool_call_id,
+                "Ask again to get a new approval request."
             )
+            if decided is None:
+                self._append(
+                    thread_id, EventKind.APPROVAL_EXPIRED, tool_call_id,
+                    {**base, "request_id": req.request_id, "expires_at": req.expires_at, "approver": got.approver},
+                )
+                # Final for this call: a re-run of its task returns the same refusal (see _prepare).
+                self._append(thread_id, EventKind.TOOL_DENIED, tool_call_id, {**base, "reasons": ["approval_expired"], "message": msg, "decision_id": None})
+            return self._message(None, msg, tool=tool, tool_call_id=tool_call_id)
         kind = {"approve": EventKind.APPROVAL_GRANTED, "reject": EventKind.APPROVAL_REJECTED, "edit": EventKind.APPROVAL_EDITED}[answer.decision]
-        if not granted_before:
+        if decided is None:
             payload = {
                 **base,
                 "request_id": req.request_id,
@@ -548,43 +565,152 @@ class ToolGuard:
             self._append(thread_id, kind, tool_call_id, payload)
         if answer.decision == "reject":
             msg = f"Rejected by {answer.approver}: {answer.message or 'no reason given'}. The tool was not run."
-            if not granted_before:
+            if decided is None:
                 self._append(thread_id, EventKind.TOOL_DENIED, tool_call_id, {**base, "reasons": ["rejected_by_approver"], "message": msg, "decision_id": None})
             return self._message(None, msg, tool=tool, tool_call_id=tool_call_id)
         return answer, (dict(answer.args) if answer.decision == "edit" else args)
+
+    def _approval_requests(self, thread_id: str) -> tuple[dict[str, ApprovalRequest], set[str]]:
+        """The thread's open approval requests (by id) and the ids already decided."""
+        open_: dict[str, ApprovalRequest] = {}
+        final: set[str] = set()
+        for e in self.sink.events(thread_id, kinds=[EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL]):
+            rid = e.payload.get("request_id")
+            if e.kind == EventKind.APPROVAL_REQUESTED:
+                open_[rid] = ApprovalRequest.from_dict(e.payload["request"])
+            else:
+                open_.pop(rid, None)
+                final.add(rid)
+        return open_, final
+
+    def _await_answer(
+        self, thread_id: str, req: ApprovalRequest, charter: RunCharter | None, decided: Event | None
+    ) -> _Answer:
+        """Pause for (or find) the answer to ``req``; a ``None`` decision means it arrived after expiry.
+
+        Every resume value is checked inside ``interrupt()`` (its ``response_schema``), so a
+        refused one is never recorded by LangGraph and the interrupt stays pending. The calls
+        of one ToolNode task share one interrupt counter, so they ask one at a time (a lock)
+        and each takes the answer addressed to its own request id, whichever index it sits at.
+        """
+        from langgraph.config import get_config
+
+        conf = get_config().get("configurable", {})
+        scratchpad = conf.get(_CONFIG_KEY_SCRATCHPAD)
+        with _ASK_LOCK:
+            walked = _walked(scratchpad)
+            # 1. answers another call of this task already took from LangGraph (recorded).
+            for raw in walked:
+                mine = _addressed_to(raw, req.request_id)
+                if mine is not None:
+                    return _Answer(self._recorded_or_checked(req, mine, charter, decided), _approver_of(mine))
+
+            # 2. ask; answers meant for other calls are recorded and skipped.
+            def validate(raw: Any) -> Any:
+                new = _is_new_resume(raw, scratchpad, conf)
+                try:
+                    result = self._validate_resume(thread_id, req, charter, decided, raw, new)
+                except InvalidApprovalError as exc:
+                    mine = _addressed_to(raw, req.request_id)
+                    setattr(exc, "approver", _approver_of(mine if mine is not None else raw))
+                    raise _Refusal(exc) from None
+                walked.append(raw)
+                return result
+
+            schema = Annotated[Any, PlainValidator(validate), WithJsonSchema(RESPONSE_JSON_SCHEMA)]
+            while True:
+                try:
+                    result = interrupt(req.to_dict(), response_schema=schema)  # pauses the run the first time
+                except _Refusal as refusal:
+                    raise refusal.error from None
+                if result is not _NOT_MINE:
+                    return result
+
+    def _validate_resume(
+        self, thread_id: str, req: ApprovalRequest, charter: RunCharter | None, decided: Event | None, raw: Any, new: bool
+    ) -> Any:
+        """Check one resume value for ``req``: ``_Answer`` if it answers it, ``_NOT_MINE`` if it answers another call."""
+        mine = _addressed_to(raw, req.request_id)
+        if is_request_map(raw):
+            others = {rid: v for rid, v in raw.items() if rid != req.request_id}
+        elif isinstance(raw, Mapping) and isinstance(raw.get("request_id"), str) and raw["request_id"] != req.request_id:
+            ApprovalDecision.parse(raw)
+            others = {raw["request_id"]: raw}
+        else:
+            others = {}
+        if others:
+            # Every answer in the value must be sound before LangGraph records it.
+            open_, final = self._approval_requests(thread_id)
+            for rid, payload in others.items():
+                if rid in open_:
+                    self._check_answer(open_[rid], payload, charter)
+                elif new and rid in final:
+                    raise InvalidApprovalError(
+                        f"approval field 'request_id': request {rid!r} was already decided; an approval is used once "
+                        f"(the pending request here is {req.request_id!r} for {req.tool!r})",
+                        field="request_id", reason="reused",
+                    )
+                elif new:
+                    raise InvalidApprovalError(
+                        f"approval field 'request_id': unknown approval request {rid!r} on thread {req.thread_id!r}; the pending request for "
+                        f"{req.tool!r} (call {req.tool_call_id}) is {req.request_id!r}",
+                        field="request_id", reason="unknown_request",
+                    )
+        if mine is None:
+            if not others:
+                ApprovalDecision.parse(raw)  # raises, naming the field
+            return _NOT_MINE
+        return _Answer(self._recorded_or_checked(req, mine, charter, decided), _approver_of(mine))
+
+    def _recorded_or_checked(
+        self, req: ApprovalRequest, value: Any, charter: RunCharter | None, decided: Event | None
+    ) -> ApprovalDecision | None:
+        if decided is None:
+            return self._check_answer(req, value, charter)
+        # The ledger's decision is authoritative; the value only has to be an answer to this request.
+        ApprovalDecision.parse(value)
+        if decided.kind == EventKind.APPROVAL_EXPIRED:
+            return None
+        return ApprovalDecision.parse(decided.payload["answer"])
 
     def _check_answer(self, req: ApprovalRequest, value: Any, charter: RunCharter | None) -> ApprovalDecision | None:
         answer = ApprovalDecision.parse(value)
         if answer.request_id != req.request_id:
             raise InvalidApprovalError(
-                f"this approval answers request {answer.request_id!r}, but the pending request for "
+                f"approval field 'request_id': this approval answers request {answer.request_id!r}, but the pending request for "
                 f"{req.tool!r} (call {req.tool_call_id}) is {req.request_id!r}",
-                field="request_id",
+                field="request_id", reason="wrong_request",
             )
         if answer.action_digest != req.action_digest:
             raise InvalidApprovalError(
-                f"the approval is for action {answer.action_digest}, not the pending action {req.action_digest} "
+                f"approval field 'action_digest': the approval is for action {answer.action_digest}, not the pending action {req.action_digest} "
                 "(different or altered tool, arguments, thread or call)",
-                field="action_digest",
+                field="action_digest", reason="wrong_digest",
             )
         if req.separation_of_duties and charter is not None and answer.approver in (charter.owner, self.workload_id):
             raise InvalidApprovalError(
-                f"separation of duties: {answer.approver!r} owns or runs this {req.risk_tier}-risk run and cannot "
+                f"approval field 'approver': separation of duties: {answer.approver!r} owns or runs this {req.risk_tier}-risk run and cannot "
                 "approve its actions; ask another person",
-                field="approver",
+                field="approver", reason="separation_of_duties",
             )
         if req.requires_signature or answer.signature is not None:
             public = self.approver_keys.get(answer.approver)
+            if answer.signature is None:
+                raise InvalidApprovalError(
+                    f"approval field 'signature': this {req.risk_tier}-risk run requires signed approvals; {answer.approver!r} sent an unsigned one "
+                    "(sign it: approve(request, name, key=signing_key))",
+                    field="signature", reason="unsigned",
+                )
             if public is None:
                 raise InvalidApprovalError(
-                    f"approver {answer.approver!r} has no registered key; this run requires signed approvals "
-                    "(register it in approver_keys)",
-                    field="signature",
+                    f"approval field 'signature': approver {answer.approver!r} has no registered key; signed approvals are checked against "
+                    "approver_keys (Warden(..., approver_keys={name: public_key}))",
+                    field="signature", reason="bad_signature",
                 )
             if answer.key_id != key_id_for(public) or not answer.signature_valid(public):
                 raise InvalidApprovalError(
-                    f"the approval signature of {answer.approver!r} does not verify with their registered key",
-                    field="signature",
+                    f"approval field 'signature': the signature of {answer.approver!r} does not verify with their registered key",
+                    field="signature", reason="bad_signature",
                 )
         if req.expired:
             return None
@@ -735,3 +861,70 @@ def _decision_from_record(doc: Mapping[str, Any]) -> PolicyDecision:
         input_digest=doc.get("input_digest", ""),
         decision_id=doc.get("decision_id"),
     )
+
+
+# ------------------------------------------------------------------ approval helpers
+try:  # where LangGraph keeps the per-task scratchpad and this run's {interrupt id: value} map
+    from langgraph._internal._constants import CONFIG_KEY_RESUME_MAP as _CONFIG_KEY_RESUME_MAP
+    from langgraph._internal._constants import CONFIG_KEY_SCRATCHPAD as _CONFIG_KEY_SCRATCHPAD
+except ImportError:  # pragma: no cover - older layouts
+    _CONFIG_KEY_SCRATCHPAD = "__pregel_scratchpad"
+    _CONFIG_KEY_RESUME_MAP = "__pregel_resume_map"
+
+#: Calls of one ToolNode task share its interrupt counter: they ask one at a time.
+_ASK_LOCK = threading.RLock()
+#: Resume values each task's calls already took from LangGraph (per scratchpad; bounded).
+_WALKED: OrderedDict[int, tuple[Any, list[Any]]] = OrderedDict()
+_NOT_MINE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    decision: ApprovalDecision | None  # None: the answer came after the request expired
+    approver: str | None = None
+
+
+def _approver_of(value: Any) -> str | None:
+    approver = value.get("approver") if isinstance(value, Mapping) else None
+    return approver if isinstance(approver, str) else None
+
+
+class _Refusal(Exception):
+    """Carries an InvalidApprovalError out of the resume validator unwrapped (pydantic wraps ValueErrors)."""
+
+    def __init__(self, error: InvalidApprovalError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _walked(scratchpad: Any) -> list[Any]:
+    if scratchpad is None:
+        return []
+    key = id(scratchpad)
+    entry = _WALKED.get(key)
+    if entry is None or entry[0] is not scratchpad:
+        entry = _WALKED[key] = (scratchpad, [])
+        while len(_WALKED) > 256:
+            _WALKED.popitem(last=False)
+    return entry[1]
+
+
+def _addressed_to(value: Any, request_id: str) -> Any:
+    """The part of a resume value that answers ``request_id`` (``None`` if it answers another request)."""
+    if is_request_map(value):
+        return value.get(request_id)
+    if isinstance(value, Mapping) and isinstance(value.get("request_id"), str) and value["request_id"] != request_id:
+        return None
+    return value  # addressed to this request, or malformed (then parse names the field)
+
+
+def _is_new_resume(value: Any, scratchpad: Any, conf: Mapping[str, Any]) -> bool:
+    """Whether ``value`` was sent by this invocation (not recorded by an earlier one)."""
+    if scratchpad is not None:
+        try:
+            if value is scratchpad.get_null_resume(False):
+                return True
+        except Exception:  # pragma: no cover - defensive: internal API
+            pass
+    resume_map = conf.get(_CONFIG_KEY_RESUME_MAP) or {}
+    return any(value is v for v in resume_map.values()) if isinstance(resume_map, Mapping) else False

@@ -23,7 +23,7 @@ from .checkpointers.leases import SqlLeaseStore
 from .errors import ConfigurationError
 from .events import EventDraft, EventKind
 from .guards.approval import ApprovalRequest
-from .guards.credentials import CredentialBroker, CredentialProvider, LocalTokenProvider
+from .guards.credentials import CredentialBroker, CredentialProvider, LocalTokenProvider, revoke_outstanding
 from .guards.guard import ToolGuard
 from .guards.middleware import WardenMiddleware
 from .guards.policy import PolicyEngine
@@ -161,6 +161,10 @@ class Warden:
             )
         if profile_overrides:
             charter = charter.with_profile(**profile_overrides)
+        if self.ledger.head(thread_id) is not None:
+            # The thread has history: this is a resume, possibly after a crash. A step that died
+            # holding a credential never reached its `finally`; end those leases before anything runs.
+            self.recover(thread_id)
         existing = self.ledger.events(thread_id, kinds=[EventKind.RUN_STARTED])
         if not existing or existing[-1].payload.get("charter") != charter.to_dict():
             self.ledger.append(
@@ -196,9 +200,23 @@ class Warden:
 
     def revoke_run(self, thread_id: str) -> list[str]:
         """Revoke every outstanding credential lease of a run (crash recovery)."""
-        if self.broker is None:
-            return []
-        return self.broker.revoke_run(thread_id)
+        return self.recover(thread_id)
+
+    def recover(self, thread_id: str) -> list[str]:
+        """Crash recovery for one run: revoke and record every lease it left outstanding.
+
+        Called by :meth:`start_run` when the thread already has history. Each lease
+        gets a ``credential.revoked`` event (reason ``run_revoked``, ``recovered: true``);
+        per-step tokens land on the revocation list, so they fail ``verify`` at once.
+        Works without the providers that issued them. Returns the revoked lease ids.
+
+        Do not call it for a thread that another live process is executing right now:
+        that process's in-flight credential would be revoked under it.
+        """
+        providers = self.broker.providers if self.broker is not None else None
+        clock = self.broker.clock if self.broker is not None else None
+        kwargs = {"clock": clock} if clock is not None else {}
+        return revoke_outstanding(self.lease_store, self.ledger, thread_id, providers=providers, **kwargs)
 
     # ----------------------------------------------------------------- audit
     def audit(self, thread_id: str) -> AuditTrail:

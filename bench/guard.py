@@ -1,0 +1,227 @@
+"""Cost of a guarded tool call against an unguarded one, per policy engine, in one run.
+
+    python bench/guard.py [--n 300] [--profile]
+
+Setup: one SQLite file database (the Warden ledger); one graph ``START -> ToolNode -> END``
+whose ToolNode runs the same trivial tool, once with ``wrap_tool_call=warden.guard``
+(guarded) and once without (unguarded). Each measured call is one ``graph.invoke`` with a
+fresh tool call id on a fresh thread whose ledger already holds the run charter and a step
+history of 0 or 50 earlier calls (seeded directly as events, spread over several tools so
+the default policy's rate limit does not deny). The tool declares no scopes, so no
+credential is issued: this measures the guard itself (ledger reads, policy input,
+``policy.decided`` + ``tool.started`` + ``tool.completed`` appends) plus the engine.
+Guarded and unguarded calls alternate so drift hits both.
+
+Engine evaluation time is measured separately: every policy input the guard built is
+recorded and ``engine.decide`` is timed again on exactly those inputs. The guard's own
+overhead is ``guarded - unguarded - engine`` (per percentile). Engines: the embedded Rego
+engine with default.rego, CedarEngine with default.cedar, and OpaServerEngine against the
+OPA-v1-compatible fake server from the tests (loopback HTTP, evaluating default.rego).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from langchain_core.messages import AIMessage  # noqa: E402
+from langchain_core.tools import tool  # noqa: E402
+from langgraph.graph import END, START, MessagesState, StateGraph  # noqa: E402
+from langgraph.prebuilt import ToolNode  # noqa: E402
+
+from langgraph_warden.charter import RunCharter  # noqa: E402
+from langgraph_warden.events import EventDraft, EventKind  # noqa: E402
+from langgraph_warden.guards.cedar import CedarEngine  # noqa: E402
+from langgraph_warden.guards.opa import OpaServerEngine  # noqa: E402
+from langgraph_warden.guards.policy import DEFAULT_CEDAR_POLICY, DEFAULT_REGO_POLICY  # noqa: E402
+from langgraph_warden.guards.rego import RegoEngine  # noqa: E402
+from langgraph_warden.guards.tools import ToolSpec  # noqa: E402
+from langgraph_warden.warden import Warden  # noqa: E402
+
+HISTORY_TOOLS = [f"earlier_{i}" for i in range(6)]  # 50 entries over 6 tools: under the per-tool limit of 20
+
+
+class Recording:
+    """Passes decisions through; keeps the inputs so the engine can be timed on them alone."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.inputs: list[Any] = []
+        self.denied = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def revision(self) -> str:
+        return self.inner.revision
+
+    def decide(self, policy_input):
+        self.inputs.append(policy_input)
+        d = self.inner.decide(policy_input)
+        self.denied += not d.allow
+        return d
+
+    async def adecide(self, policy_input):
+        return self.decide(policy_input)
+
+
+@tool
+def echo(text: str) -> str:
+    """Return the text."""
+    return text
+
+
+def graph(wrap: Any | None):
+    node = ToolNode([echo], wrap_tool_call=wrap) if wrap is not None else ToolNode([echo])
+    b = StateGraph(MessagesState)
+    b.add_node("tools", node)
+    b.add_edge(START, "tools")
+    b.add_edge("tools", END)
+    return b.compile()
+
+
+def seed(warden: Warden, thread: str, history: int, charter: RunCharter) -> None:
+    drafts = [EventDraft(kind=EventKind.RUN_STARTED, payload={"charter": charter.to_dict(), "workload_id": warden.ledger.workload_id, "source": "api"})]
+    for i in range(history):
+        tcid = f"h{i}"
+        tool_name = HISTORY_TOOLS[i % len(HISTORY_TOOLS)]
+        base = {"tool_call_id": tcid, "tool": tool_name, "args_digest": "sha256:" + "0" * 64}
+        decision = {"allow": True, "require_approval": False, "reasons": [], "scopes": [], "ttl_seconds": 60,
+                    "obligations": {}, "engine": "seed", "policy_revision": "seed", "decision_id": None, "input_digest": "seed"}
+        drafts.append(EventDraft(kind=EventKind.POLICY_DECIDED, payload={**base, "decision": decision, "enforced": True}, subject=tcid))
+        drafts.append(EventDraft(kind=EventKind.TOOL_STARTED, payload={**base, "attempt": 1}, subject=tcid))
+        drafts.append(EventDraft(kind=EventKind.TOOL_COMPLETED, payload={**base, "attempt": 1, "status": "success"}, subject=tcid))
+    warden.ledger.append(thread, drafts)
+
+
+def pct(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def one_call(g, thread: str) -> float:
+    tcid = "c-" + uuid.uuid4().hex[:12]
+    msg = AIMessage(content="", tool_calls=[{"name": "echo", "args": {"text": "hi"}, "id": tcid, "type": "tool_call"}])
+    t0 = time.perf_counter()
+    out = g.invoke({"messages": [msg]}, {"configurable": {"thread_id": thread}})
+    dt = time.perf_counter() - t0
+    assert out["messages"][-1].content == "hi", out["messages"][-1].content
+    return dt
+
+
+def measure(warden: Warden, rec: Recording, history: int, n: int, warmup: int, charter: RunCharter) -> dict[str, Any]:
+    guarded, plain = graph(warden.guard), graph(None)
+    threads = [f"bench-{rec.name}-{history}-{i}-{uuid.uuid4().hex[:6]}" for i in range(n + warmup)]
+    for t in threads:
+        seed(warden, t, history, charter)
+    g_times, u_times = [], []
+    for i, t in enumerate(threads):
+        g_dt = one_call(guarded, t)
+        u_dt = one_call(plain, t)
+        if i >= warmup:
+            g_times.append(g_dt)
+            u_times.append(u_dt)
+    inputs = rec.inputs[-n:]
+    assert all(len(inp["history"]) == history for inp in inputs), "history length drifted"
+    assert rec.denied == 0, f"{rec.denied} benchmark calls were denied; the numbers would be meaningless"
+    e_times = []
+    for inp in inputs:
+        t0 = time.perf_counter()
+        rec.inner.decide(inp)
+        e_times.append(time.perf_counter() - t0)
+    row: dict[str, Any] = {"engine": rec.name, "history": history}
+    for q in (50, 95):
+        g_, u_, e_ = pct(g_times, q), pct(u_times, q), pct(e_times, q)
+        row[f"guarded_p{q}"], row[f"unguarded_p{q}"], row[f"engine_p{q}"] = g_, u_, e_
+        row[f"overhead_p{q}"] = g_ - u_ - e_
+    return row
+
+
+def profile(warden: Warden, rec: Recording, charter: RunCharter, n: int = 200) -> str:
+    """cProfile of the guard itself: the ToolNode runs the wrapper in a worker thread, so the
+    profiler is switched on inside the wrapper (one call at a time, one profile)."""
+    prof = cProfile.Profile()
+
+    def wrap(request, execute):
+        return prof.runcall(warden.guard, request, execute)
+
+    guarded = graph(wrap)
+    threads = [f"prof-{i}-{uuid.uuid4().hex[:6]}" for i in range(n)]
+    for t in threads:
+        seed(warden, t, 50, charter)
+    for t in threads:
+        one_call(guarded, t)
+    out = []
+    for key, title in (("cumulative", "cumulative"), ("tottime", "own time")):
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(key).print_stats(22)
+        out.append(f"--- by {title} ---\n" + buf.getvalue().split("\n\n", 2)[-1])
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=300, help="measured calls per engine and history size")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--profile", action="store_true", help="cProfile the guarded calls (rego, history 50)")
+    args = ap.parse_args()
+
+    from tests.support.fake_opa import FakeOpaServer
+
+    tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
+    rego = RegoEngine(DEFAULT_REGO_POLICY)
+    server = FakeOpaServer(lambda q: rego).start()
+    opa = OpaServerEngine(server.url, deadline_seconds=2.0)
+    engines = {"rego": rego, "cedar": CedarEngine(DEFAULT_CEDAR_POLICY), "opa-fake": opa}
+    charter = RunCharter(owner="alice@example.com", intent="benchmark", risk_tier="low")
+    rows = []
+    profile_text = ""
+    try:
+        for label, eng in engines.items():
+            rec = Recording(eng)
+            with Warden.open(f"sqlite:///{tmp / (label + '.db')}", ephemeral_keys=True, policy=rec) as warden:
+                warden.tools.register(ToolSpec("echo", sensitivity="public"))
+                for history in (0, 50):
+                    row = measure(warden, rec, history, args.n, args.warmup, charter)
+                    row["engine"] = label
+                    rows.append(row)
+                if args.profile and label == "rego":
+                    profile_text = profile(warden, rec, charter)
+    finally:
+        opa.close()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    ms = lambda s: f"{s * 1000:.2f}"  # noqa: E731
+    print(f"command: python bench/guard.py --n {args.n} --warmup {args.warmup}{' --profile' if args.profile else ''}")
+    print(f"python {sys.version.split()[0]}, SQLite file DB, {args.n} calls per row, times in ms per tool call\n")
+    print("| engine | history | guarded p50 | unguarded p50 | engine eval p50 | **guard overhead p50** | guarded p95 | unguarded p95 | engine eval p95 | guard overhead p95 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['engine']} | {r['history']} | {ms(r['guarded_p50'])} | {ms(r['unguarded_p50'])} | {ms(r['engine_p50'])} | "
+              f"**{ms(r['overhead_p50'])}** | {ms(r['guarded_p95'])} | {ms(r['unguarded_p95'])} | {ms(r['engine_p95'])} | {ms(r['overhead_p95'])} |")
+    worst = max(r["overhead_p50"] for r in rows)
+    print(f"\ntarget: guard overhead <= 1.00 ms p50 on SQLite -> worst row {ms(worst)} ms: {'MET' if worst <= 0.001 else 'NOT MET'}")
+    if profile_text:
+        print("\ncProfile of 200 guarded calls, guard only (rego, history 50):\n")
+        print(profile_text)
+
+
+if __name__ == "__main__":
+    main()

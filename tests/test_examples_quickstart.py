@@ -1,0 +1,66 @@
+"""``examples/quickstart.py`` (the README's main job) runs end to end: crash, resume, verify."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "examples" / "quickstart.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "120"},
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the crash uses SIGKILL")
+def test_quickstart_crashes_resumes_and_verifies(tmp_path):
+    db = tmp_path / "qs.db"
+    proc = _run("--db", str(db))
+    out = proc.stdout
+    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+
+    assert re.search(r"process 1 \(pid \d+\) died: exit status -9 \(killed by SIGKILL\)", out), out
+    assert "resumed at ['charge_payment']" in out, out
+    # Nodes 1-2 ran only in process 1; node 3 was cut off there and ran in process 2 with 4-5.
+    rows = {m.group(1): (m.group(2).strip(), m.group(3).strip())
+            for m in re.finditer(r"│ \d │ (\w+)\s*│ ([^│]+)│ ([^│]+)│", out)}
+    assert rows == {
+        "validate_order": ("ran", "-"),
+        "price_order": ("ran", "-"),
+        "charge_payment": ("started, killed", "ran"),
+        "ship_order": ("-", "ran"),
+        "notify_customer": ("-", "ran"),
+    }, out
+    assert "payment    : pay_O-1042_16560" in out
+    assert "resume completed: yes" in out
+    assert "public keys registered: 2" in out
+    assert "heads signed by       : 2 key(s)" in out
+    m = re.search(r"verification: OK — (\d+) events", out)
+    assert m and int(m.group(1)) >= 10, out
+    assert re.search(r"key_id    : ed25519:[0-9a-f]{32} \(ephemeral key of process 2: True\)", out), out
+    assert re.search(r"hash      : sha256:[0-9a-f]{64}", out), out
+    assert "crashed, resumed, verified" in out
+    assert db.exists()
+
+
+def test_quickstart_recreates_the_database_each_run(tmp_path):
+    db = tmp_path / "qs.db"
+    first = _run("--db", str(db))
+    second = _run("--db", str(db))
+    assert first.returncode == 0 and second.returncode == 0, second.stdout + second.stderr
+    # A fresh file each run: still exactly one thread and two registered keys.
+    assert "public keys registered: 2" in second.stdout
