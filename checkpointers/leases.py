@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from langgraph_warden.checkpointers.engine import WRITE
+from langgraph_warden.checkpointers.engine import WRITE, write_lock
 from langgraph_warden.checkpointers.schema import leases
 from langgraph_warden.errors import ConfigurationError
 
@@ -110,7 +110,7 @@ class SqlLeaseStore:
             "revoke_reason": None,
         }
         try:
-            with self._write() as conn, conn.begin():
+            with write_lock(self._engine), self._write() as conn, conn.begin():
                 conn.execute(insert(leases).values(**values))
         except SAIntegrityError:
             raise ConfigurationError(
@@ -118,7 +118,7 @@ class SqlLeaseStore:
             ) from None
 
     def mark_revoked(self, lease_id: str, reason: str) -> bool:
-        with self._write() as conn, conn.begin():
+        with write_lock(self._engine), self._write() as conn, conn.begin():
             result = conn.execute(
                 update(leases)
                 .where(and_(leases.c.lease_id == lease_id, leases.c.revoked_at.is_(None)))

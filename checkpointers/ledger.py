@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from langgraph_warden.chain import (
@@ -37,7 +37,8 @@ from langgraph_warden.errors import IntegrityError, LedgerAppendError
 from langgraph_warden.keys import KeyStore, SigningKey, b64u
 
 from . import schema
-from .engine import WRITE
+from .engine import WRITE, write_lock
+from .rawsql import EV_COLS, EvRow, Raw
 
 __all__ = ["Ledger", "VerificationReport", "checkpoint_subject"]
 
@@ -144,7 +145,7 @@ class Ledger:
     def register_key(self) -> str:
         """Register the current public key (idempotent); returns its key id."""
         key = self.signing_key()
-        with self._write_engine.begin() as conn:
+        with write_lock(self._engine), self._write_engine.begin() as conn:
             self._ensure_key(conn, key)
         return key.key_id
 
@@ -152,7 +153,7 @@ class Ledger:
         """Rotate the signing key. The old public key stays registered (retired) for verification."""
         old = self.signing_key()
         new = self._key_store.rotate()
-        with self._write_engine.begin() as conn:
+        with write_lock(self._engine), self._write_engine.begin() as conn:
             self._ensure_key(conn, new)
             conn.execute(
                 update(schema.keys)
@@ -186,26 +187,21 @@ class Ledger:
         return {key_id: info} if info is not None else {}
 
     # ---------------------------------------------------------------- append
-    def _lock_head(self, conn: Connection, thread_id: str) -> tuple[int, str]:
-        heads = schema.heads
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            conn.execute(
-                pg_insert(heads)
-                .values(thread_id=thread_id, seq=0, hash=GENESIS_HASH)
-                .on_conflict_do_nothing(index_elements=["thread_id"])
+    def _lock_head(self, raw: Raw, thread_id: str) -> tuple[int, str]:
+        if not raw.sqlite:
+            raw.run(
+                "INSERT INTO warden_heads (thread_id, seq, hash) VALUES (?, ?, ?) ON CONFLICT (thread_id) DO NOTHING",
+                (thread_id, 0, GENESIS_HASH),
             )
-            row = conn.execute(
-                select(heads.c.seq, heads.c.hash).where(heads.c.thread_id == thread_id).with_for_update()
-            ).one()
-            return int(row.seq), row.hash
-        # SQLite: BEGIN IMMEDIATE already serialises writers.
-        row = conn.execute(select(heads.c.seq, heads.c.hash).where(heads.c.thread_id == thread_id)).first()
+            row = raw.one("SELECT seq, hash FROM warden_heads WHERE thread_id = ? FOR UPDATE", (thread_id,))
+            assert row is not None
+            return int(row[0]), row[1]
+        # SQLite: BEGIN IMMEDIATE (and the in-process write lock) already serialise writers.
+        row = raw.one("SELECT seq, hash FROM warden_heads WHERE thread_id = ?", (thread_id,))
         if row is None:
-            conn.execute(insert(heads).values(thread_id=thread_id, seq=0, hash=GENESIS_HASH))
+            raw.run("INSERT INTO warden_heads (thread_id, seq, hash) VALUES (?, ?, ?)", (thread_id, 0, GENESIS_HASH))
             return 0, GENESIS_HASH
-        return int(row.seq), row.hash
+        return int(row[0]), row[1]
 
     def append_in(self, conn: Connection, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
         """Append ``drafts`` to ``thread_id``'s chain inside the caller's transaction.
@@ -216,10 +212,12 @@ class Ledger:
             return []
         key = self.signing_key()
         self._ensure_key(conn, key)
-        seq, prev = self._lock_head(conn, thread_id)
+        raw = Raw(conn)
+        seq, prev = self._lock_head(raw, thread_id)
         now = datetime.now(timezone.utc)
+        stamp = raw.timestamp(now)
         out: list[Event] = []
-        rows: list[dict[str, Any]] = []
+        rows: list[list[Any]] = []
         for draft in drafts:
             seq += 1
             ev, body = Event.create(
@@ -233,34 +231,22 @@ class Ledger:
                 ts=now,
             )
             out.append(ev)
-            rows.append(
-                {
-                    "thread_id": thread_id,
-                    "seq": seq,
-                    "checkpoint_ns": draft.checkpoint_ns,
-                    "kind": draft.kind,
-                    "subject": draft.subject,
-                    "ts": now,
-                    "body": body,
-                    "hash": ev.hash,
-                    "key_id": None,
-                    "key_store": None,
-                    "signature": None,
-                }
-            )
+            rows.append([thread_id, seq, draft.checkpoint_ns, draft.kind, draft.subject, stamp, body, ev.hash, None, None, None])
             prev = ev.hash
-        last = rows[-1]
-        last["key_id"] = key.key_id
-        last["key_store"] = key.store_kind
-        last["signature"] = b64u(key.sign(head_signing_bytes(thread_id, seq, prev, key.key_id, key.store_kind)))
-        conn.execute(insert(schema.events), rows)
-        conn.execute(update(schema.heads).where(schema.heads.c.thread_id == thread_id).values(seq=seq, hash=prev))
+        signature = b64u(key.sign(head_signing_bytes(thread_id, seq, prev, key.key_id, key.store_kind)))
+        rows[-1][8:11] = [key.key_id, key.store_kind, signature]
+        raw.many(
+            "INSERT INTO warden_events (thread_id, seq, checkpoint_ns, kind, subject, ts, body, hash, key_id, "
+            "key_store, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        raw.run("UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ?", (seq, prev, thread_id))
         return out
 
     def append(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
         """EventSink: append in its own transaction; durable when this returns."""
         try:
-            with self._write_engine.begin() as conn:
+            with write_lock(self._engine), self._write_engine.begin() as conn:
                 return self.append_in(conn, thread_id, drafts)
         except IntegrityError:
             raise
@@ -270,8 +256,10 @@ class Ledger:
             ) from exc
 
     async def aappend(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
-        if self._async_engine is None:
-            return self.append(thread_id, drafts)
+        if self._async_engine is None or self._engine.dialect.name == "sqlite":
+            import asyncio
+
+            return await asyncio.to_thread(self.append, thread_id, drafts)
         try:
             async with self._async_engine.execution_options(**WRITE).begin() as conn:
                 return await conn.run_sync(self.append_in, thread_id, drafts)
@@ -356,11 +344,11 @@ class Ledger:
         head's signature verifies.
         """
         subject = checkpoint_subject(checkpoint_ns, checkpoint_id)
-        ev_rows = conn.execute(
-            select(*_EVENT_COLS)
-            .where(schema.events.c.thread_id == thread_id, schema.events.c.subject == subject)
-            .order_by(schema.events.c.seq)
-        ).all()
+        raw = Raw(conn)
+        ev_rows = [
+            EvRow(*r)
+            for r in raw.all(f"SELECT {EV_COLS} FROM warden_events WHERE thread_id = ? AND subject = ? ORDER BY seq", (thread_id, subject))
+        ]
 
         def fail(reason: str, detail: str, seq: int | None = None) -> IntegrityError:
             return IntegrityError(
@@ -378,11 +366,10 @@ class Ledger:
         if not saved:
             raise fail("checkpoint_unrecorded", "no checkpoint.saved event records this checkpoint (row inserted?)")
         start = min(int(r.seq) for r in ev_rows)
-        chain_rows = conn.execute(
-            select(*_EVENT_COLS)
-            .where(schema.events.c.thread_id == thread_id, schema.events.c.seq >= start)
-            .order_by(schema.events.c.seq)
-        ).all()
+        chain_rows = [
+            EvRow(*r)
+            for r in raw.all(f"SELECT {EV_COLS} FROM warden_events WHERE thread_id = ? AND seq >= ? ORDER BY seq", (thread_id, start))
+        ]
         rows = [_row(r) for r in chain_rows]
         # Signed heads: check the final head's signature (it pins everything before it).
         keys = self._key_info(conn, rows[-1].key_id or "") if rows else {}

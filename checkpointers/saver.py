@@ -19,7 +19,10 @@ instead of returning state that was altered.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any
@@ -36,7 +39,7 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, delete, insert, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -50,8 +53,9 @@ from langgraph_warden.events import EventDraft, EventKind
 from langgraph_warden.keys import KeyringKeyStore, KeyStore
 
 from . import migrate, schema
-from .engine import WRITE, engines_from, make_engines, parse_url
+from .engine import WRITE, engines_from, is_sqlite, make_engines, write_lock
 from .ledger import Ledger, checkpoint_subject
+from .rawsql import CP_COLS, WR_COLS, CpRow, Raw, WrRow
 from .rows import checkpoint_digest, row_checkpoint_digest, row_write_digest, write_digest
 
 __all__ = ["WardenSaver", "DEFAULT_WORKLOAD_ID"]
@@ -60,6 +64,29 @@ DEFAULT_WORKLOAD_ID = "spiffe://langgraph-warden.local/agent"
 
 _cp = schema.checkpoints
 _wr = schema.writes
+
+_SQL_CP_LATEST = (
+    f"SELECT {CP_COLS} FROM warden_checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
+    "ORDER BY checkpoint_id DESC LIMIT 1"
+)
+_SQL_CP_BY_ID = f"SELECT {CP_COLS} FROM warden_checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
+_SQL_CP_DIGEST = "SELECT digest FROM warden_checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
+_SQL_CP_INSERT = f"INSERT INTO warden_checkpoints ({CP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SQL_CP_UPDATE = (
+    "UPDATE warden_checkpoints SET parent_checkpoint_id = ?, run_id = ?, type = ?, checkpoint = ?, metadata_type = ?, "
+    "metadata = ?, digest = ? WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
+)
+_SQL_WRITES = (
+    f"SELECT {WR_COLS} FROM warden_writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
+    "ORDER BY task_path, task_id, idx"
+)
+_SQL_TASK_WRITE_DIGESTS = (
+    "SELECT idx, digest FROM warden_writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND task_id = ?"
+)
+_SQL_WRITES_INSERT = f"INSERT INTO warden_writes ({WR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+#: How many verified (checkpoint, writes) digests a saver remembers (LRU).
+_TRUST_CACHE_SIZE = 4096
 
 
 def _configurable(config: RunnableConfig | None, *, need_thread: bool = True) -> Mapping[str, Any]:
@@ -132,6 +159,10 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         )
         self.verify_reads = verify_reads
         self._is_setup = False
+        self._sqlite = is_sqlite(self._engine)
+        # Digests this process wrote or verified: a row that still matches needs no chain walk.
+        self._trusted: OrderedDict[tuple[str, str, str], list[Any]] = OrderedDict()
+        self._trusted_lock = threading.Lock()
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -296,35 +327,55 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
 
     # ----------------------------------------------------------- read (tx)
     def _writes_for(self, conn: Connection, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
-        return conn.execute(
-            select(_wr)
-            .where(_wr.c.thread_id == thread_id, _wr.c.checkpoint_ns == ns, _wr.c.checkpoint_id == checkpoint_id)
-            .order_by(_wr.c.task_path, _wr.c.task_id, _wr.c.idx)
-        ).all()
+        return [WrRow(*w) for w in Raw(conn).all(_SQL_WRITES, (thread_id, ns, checkpoint_id))]
+
+    # ------------------------------------------------------- trust cache
+    def _remember(self, key: tuple[str, str, str], cp_digest: str | None = None, writes: dict | None = None) -> None:
+        with self._trusted_lock:
+            entry = self._trusted.get(key)
+            if entry is None:
+                entry = self._trusted[key] = [None, {}]
+                if len(self._trusted) > _TRUST_CACHE_SIZE:
+                    self._trusted.popitem(last=False)
+            else:
+                self._trusted.move_to_end(key)
+            if cp_digest is not None:
+                entry[0] = cp_digest
+            if writes:
+                entry[1].update(writes)
+
+    def _forget_thread(self, thread_id: str) -> None:
+        with self._trusted_lock:
+            for key in [k for k in self._trusted if k[0] == thread_id]:
+                del self._trusted[key]
+
+    def _is_trusted(self, key: tuple[str, str, str], cp_digest: str, writes: dict) -> bool:
+        with self._trusted_lock:
+            entry = self._trusted.get(key)
+            return entry is not None and entry[0] == cp_digest and entry[1] == writes
 
     def _verify_loaded(self, conn: Connection, r: Any, writes: list[Any]) -> None:
-        self.ledger.verify_checkpoint_in(
-            conn,
-            r.thread_id,
-            r.checkpoint_ns,
-            r.checkpoint_id,
-            row_checkpoint_digest(r),
-            {(w.task_id, int(w.idx)): row_write_digest(w) for w in writes},
-        )
+        key = (r.thread_id, r.checkpoint_ns, r.checkpoint_id)
+        cp_digest = row_checkpoint_digest(r)
+        write_digests = {(w.task_id, int(w.idx)): row_write_digest(w) for w in writes}
+        if self._is_trusted(key, cp_digest, write_digests):
+            return  # exactly what this process wrote or already verified against the signed chain
+        self.ledger.verify_checkpoint_in(conn, r.thread_id, r.checkpoint_ns, r.checkpoint_id, cp_digest, write_digests)
+        self._remember(key, cp_digest, write_digests)
 
     def _get_tuple_tx(self, conn: Connection, config: RunnableConfig) -> CheckpointTuple | None:
         conf = _configurable(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "") or ""
-        q = select(_cp).where(_cp.c.thread_id == thread_id, _cp.c.checkpoint_ns == ns)
         checkpoint_id = get_checkpoint_id(config)
+        raw = Raw(conn)
         if checkpoint_id:
-            q = q.where(_cp.c.checkpoint_id == checkpoint_id)
+            found = raw.one(_SQL_CP_BY_ID, (thread_id, ns, checkpoint_id))
         else:
-            q = q.order_by(_cp.c.checkpoint_id.desc()).limit(1)
-        r = conn.execute(q).first()
-        if r is None:
+            found = raw.one(_SQL_CP_LATEST, (thread_id, ns))
+        if found is None:
             return None
+        r = CpRow(*found)
         writes = self._writes_for(conn, thread_id, ns, r.checkpoint_id)
         if self.verify_reads:
             self._verify_loaded(conn, r, writes)
@@ -447,15 +498,19 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             metadata=md_blob,
             digest=digest,
         )
-        key = and_(_cp.c.thread_id == thread_id, _cp.c.checkpoint_ns == ns, _cp.c.checkpoint_id == cid)
-        existing = conn.execute(select(_cp.c.digest).where(key)).first()
-        if existing is None:
-            conn.execute(insert(_cp).values(**values))
-        elif existing.digest != digest:
+        raw = Raw(conn)
+        found = raw.one(_SQL_CP_DIGEST, (thread_id, ns, cid))
+        existing = found[0] if found is not None else None
+        if found is None:
+            raw.run(
+                _SQL_CP_INSERT,
+                (thread_id, ns, cid, parent_id, values["run_id"], type_, blob, md_type, md_blob, digest),
+            )
+        elif existing != digest:
             # LangGraph re-puts a checkpoint id only when replaying the same step; the
             # new version is recorded by its own event so the history keeps both digests.
-            conn.execute(update(_cp).where(key).values(**values))
-        if existing is None or existing.digest != digest:
+            raw.run(_SQL_CP_UPDATE, (parent_id, values["run_id"], type_, blob, md_type, md_blob, digest, thread_id, ns, cid))
+        if found is None or existing != digest:
             self.ledger.append_in(
                 conn,
                 thread_id,
@@ -471,11 +526,12 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
                             "source": md.get("source") if isinstance(md.get("source"), str) else None,
                             "run_id": values["run_id"],
                             "digest": digest,
-                            "replaced": existing is not None,
+                            "replaced": found is not None,
                         },
                     )
                 ],
             )
+        self._remember((thread_id, ns, cid), digest)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
 
     def _put_writes_tx(
@@ -495,17 +551,8 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
                 "config['configurable']['checkpoint_id'] is missing in put_writes; writes belong to a checkpoint"
             )
         upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
-        existing = {
-            int(r.idx): r.digest
-            for r in conn.execute(
-                select(_wr.c.idx, _wr.c.digest).where(
-                    _wr.c.thread_id == thread_id,
-                    _wr.c.checkpoint_ns == ns,
-                    _wr.c.checkpoint_id == cid,
-                    _wr.c.task_id == task_id,
-                )
-            )
-        }
+        raw = Raw(conn)
+        existing = {int(idx): d for idx, d in raw.all(_SQL_TASK_WRITE_DIGESTS, (thread_id, ns, cid, task_id))}
         inserts: list[dict[str, Any]] = []
         recorded: list[dict[str, Any]] = []
         for i, (channel, value) in enumerate(writes):
@@ -544,8 +591,16 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
                 continue  # idempotent: a regular write is never overwritten
             recorded.append({"idx": idx, "channel": channel, "digest": digest})
         if inserts:
-            conn.execute(insert(_wr), inserts)
+            raw.many(
+                _SQL_WRITES_INSERT,
+                [
+                    (r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"], r["task_id"], r["idx"], r["task_path"],
+                     r["channel"], r["type"], r["blob"], r["digest"])
+                    for r in inserts
+                ],
+            )
         if recorded:
+            self._remember((thread_id, ns, cid), writes={(task_id, r["idx"]): r["digest"] for r in recorded})
             self.ledger.append_in(
                 conn,
                 thread_id,
@@ -560,6 +615,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             )
 
     def _delete_thread_tx(self, conn: Connection, thread_id: str) -> None:
+        self._forget_thread(thread_id)
         n_cp = conn.execute(delete(_cp).where(_cp.c.thread_id == thread_id)).rowcount
         n_wr = conn.execute(delete(_wr).where(_wr.c.thread_id == thread_id)).rowcount
         if n_cp or n_wr:
@@ -572,6 +628,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
     def _remove_checkpoints(self, conn: Connection, thread_id: str, keys: list[tuple[str, str]], kind: str, extra: dict[str, Any]) -> None:
         if not keys:
             return
+        self._forget_thread(thread_id)
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             conn.execute(
@@ -714,7 +771,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
 
     def _write(self, fn, *args):
         try:
-            with self._write_engine.begin() as conn:
+            with write_lock(self._engine), self._write_engine.begin() as conn:
                 return fn(conn, *args)
         except OperationalError as exc:
             raise self._unavailable(exc) from None
@@ -768,6 +825,9 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
 
     # ------------------------------------------------------------ async API
     async def _aread(self, fn, *args):
+        if self._sqlite:
+            # One thread hop per transaction instead of one per statement (aiosqlite), sharing the write lock.
+            return await asyncio.to_thread(self._read, fn, *args)
         try:
             async with self._aengine.connect() as conn:
                 return await conn.run_sync(fn, *args)
@@ -775,6 +835,8 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             raise self._unavailable(exc) from None
 
     async def _awrite(self, fn, *args):
+        if self._sqlite:
+            return await asyncio.to_thread(self._write, fn, *args)
         try:
             async with self._awrite_engine.begin() as conn:
                 return await conn.run_sync(fn, *args)

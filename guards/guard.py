@@ -199,6 +199,8 @@ class ToolGuard:
         self.approver_keys = dict(approver_keys or {})
         self.default_charter = default_charter
         self._serde = JsonPlusSerializer()
+        self._inflight: dict[tuple[str, str, str], threading.Event] = {}
+        self._inflight_lock = threading.Lock()
 
     # ---------------------------------------------------------------- hooks
     def __call__(
@@ -212,16 +214,20 @@ class ToolGuard:
         try:
             with self._lease_cm(plan) as lease:
                 entered = True
-                self._started(plan, lease)
+                flight = self._take_off(plan)
                 try:
-                    result = execute(plan.request)
-                except GraphBubbleUp:
-                    self._suspended(plan)
-                    raise
-                except BaseException as exc:
-                    self._failed(plan, exc, lease)
-                    raise
-                return self._completed(plan, result, lease)
+                    self._started(plan, lease)
+                    try:
+                        result = execute(plan.request)
+                    except GraphBubbleUp:
+                        self._suspended(plan)
+                        raise
+                    except BaseException as exc:
+                        self._failed(plan, exc, lease)
+                        raise
+                    return self._completed(plan, result, lease)
+                finally:
+                    self._land(flight)
         except CredentialError as exc:
             if entered:
                 raise
@@ -240,22 +246,52 @@ class ToolGuard:
         try:
             async with self._alease_cm(plan) as lease:
                 entered = True
-                await asyncio.to_thread(self._started, plan, lease)
+                flight = self._take_off(plan)
                 try:
-                    result = await execute(plan.request)
-                except GraphBubbleUp:
-                    await asyncio.to_thread(self._suspended, plan)
-                    raise
-                except BaseException as exc:
-                    self._failed(plan, exc, lease)  # sync on purpose: cancellation must not skip it
-                    raise
-                return await asyncio.to_thread(self._completed, plan, result, lease)
+                    await asyncio.to_thread(self._started, plan, lease)
+                    try:
+                        result = await execute(plan.request)
+                    except GraphBubbleUp:
+                        await asyncio.to_thread(self._suspended, plan)
+                        raise
+                    except BaseException as exc:
+                        # In a worker thread (a blocking write on the loop can deadlock SQLite against
+                        # LangGraph's background checkpoint write), shielded so cancellation cannot skip it.
+                        await asyncio.shield(asyncio.to_thread(self._failed, plan, exc, lease))
+                        raise
+                    return await asyncio.to_thread(self._completed, plan, result, lease)
+                finally:
+                    self._land(flight)
         except CredentialError as exc:
             if entered:
                 raise
             return await asyncio.to_thread(self._credential_refused, plan, exc)
 
     awrap_tool_call = awrap
+
+    # ------------------------------------------------------------- in flight
+    # Calls executing in *this* process. LangGraph's async ToolNode gathers a message's calls and
+    # returns on the first interrupt while siblings still run; a resume must wait for them rather
+    # than mistake a live call for one cut off by a crash ("in doubt").
+    def _take_off(self, plan: _Plan) -> tuple[tuple[str, str, str], threading.Event]:
+        key = (plan.thread_id, plan.tool_call_id, plan.args_digest)
+        done = threading.Event()
+        with self._inflight_lock:
+            self._inflight[key] = done
+        return key, done
+
+    def _land(self, flight: tuple[tuple[str, str, str], threading.Event]) -> None:
+        key, done = flight
+        with self._inflight_lock:
+            if self._inflight.get(key) is done:
+                del self._inflight[key]
+        done.set()
+
+    def _wait_if_in_flight(self, thread_id: str, tool_call_id: str, args_digest: str, timeout: float = 600.0) -> None:
+        with self._inflight_lock:
+            done = self._inflight.get((thread_id, tool_call_id, args_digest))
+        if done is not None:
+            done.wait(timeout)
 
     # -------------------------------------------------------------- helpers
     def _append(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> Event:
@@ -360,6 +396,7 @@ class ToolGuard:
         if not tool_call_id:
             raise ConfigurationError(f"tool call to {tool!r} has no id; exactly-once recording needs the tool call id")
         args_digest = canonical.digest(args)
+        self._wait_if_in_flight(thread_id, tool_call_id, args_digest)
         rec = _summarise(self.sink.events(thread_id, subject=tool_call_id), args_digest)
         base = dict(tool_call_id=tool_call_id, tool=tool, args_digest=args_digest)
 
