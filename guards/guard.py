@@ -143,6 +143,52 @@ def _summarise(events: Sequence[Event], args_digest: str) -> _CallRecord:
     return rec
 
 
+_VIEW_KINDS = (EventKind.RUN_STARTED, *_TOOL_KINDS, EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED)
+
+
+class _ThreadView:
+    """Incrementally folded view of one thread: charter, policy step history, approvals."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last_seq = 0
+        self.charter: RunCharter | None = None
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.approvals: list[dict[str, Any]] = []
+
+    def apply(self, e: Event) -> None:
+        self.last_seq = max(self.last_seq, e.seq)
+        p = e.payload
+        if e.kind == EventKind.RUN_STARTED:
+            self.charter = RunCharter.from_dict(p["charter"])
+            return
+        tcid = p.get("tool_call_id")
+        if e.kind == EventKind.POLICY_DECIDED:
+            d = p["decision"]
+            self.entries[tcid] = {
+                "tool": p["tool"],
+                "decision": "deny" if not d["allow"] else ("require_approval" if d["require_approval"] else "allow"),
+                "outcome": None,
+                "ts": e.ts.isoformat(),
+            }
+        elif e.kind in (EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED):
+            self.approvals.append(
+                {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"], "ts": e.ts.isoformat()}
+            )
+        elif tcid in self.entries:
+            self.entries[tcid]["outcome"] = e.kind.split(".", 1)[1]
+
+    def snapshot(self) -> _ThreadSnapshot:
+        return _ThreadSnapshot(self.charter, [dict(v) for v in self.entries.values()], list(self.approvals))
+
+
+@dataclass(frozen=True, slots=True)
+class _ThreadSnapshot:
+    charter: RunCharter | None
+    history: list[dict[str, Any]]
+    approvals: list[dict[str, Any]]
+
+
 @dataclass(slots=True)
 class _Plan:
     """Everything decided before the side effect; or a final answer that needs no execution."""
@@ -199,6 +245,8 @@ class ToolGuard:
         self.approver_keys = dict(approver_keys or {})
         self.default_charter = default_charter
         self._serde = JsonPlusSerializer()
+        self._views: dict[str, _ThreadView] = {}
+        self._views_lock = threading.Lock()
         self._inflight: dict[tuple[str, str, str], threading.Event] = {}
         self._inflight_lock = threading.Lock()
 
@@ -307,11 +355,26 @@ class ToolGuard:
             config = get_config()
         return config
 
+    def _view(self, thread_id: str) -> _ThreadView:
+        """This thread's charter, step history and approvals, refreshed incrementally from the ledger.
+
+        Only events after the last one seen are read, so a long run does not re-decode its
+        whole history on every call (other processes' events are picked up the same way).
+        """
+        with self._views_lock:
+            view = self._views.get(thread_id)
+            if view is None:
+                view = self._views[thread_id] = _ThreadView()
+        with view.lock:
+            for e in self.sink.events(thread_id, kinds=_VIEW_KINDS, after_seq=view.last_seq):
+                view.apply(e)
+            return view.snapshot()
+
     def charter(self, thread_id: str, config: Mapping[str, Any] | None = None) -> RunCharter | None:
         """The thread's charter from its signed ``run.started`` event (recording one from config if new)."""
-        started = self.sink.events(thread_id, kinds=[EventKind.RUN_STARTED])
-        if started:
-            return RunCharter.from_dict(started[-1].payload["charter"])
+        charter = self._view(thread_id).charter
+        if charter is not None:
+            return charter
         doc = ((config or {}).get("configurable") or {}).get(CHARTER_CONFIG_KEY)
         charter = RunCharter.from_dict(doc) if isinstance(doc, Mapping) else (
             doc if isinstance(doc, RunCharter) else self.default_charter
@@ -327,29 +390,8 @@ class ToolGuard:
         return charter
 
     def _history(self, thread_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        events = self.sink.events(
-            thread_id, kinds=[*_TOOL_KINDS, EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED]
-        )
-        entries: dict[str, dict[str, Any]] = {}
-        approvals: list[dict[str, Any]] = []
-        for e in events:
-            p = e.payload
-            tcid = p.get("tool_call_id")
-            if e.kind == EventKind.POLICY_DECIDED:
-                d = p["decision"]
-                entries[tcid] = {
-                    "tool": p["tool"],
-                    "decision": "deny" if not d["allow"] else ("require_approval" if d["require_approval"] else "allow"),
-                    "outcome": None,
-                    "ts": e.ts.isoformat(),
-                }
-            elif e.kind in (EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED):
-                approvals.append(
-                    {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"], "ts": e.ts.isoformat()}
-                )
-            elif tcid in entries and e.kind != EventKind.POLICY_DECIDED:
-                entries[tcid]["outcome"] = e.kind.split(".", 1)[1]
-        return list(entries.values()), approvals
+        view = self._view(thread_id)
+        return view.history, view.approvals
 
     def _decide(
         self, thread_id: str, tool: str, spec: ToolSpec | None, args: Mapping[str, Any], charter: RunCharter | None
