@@ -114,6 +114,11 @@ def _revive(value: Any) -> Any:
     return value
 
 
+def revive(value: Any) -> Any:
+    """Turn a parsed canonical JSON value back into Python values (tags, escaped keys)."""
+    return _revive(value)
+
+
 def decode(data: bytes | str) -> Any:
     """Inverse of :func:`encode` (tuples come back as lists)."""
     text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data

@@ -23,6 +23,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from . import canonical
 
+try:
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is a dependency
+    from json import loads as _loads
+
 __all__ = [
     "EVENT_SCHEMA_VERSION",
     "GENESIS_HASH",
@@ -156,16 +161,26 @@ class Event:
 
     @classmethod
     def from_body(cls, body: bytes, hash_: str) -> Event:
-        """Rebuild an event from stored canonical bytes (no verification here)."""
-        doc = canonical.decode(body)
+        """Rebuild an event from stored canonical bytes (no verification here).
+
+        Fast path: the only tagged value most bodies hold is ``ts``; the payload is
+        walked for tags only when the bytes contain another ``"$``.
+        """
+        doc = _loads(body)
+        ts = doc["ts"]
+        if isinstance(ts, dict) and len(ts) == 1 and "$datetime" in ts:
+            ts = datetime.fromisoformat(ts["$datetime"].replace("Z", "+00:00"))
+        payload = doc["payload"]
+        if body.count(b'"$') > 1:
+            payload = canonical.revive(payload)
         return cls(
             thread_id=doc["thread_id"],
             checkpoint_ns=doc["checkpoint_ns"],
             seq=doc["seq"],
-            ts=doc["ts"],
+            ts=ts,
             kind=doc["kind"],
             actor=doc["actor"],
-            payload=doc["payload"],
+            payload=payload,
             prev_hash=doc["prev_hash"],
             hash=hash_,
             version=doc["v"],
