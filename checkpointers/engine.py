@@ -56,7 +56,8 @@ def parse_url(url: str | URL) -> URL:
             )
         try:
             parsed = make_url(url)
-        except ArgumentError:
+            parsed.port  # a non-numeric port surfaces here  # noqa: B018
+        except (ArgumentError, ValueError):
             raise ConfigurationError(
                 f"database url {url!r} is malformed; expected 'sqlite:///path/to/file.db' or "
                 "'postgresql+psycopg://user[:password]@host[:port]/dbname'"

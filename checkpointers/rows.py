@@ -122,6 +122,8 @@ def expected_rows(report: ChainReport) -> tuple[dict[tuple[str, str], str], dict
             cps.clear()
             wrs.clear()
         elif kind in (EventKind.CHECKPOINTS_PRUNED, EventKind.RUNS_DELETED):
+            if p.get("all_writes"):
+                wrs.clear()
             removed = {(c[0], c[1]) for c in p.get("checkpoints", ())}
             for key in removed:
                 cps.pop(key, None)

@@ -272,7 +272,10 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
     # --------------------------------------------------------------- decode
     def _load_checkpoint(self, r: Any) -> Checkpoint:
         try:
-            return self.serde.loads_typed((r.type, bytes(r.checkpoint)))
+            value = self.serde.loads_typed((r.type, bytes(r.checkpoint)))
+            if not isinstance(value, dict) or "id" not in value or "channel_values" not in value:
+                raise TypeError(f"decoded to {type(value).__name__}, not a checkpoint")
+            return value
         except Exception as exc:
             raise CorruptRowError(
                 f"checkpoint row (thread {r.thread_id!r}, ns {r.checkpoint_ns!r}, id {r.checkpoint_id!r}) in "
@@ -282,10 +285,13 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
 
     def _load_metadata(self, r: Any) -> CheckpointMetadata:
         try:
-            return self.serde.loads_typed((r.metadata_type, bytes(r.metadata)))
+            value = self.serde.loads_typed((r.metadata_type, bytes(r.metadata)))
+            if not isinstance(value, dict):
+                raise TypeError(f"decoded to {type(value).__name__}, not metadata")
+            return value
         except Exception as exc:
             raise CorruptRowError(
-                f"metadata of checkpoint (thread {r.thread_id!r}, id {r.checkpoint_id!r}) cannot be decoded "
+                f"metadata of checkpoint row (thread {r.thread_id!r}, id {r.checkpoint_id!r}) in {_cp.name} cannot be decoded "
                 f"({type(exc).__name__}); the row is corrupted or the serializer changed"
             ) from None
 
@@ -676,9 +682,19 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
                     continue
                 doomed.append((r.checkpoint_ns, r.checkpoint_id))
             if strategy == "delete":
-                # Writes saved ahead of any checkpoint go too.
-                conn.execute(delete(_wr).where(_wr.c.thread_id == thread_id))
-            self._remove_checkpoints(conn, thread_id, doomed, EventKind.CHECKPOINTS_PRUNED, {"strategy": strategy})
+                # Writes saved ahead of any checkpoint go too; the event says so ("all_writes").
+                n = conn.execute(delete(_wr).where(_wr.c.thread_id == thread_id)).rowcount
+                if n and not doomed:
+                    self._forget_thread(thread_id)
+                    self.ledger.append_in(
+                        conn,
+                        thread_id,
+                        [EventDraft(kind=EventKind.CHECKPOINTS_PRUNED, payload={"strategy": strategy, "checkpoints": [], "all_writes": True})],
+                    )
+            self._remove_checkpoints(
+                conn, thread_id, doomed, EventKind.CHECKPOINTS_PRUNED,
+                {"strategy": strategy, "all_writes": strategy == "delete"},
+            )
 
     def _copy_thread_tx(self, conn: Connection, source: str, target: str) -> None:
         cps = conn.execute(select(_cp).where(_cp.c.thread_id == source).order_by(_cp.c.checkpoint_id)).all()
