@@ -115,6 +115,72 @@ def audit_head(
     typer.echo(json.dumps({"format": "langgraph-warden/heads/v1", "heads": heads}, indent=2))
 
 
+@audit_app.command("show")
+def audit_show(
+    db: DbOption,
+    thread: Annotated[str, typer.Argument(help="Thread id")],
+) -> None:
+    """Show a thread's audit trail: actions, decisions, approvers, leases, replays, and the verdict.
+
+    Exit 1 if verification failed or anything ran without an authorisation.
+    """
+    from .audit import reconstruct
+
+    try:
+        with _open_saver(db) as saver:
+            report = saver.ledger.verify(thread_id=thread)
+            trail = reconstruct(thread, saver.ledger.events(thread), report.threads.get(thread))
+    except WardenError as exc:
+        _fail(exc)
+    if not trail.events:
+        _fail(WardenError(f"thread {thread!r} has no recorded events in this database"))
+    console.print(trail.rich_table())
+    s = trail.summary
+    console.print(
+        f"authorised {len(s.authorised)} · ran {len(s.ran)} · replayed {len(s.replayed)} · denied {len(s.denied)} · "
+        f"rejected {len(s.rejected)} · aborted {len(s.aborted)} · failed {len(s.failed)} · pending {len(s.pending)} · "
+        f"ran without authorisation {len(s.ran_without_authorisation)} · "
+        f"credentials {s.credentials_issued} issued / {s.credentials_revoked} revoked",
+        highlight=False,
+    )
+    for f in report.findings:
+        console.print(f"[red]FAIL[/] {f}", highlight=False)
+    ok = trail.verified and not s.ran_without_authorisation
+    console.print("[green]verified[/]" if ok else "[red]NOT verified[/]")
+    raise typer.Exit(code=0 if ok else 1)
+
+
+@audit_app.command("export")
+def audit_export(
+    db: DbOption,
+    thread: Annotated[Optional[str], typer.Option("--thread", help="One thread only (default: every thread).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Only jsonl is supported.")] = "jsonl",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Export events as JSON lines (one record per event, with chain position, hash and verification)."""
+    from .audit import export_jsonl, reconstruct
+
+    if fmt != "jsonl":
+        _fail(WardenError(f"--format {fmt!r} is not supported; use --format jsonl"))
+    try:
+        with _open_saver(db) as saver:
+            with saver.engine.connect() as conn:
+                threads = [thread] if thread else saver.ledger.thread_ids(conn)
+            report = saver.ledger.verify(thread_id=thread)
+            trails = [reconstruct(t, saver.ledger.events(t), report.threads.get(t)) for t in threads]
+    except WardenError as exc:
+        _fail(exc)
+    lines = export_jsonl(trails)
+    if output is None:
+        for line in lines:
+            typer.echo(line)
+    else:
+        with open(output, "w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line + "\n")
+        err_console.print(f"wrote {output}")
+
+
 @audit_app.command("events")
 def audit_events(
     db: DbOption,
