@@ -52,6 +52,36 @@ def key_store() -> EphemeralKeyStore:
     return EphemeralKeyStore()
 
 
+@pytest.fixture
+def memory_keyring():
+    """Install an in-memory keyring backend for one test, then restore the previous one."""
+    import keyring
+
+    from .support.memory_keyring import MemoryKeyring
+
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    try:
+        yield backend
+    finally:
+        keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def no_keyring():
+    """Install keyring's 'fail' backend (no usable backend), then restore the previous one."""
+    import keyring
+    from keyring.backends import fail
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
+
+
 # --- CI guard: the PostgreSQL tests must run (not skip) where PostgreSQL is promised. ----------
 REQUIRE_PG_ENV = "WARDEN_REQUIRE_POSTGRES"
 _pg_outcomes = {"passed": 0, "skipped": 0, "failed": 0}

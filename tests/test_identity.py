@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 
 import jwt
-import keyring
 import pytest
-from keyring.backend import KeyringBackend
-from keyring.backends import fail
 from spiffe.bundle.jwt_bundle.jwt_bundle import JwtBundle
 from spiffe.errors import PySpiffeError
 from spiffe.spiffe_id.spiffe_id import TrustDomain
@@ -30,44 +27,9 @@ from langgraph_warden.keys import b64u, b64u_decode
 AGENT = "spiffe://example.org/agents/billing"
 
 
-class MemoryKeyring(KeyringBackend):
-    """An in-memory keyring backend for tests (never use outside tests)."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service, username):
-        return self.store.get((service, username))
-
-    def set_password(self, service, username, password):
-        self.store[(service, username)] = password
-
-    def delete_password(self, service, username):
-        self.store.pop((service, username), None)
 
 
-@pytest.fixture
-def memory_keyring():
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    try:
-        yield backend
-    finally:
-        keyring.set_keyring(previous)
 
-
-@pytest.fixture
-def fail_keyring():
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
-    try:
-        yield
-    finally:
-        keyring.set_keyring(previous)
 
 
 class Clock:
@@ -269,7 +231,7 @@ def test_keyring_store_corrupt_entry(memory_keyring):
         KeyringWorkloadKeyStore(service="warden-test", username="wl").workload_key()
 
 
-def test_fail_keyring_backend_raises_with_how_to(fail_keyring):
+def test_no_keyring_backend_raises_with_how_to(no_keyring):
     with pytest.raises(KeyStoreError) as info:
         KeyringWorkloadKeyStore().workload_key()
     msg = str(info.value)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import keyring
 import pytest
-from keyring.backend import KeyringBackend
-from keyring.backends import fail
 
 from langgraph_warden.checkpointers import WardenSaver
 from langgraph_warden.errors import KeyStoreError
@@ -13,44 +10,9 @@ from langgraph_warden.events import EventDraft
 from langgraph_warden.keys import EphemeralKeyStore, KeyringKeyStore, verify_signature
 
 
-class MemoryKeyring(KeyringBackend):
-    """A real keyring backend class kept in memory (the OS secret service cannot run here)."""
-
-    priority = 1
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.items: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service, username):
-        return self.items.get((service, username))
-
-    def set_password(self, service, username, password):
-        self.items[(service, username)] = password
-
-    def delete_password(self, service, username):
-        self.items.pop((service, username), None)
 
 
-@pytest.fixture
-def memory_keyring():
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    try:
-        yield backend
-    finally:
-        keyring.set_keyring(previous)
 
-
-@pytest.fixture
-def no_keyring():
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
-    try:
-        yield
-    finally:
-        keyring.set_keyring(previous)
 
 
 def test_keyring_store_persists_key(memory_keyring):
@@ -70,7 +32,7 @@ def test_no_backend_is_an_error_with_instructions(no_keyring):
 
 
 def test_corrupt_keyring_entry_is_reported(memory_keyring):
-    memory_keyring.items[("svc", "u")] = "not base64 !!"
+    memory_keyring.store[("svc", "u")] = "not base64 !!"
     with pytest.raises(KeyStoreError, match="not a base64 Ed25519 seed"):
         KeyringKeyStore(service="svc", username="u").signing_key()
 

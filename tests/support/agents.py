@@ -8,31 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage
 
-
-class ScriptedChatModel(GenericFakeChatModel):
-    """Answers turn *n* (the number of AI messages already in the conversation) with ``script[n]``.
-
-    Deterministic across processes and re-executions, unlike an iterator of replies.
-    """
-
-    script: list[AIMessage]
-    messages: Any = None  # unused; GenericFakeChatModel requires the field
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
-        return self
-
-    def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, **kwargs: Any) -> ChatResult:
-        turn = sum(1 for m in messages if isinstance(m, AIMessage))
-        reply = self.script[min(turn, len(self.script) - 1)]
-        return ChatResult(generations=[ChatGeneration(message=reply.model_copy())])
+from langgraph_warden.demo import ScriptedChatModel  # noqa: F401  (the scripted LLM boundary, re-exported)
 
 
 def call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
