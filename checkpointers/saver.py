@@ -438,8 +438,16 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         """Verify listed rows with one chain pass per thread."""
         from .rows import expected_rows
 
-        keys = self.ledger.public_keys(conn)
-        for thread_id in sorted({r.thread_id for r in rows}):
+        digests = {
+            (r.thread_id, r.checkpoint_ns, r.checkpoint_id): (
+                row_checkpoint_digest(r),
+                {(w.task_id, int(w.idx)): row_write_digest(w) for w in by_cp[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)]},
+            )
+            for r in rows
+        }
+        untrusted = {key[0] for key, (cp, wr) in digests.items() if not self._is_trusted(key, cp, wr)}
+        keys = self.ledger.public_keys(conn) if untrusted else {}
+        for thread_id in sorted(untrusted):
             report = self.ledger.verify_thread_in(conn, thread_id, keys, check_rows=False)
             if report.findings:
                 f = report.findings[0]
@@ -473,6 +481,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
                             checkpoint_id=r.checkpoint_id,
                             reason="writes_changed",
                         )
+                self._remember((r.thread_id, r.checkpoint_ns, r.checkpoint_id), *digests[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)])
 
     # ---------------------------------------------------------- write (tx)
     def _put_tx(

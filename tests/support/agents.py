@@ -13,7 +13,9 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 
-from langgraph_warden.demo import ScriptedChatModel  # noqa: F401  (the scripted LLM boundary, re-exported)
+from langgraph_warden.demo import ScriptedChatModel  # the scripted LLM boundary, re-exported
+
+__all__ = ["ScriptedChatModel", "SideEffects", "call", "turn"]
 
 
 def call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
