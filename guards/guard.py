@@ -249,6 +249,8 @@ class ToolGuard:
         self._views_lock = threading.Lock()
         self._inflight: dict[tuple[str, str, str], threading.Event] = {}
         self._inflight_lock = threading.Lock()
+        self._deferred: dict[tuple[str, str], list[EventDraft]] = {}
+        self._deferred_lock = threading.Lock()
 
     # ---------------------------------------------------------------- hooks
     def __call__(
@@ -343,7 +345,49 @@ class ToolGuard:
 
     # -------------------------------------------------------------- helpers
     def _append(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> Event:
-        return self.sink.append(thread_id, [EventDraft(kind=kind, payload=payload, subject=tool_call_id)])[0]
+        """Append one event, preceded (same transaction, one signature) by the call's deferred drafts."""
+        drafts = self._take_deferred(thread_id, tool_call_id)
+        drafts.append(EventDraft(kind=kind, payload=payload, subject=tool_call_id))
+        return self.sink.append(thread_id, drafts)[-1]
+
+    def _defer(self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any]) -> None:
+        """Record ``kind`` with the call's next event rather than in a commit of its own.
+
+        Used for ``policy.decided``: nothing depends on it being durable before the next event of
+        the same call (deny, approval request or ``tool.started``), and one durable, signed commit
+        per guarded call is saved.
+        """
+        with self._deferred_lock:
+            self._deferred.setdefault((thread_id, tool_call_id), []).append(
+                EventDraft(kind=kind, payload=payload, subject=tool_call_id)
+            )
+
+    def _take_deferred(self, thread_id: str, tool_call_id: str | None) -> list[EventDraft]:
+        if tool_call_id is None:
+            return []
+        with self._deferred_lock:
+            return self._deferred.pop((thread_id, tool_call_id), [])
+
+    def _flush(self, thread_id: str, tool_call_id: str) -> None:
+        drafts = self._take_deferred(thread_id, tool_call_id)
+        if drafts:
+            self.sink.append(thread_id, drafts)
+
+    def _prepare(self, request: Any) -> _Plan:
+        """Everything before the side effect; deferred events are flushed if it ends without one."""
+        try:
+            plan = self._prepare_call(request)
+        except BaseException:
+            call = request.tool_call
+            thread_id = str((self._config(request).get("configurable") or {}).get("thread_id") or "")
+            self._flush(thread_id, str(call.get("id") or ""))
+            raise
+        if plan.final is not None or (plan.decision is not None and self._wants_credential(plan)):
+            # Credentials are issued (and recorded) after the decision: keep the history in that order.
+            call = request.tool_call
+            thread_id = str((self._config(request).get("configurable") or {}).get("thread_id") or "")
+            self._flush(thread_id, str(call.get("id") or ""))
+        return plan
 
     @staticmethod
     def _config(request: Any) -> Mapping[str, Any]:
@@ -422,7 +466,7 @@ class ToolGuard:
         return ToolMessage(content=content, name=tool, tool_call_id=tool_call_id, status="error")
 
     # ------------------------------------------------------------- prepare
-    def _prepare(self, request: Any) -> _Plan:
+    def _prepare_call(self, request: Any) -> _Plan:
         call = request.tool_call
         tool_call_id = str(call.get("id") or "")
         tool = call["name"]
@@ -481,7 +525,7 @@ class ToolGuard:
             decision = _decision_from_record(rec.decided.payload["decision"])
         else:
             decision = self._decide(thread_id, tool, spec, args, charter)
-            self._append(
+            self._defer(
                 thread_id,
                 EventKind.POLICY_DECIDED,
                 tool_call_id,
