@@ -57,7 +57,11 @@ class Warden:
         mode: str = "enforce",
         approver_keys: Mapping[str, bytes] | None = None,
         default_charter: RunCharter | None = None,
+        default_provider: str | None = None,
+        routes: Mapping[str, str] | None = None,
     ) -> None:
+        """``default_provider`` names the provider a tool gets unless ``routes`` maps it (tool → provider
+        name) to another; by default the built-in local token provider ("local")."""
         self.saver = saver
         self.ledger = saver.ledger
         self.tools = tools if tools is not None else ToolRegistry()
@@ -73,8 +77,14 @@ class Warden:
                 )
             if all_providers:
                 self.broker = CredentialBroker(
-                    all_providers, self.ledger, max_ttl_seconds=max_credential_ttl_seconds, lease_store=self.lease_store
+                    all_providers,
+                    self.ledger,
+                    max_ttl_seconds=max_credential_ttl_seconds,
+                    lease_store=self.lease_store,
+                    default_provider=default_provider,
                 )
+                for tool_name, provider_name in (routes or {}).items():
+                    self.broker.route(tool_name, provider_name)
         self.guard = ToolGuard(
             self.ledger,
             self.policy,
