@@ -102,6 +102,14 @@ class _CallRecord:
     approval_requested: Event | None = None
     approval_final: Event | None = None
     attempts: dict[int, str] = field(default_factory=dict)  # attempt -> running/completed/failed/aborted/suspended
+    started_seq: dict[int, int] = field(default_factory=dict)  # attempt -> seq of its tool.started
+
+    def approval_spent(self) -> bool:
+        """Whether an attempt started under the recorded approval and was aborted (outcome unknown)."""
+        if self.approval_requested is None:
+            return False
+        after = self.approval_requested.seq
+        return any(s == "aborted" and self.started_seq.get(a, 0) > after for a, s in self.attempts.items())
 
     @property
     def in_doubt_attempt(self) -> int | None:
@@ -126,6 +134,7 @@ def _summarise(events: Sequence[Event], args_digest: str) -> _CallRecord:
             rec.denied = e
         elif k == EventKind.TOOL_STARTED:
             rec.attempts[int(p["attempt"])] = "running"
+            rec.started_seq[int(p["attempt"])] = e.seq
         elif k == EventKind.TOOL_COMPLETED:
             rec.attempts[int(p["attempt"])] = "completed"
             rec.completed = e
@@ -511,6 +520,20 @@ class ToolGuard:
                 {**base, "attempt": in_doubt, "why": "started but never completed (process died mid-call?)", "outcome": "unknown"},
             )
             rec.attempts[in_doubt] = "aborted"
+        elif rec.attempts and rec.attempts[max(rec.attempts)] == "aborted":
+            # An earlier resume recorded the abort but died before deciding the retry: still a retry of
+            # an in-doubt attempt (not a fresh call), so the same rules apply.
+            in_doubt = max(rec.attempts)
+
+        if rec.approval_spent() and not (spec is not None and spec.idempotent) and self.mode == "enforce":
+            # The recorded approval authorised the attempt that was cut off (the process may have died after
+            # the side effect), not a retry of it: reusing it would run an approved irreversible action twice.
+            return self._deny(
+                thread_id, base, None, ["outcome_unknown"],
+                f"The approved attempt of {tool!r} (call {tool_call_id}) started but never finished, so its outcome is "
+                "unknown. The approval covered that attempt only, and the tool is not declared idempotent, so it was "
+                "not retried; check the target system, then make a new call (it will ask for a new approval).",
+            )
 
         if charter is None and self.mode == "enforce":
             return self._deny(

@@ -244,6 +244,7 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
     order: list[str] = []
     issued: dict[str, str] = {}
     revoked: set[str] = set()
+    granted: set[str] = set()  # approval request ids that were granted (or edited)
     for e in events:
         p = e.payload
         if e.kind == EventKind.RUN_STARTED:
@@ -274,14 +275,20 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
             if a.status in ("decided",):
                 a.status = "decided" if a.decision.get("allow") else "denied"
         elif k == EventKind.TOOL_DENIED:
-            rejected = "rejected_by_approver" in p.get("reasons", [])
-            a.status = "rejected" if rejected else "denied"
-            a.reasons = list(p.get("reasons", []))
-            a.authorised = False if not a.ran else a.authorised
+            reasons = list(p.get("reasons", []))
+            a.reasons = reasons
+            if a.aborted_attempts and not a.ran:
+                # The retry of an in-doubt attempt was refused (outcome unknown): the action stays aborted,
+                # and the attempt that started was authorised, so the authorisation stands.
+                a.status = "aborted"
+            else:
+                a.status = "rejected" if "rejected_by_approver" in reasons else "denied"
+                a.authorised = False if not a.ran else a.authorised
         elif k == EventKind.APPROVAL_REQUESTED:
             a.approval_request_id = p.get("request_id")
             a.status = "approval-pending"
         elif k in (EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED):
+            granted.add(p.get("request_id"))
             a.approver = p.get("approver")
             a.authorised = True
             a.status = "approved"
@@ -295,7 +302,11 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
             a.leases.append(p.get("lease_id", ""))
         elif k == EventKind.TOOL_STARTED:
             a.attempts += 1
-            if not a.authorised:
+            # Each attempt needs its own authorisation: the decision in force allowed it, and if that
+            # decision required approval, the attempt names a granted approval request.
+            d = a.decision or {}
+            ok = bool(d.get("allow")) and (not d.get("require_approval") or p.get("approval_request_id") in granted)
+            if not ok:
                 a.ran_without_authorisation = True
             a.status = "in-doubt"
         elif k == EventKind.TOOL_COMPLETED:

@@ -13,6 +13,7 @@ This is the only module (with the CLI and audit) that imports both
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,11 +35,20 @@ from .keys import EphemeralKeyStore, KeyStore
 __all__ = ["Warden"]
 
 
+_DEFAULT_POLICY: PolicyEngine | None = None
+_DEFAULT_POLICY_LOCK = threading.Lock()
+
+
 def _default_policy() -> PolicyEngine:
+    """The shipped Rego policy, compiled once per process (the engine is thread-safe)."""
+    global _DEFAULT_POLICY
     from .guards.policy import DEFAULT_REGO_POLICY
     from .guards.rego import RegoEngine
 
-    return RegoEngine(DEFAULT_REGO_POLICY)
+    with _DEFAULT_POLICY_LOCK:
+        if _DEFAULT_POLICY is None:
+            _DEFAULT_POLICY = RegoEngine(DEFAULT_REGO_POLICY)
+        return _DEFAULT_POLICY
 
 
 class Warden:

@@ -397,29 +397,68 @@ def test_toolnode_parallel_gated_calls_answered_one_by_one(warden, effects_path,
 # ------------------------------------------------------------------------- crash between approve and run
 
 
-def _proc(db_url: str, effects_path: Path, thread: str, phase: str, crash: bool = False) -> subprocess.CompletedProcess:
+def _proc(
+    db_url: str, effects_path: Path, thread: str, phase: str, crash: bool = False, crash_after_approval: bool = False
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(CRASH_ENV, None)
+    env.pop("WARDEN_TEST_CRASH_AFTER_APPROVAL", None)
     if crash:
         env[CRASH_ENV] = "issue_refund"
+    if crash_after_approval:
+        env["WARDEN_TEST_CRASH_AFTER_APPROVAL"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "tests.support.proc_approval_crash", db_url, str(effects_path), thread, phase],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
 
 
-def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tmp_path):
-    """Process A (a subprocess) resumes with the approval and is SIGKILLed inside the tool, after
-    ``approval.granted`` and ``tool.started`` were committed, before the side effect. Process B (this
-    one) resumes the thread: the approved call runs exactly once, without a second approval."""
-    effects_path = tmp_path / "effects.jsonl"
-    effects = SideEffects(effects_path)
-    thread = "t-crash"
+def _start_paused(db_url: str, effects_path: Path, thread: str) -> None:
     with Warden.open(db_url, ephemeral_keys=True) as w:
         g = build(w, effects_path, CRASH_SCRIPT)
         cfg = w.start_run(thread, owner="alice@example.com", intent="refund o-7")
         assert len(g.invoke({"messages": [HumanMessage("refund o-7")]}, cfg)["__interrupt__"]) == 1
 
+
+def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tmp_path):
+    """Process A (a subprocess) resumes with the approval and is SIGKILLed right after ``approval.granted``
+    is committed, before ``tool.started``. Process B (this one) resumes: the approved call runs exactly
+    once, without a second approval."""
+    effects_path = tmp_path / "effects.jsonl"
+    effects = SideEffects(effects_path)
+    thread = "t-crash-approved"
+    _start_paused(db_url, effects_path, thread)
+    crashed = _proc(db_url, effects_path, thread, "approve", crash_after_approval=True)
+    assert crashed.returncode == -9, crashed.stderr
+    assert effects.count("issue_refund") == 0
+
+    with Warden.open(db_url, ephemeral_keys=True) as w:
+        tail = [e.kind for e in w.ledger.events(thread) if e.kind.startswith(("approval.", "tool."))]
+        assert tail[-1] == EventKind.APPROVAL_GRANTED
+        assert w.pending_approvals(thread) == []
+        g = build(w, effects_path, CRASH_SCRIPT)
+        out = g.invoke(None, {"configurable": {"thread_id": thread}})
+        assert "__interrupt__" not in out
+        assert tool_messages(out)["r1"].content == "refunded 7 on o-7"
+        assert effects.count("issue_refund") == 1
+        assert {e["pid"] for e in effects.entries()} == {os.getpid()}
+        trail = w.ledger.events(thread)
+        assert len([e for e in trail if e.kind == EventKind.APPROVAL_GRANTED]) == 1  # approved once, not re-asked
+        assert len([e for e in trail if e.kind == EventKind.APPROVAL_REQUESTED]) == 1
+        assert [e.payload["attempt"] for e in trail if e.kind == EventKind.TOOL_COMPLETED] == [1]
+        assert not [e for e in trail if e.kind == EventKind.TOOL_ABORTED]
+        audit = w.audit(thread)
+        assert audit.verified and audit.summary.side_effects_executed_twice == []
+        assert audit.summary.ran_without_authorisation == []
+
+
+def test_crash_inside_an_approved_call_is_not_retried_without_a_new_approval(db_url, tmp_path):
+    """Killed inside the tool (after ``tool.started``): the outcome is unknown, the approval covered that
+    attempt only, so the non-idempotent call is recorded aborted and not retried."""
+    effects_path = tmp_path / "effects.jsonl"
+    effects = SideEffects(effects_path)
+    thread = "t-crash-inside"
+    _start_paused(db_url, effects_path, thread)
     crashed = _proc(db_url, effects_path, thread, "approve", crash=True)
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL, inside the tool, before its side effect
     assert effects.count("issue_refund") == 0
@@ -427,20 +466,14 @@ def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tm
     with Warden.open(db_url, ephemeral_keys=True) as w:
         tail = [e.kind for e in w.ledger.events(thread) if e.kind.startswith(("approval.", "tool."))]
         assert tail[-2:] == [EventKind.APPROVAL_GRANTED, EventKind.TOOL_STARTED]
-        assert w.pending_approvals(thread) == []
-
         g = build(w, effects_path, CRASH_SCRIPT)
         out = g.invoke(None, {"configurable": {"thread_id": thread}})
-        assert "__interrupt__" not in out
-        assert tool_messages(out)["r1"].content == "refunded 7 on o-7"
-        assert effects.count("issue_refund") == 1
-        assert {e["pid"] for e in effects.entries()} == {os.getpid()}
-
+        msg = tool_messages(out)["r1"]
+        assert msg.status == "error" and "outcome is unknown" in msg.content
+        assert effects.count("issue_refund") == 0
         trail = w.ledger.events(thread)
-        assert len([e for e in trail if e.kind == EventKind.APPROVAL_GRANTED]) == 1  # approved once, not re-asked
-        assert len([e for e in trail if e.kind == EventKind.APPROVAL_REQUESTED]) == 1
         assert [e.payload["attempt"] for e in trail if e.kind == EventKind.TOOL_ABORTED] == [1]
-        assert [e.payload["attempt"] for e in trail if e.kind == EventKind.TOOL_COMPLETED] == [2]
+        assert not [e for e in trail if e.kind == EventKind.TOOL_COMPLETED]
         audit = w.audit(thread)
         assert audit.verified and audit.summary.side_effects_executed_twice == []
         assert audit.summary.ran_without_authorisation == []

@@ -6,12 +6,17 @@
 
 With ``WARDEN_TEST_CRASH_IN=issue_refund`` the ``approve`` process SIGKILLs
 itself inside the tool, after ``approval.granted`` and ``tool.started`` were
-committed and before the side effect. Prints one JSON line describing the outcome.
+committed and before the side effect. With ``WARDEN_TEST_CRASH_AFTER_APPROVAL=1``
+it SIGKILLs itself right after ``approval.granted`` was committed, before the
+guard records ``tool.started`` (crash injected at that one point of this test
+process). Prints one JSON line describing the outcome.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 from langchain_core.messages import HumanMessage, ToolMessage
@@ -29,6 +34,8 @@ SCRIPT = [turn(call("issue_refund", {"order_id": "o-7", "amount": 7}, "r1")), tu
 def main(db_url: str, effects: str, thread: str, phase: str) -> None:
     with Warden.open(db_url, ephemeral_keys=True) as warden:
         graph = build(warden, effects, SCRIPT)
+        if os.environ.get("WARDEN_TEST_CRASH_AFTER_APPROVAL"):
+            warden.guard._started = lambda plan, lease: os.kill(os.getpid(), signal.SIGKILL)  # crash injection
         cfg = {"configurable": {"thread_id": thread}}
         if phase == "start":
             cfg = warden.start_run(thread, owner="alice@example.com", intent="refund o-7")
