@@ -214,6 +214,7 @@ class _Plan:
     spec: ToolSpec | None = None
     profile: TierProfile | None = None
     approval_request_id: str | None = None
+    flight: Any = None
 
 
 class ToolGuard:
@@ -273,24 +274,22 @@ class ToolGuard:
         try:
             with self._lease_cm(plan) as lease:
                 entered = True
-                flight = self._take_off(plan)
+                self._started(plan, lease)
                 try:
-                    self._started(plan, lease)
-                    try:
-                        result = execute(plan.request)
-                    except GraphBubbleUp:
-                        self._suspended(plan)
-                        raise
-                    except BaseException as exc:
-                        self._failed(plan, exc, lease)
-                        raise
-                    return self._completed(plan, result, lease)
-                finally:
-                    self._land(flight)
+                    result = execute(plan.request)
+                except GraphBubbleUp:
+                    self._suspended(plan)
+                    raise
+                except BaseException as exc:
+                    self._failed(plan, exc, lease)
+                    raise
+                return self._completed(plan, result, lease)
         except CredentialError as exc:
             if entered:
                 raise
             return self._credential_refused(plan, exc)
+        finally:
+            self._land(plan.flight)
 
     wrap_tool_call = __call__
 
@@ -305,26 +304,24 @@ class ToolGuard:
         try:
             async with self._alease_cm(plan) as lease:
                 entered = True
-                flight = self._take_off(plan)
+                await asyncio.to_thread(self._started, plan, lease)
                 try:
-                    await asyncio.to_thread(self._started, plan, lease)
-                    try:
-                        result = await execute(plan.request)
-                    except GraphBubbleUp:
-                        await asyncio.to_thread(self._suspended, plan)
-                        raise
-                    except BaseException as exc:
-                        # In a worker thread (a blocking write on the loop can deadlock SQLite against
-                        # LangGraph's background checkpoint write), shielded so cancellation cannot skip it.
-                        await asyncio.shield(asyncio.to_thread(self._failed, plan, exc, lease))
-                        raise
-                    return await asyncio.to_thread(self._completed, plan, result, lease)
-                finally:
-                    self._land(flight)
+                    result = await execute(plan.request)
+                except GraphBubbleUp:
+                    await asyncio.to_thread(self._suspended, plan)
+                    raise
+                except BaseException as exc:
+                    # In a worker thread (a blocking write on the loop can deadlock SQLite against
+                    # LangGraph's background checkpoint write), shielded so cancellation cannot skip it.
+                    await asyncio.shield(asyncio.to_thread(self._failed, plan, exc, lease))
+                    raise
+                return await asyncio.to_thread(self._completed, plan, result, lease)
         except CredentialError as exc:
             if entered:
                 raise
             return await asyncio.to_thread(self._credential_refused, plan, exc)
+        finally:
+            self._land(plan.flight)
 
     awrap_tool_call = awrap
 
@@ -332,25 +329,25 @@ class ToolGuard:
     # Calls executing in *this* process. LangGraph's async ToolNode gathers a message's calls and
     # returns on the first interrupt while siblings still run; a resume must wait for them rather
     # than mistake a live call for one cut off by a crash ("in doubt").
-    def _take_off(self, plan: _Plan) -> tuple[tuple[str, str, str], threading.Event]:
-        key = (plan.thread_id, plan.tool_call_id, plan.args_digest)
-        done = threading.Event()
-        with self._inflight_lock:
-            self._inflight[key] = done
-        return key, done
+    def _claim(self, key: tuple[str, str, str], timeout: float = 600.0) -> tuple[tuple[str, str, str], threading.Event]:
+        """Wait for any in-flight handling of this call in this process, then own it."""
+        while True:
+            with self._inflight_lock:
+                current = self._inflight.get(key)
+                if current is None:
+                    done = self._inflight[key] = threading.Event()
+                    return key, done
+            if not current.wait(timeout):
+                raise TimeoutError(f"tool call {key[1]!r} on thread {key[0]!r} is still being handled after {timeout}s")
 
-    def _land(self, flight: tuple[tuple[str, str, str], threading.Event]) -> None:
+    def _land(self, flight: tuple[tuple[str, str, str], threading.Event] | None) -> None:
+        if flight is None:
+            return
         key, done = flight
         with self._inflight_lock:
             if self._inflight.get(key) is done:
                 del self._inflight[key]
         done.set()
-
-    def _wait_if_in_flight(self, thread_id: str, tool_call_id: str, args_digest: str, timeout: float = 600.0) -> None:
-        with self._inflight_lock:
-            done = self._inflight.get((thread_id, tool_call_id, args_digest))
-        if done is not None:
-            done.wait(timeout)
 
     # -------------------------------------------------------------- helpers
     def _append(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> Event:
@@ -383,19 +380,29 @@ class ToolGuard:
             self.sink.append(thread_id, drafts)
 
     def _prepare(self, request: Any) -> _Plan:
-        """Everything before the side effect; deferred events are flushed if it ends without one."""
+        """Everything before the side effect, for a call this process now owns (see ``_claim``).
+
+        Deferred events are flushed if it ends without a further event.
+        """
+        call = request.tool_call
+        thread_id = str((self._config(request).get("configurable") or {}).get("thread_id") or "")
+        tool_call_id = str(call.get("id") or "")
+        flight = None
+        if thread_id and tool_call_id:
+            flight = self._claim((thread_id, tool_call_id, canonical.digest(dict(call.get("args") or {}))))
         try:
             plan = self._prepare_call(request)
         except BaseException:
-            call = request.tool_call
-            thread_id = str((self._config(request).get("configurable") or {}).get("thread_id") or "")
-            self._flush(thread_id, str(call.get("id") or ""))
+            self._flush(thread_id, tool_call_id)
+            self._land(flight)
             raise
         if plan.final is not None or (plan.decision is not None and self._wants_credential(plan)):
             # Credentials are issued (and recorded) after the decision: keep the history in that order.
-            call = request.tool_call
-            thread_id = str((self._config(request).get("configurable") or {}).get("thread_id") or "")
-            self._flush(thread_id, str(call.get("id") or ""))
+            self._flush(thread_id, tool_call_id)
+        if plan.final is not None:
+            self._land(flight)
+        else:
+            plan.flight = flight
         return plan
 
     @staticmethod
@@ -491,7 +498,6 @@ class ToolGuard:
         if not tool_call_id:
             raise ConfigurationError(f"tool call to {tool!r} has no id; exactly-once recording needs the tool call id")
         args_digest = canonical.digest(args)
-        self._wait_if_in_flight(thread_id, tool_call_id, args_digest)
         rec = _summarise(self.sink.events(thread_id, subject=tool_call_id), args_digest)
         base = dict(tool_call_id=tool_call_id, tool=tool, args_digest=args_digest)
 

@@ -258,12 +258,6 @@ class _SlowFirstDecision:
         return getattr(self._inner, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (guards/guard.py ToolGuard.awrap/__call__, not owned here): a call is registered in flight "
-    "(_take_off) only after _prepare and the credential lease, so a resume that starts while a sibling "
-    "of the interrupted task is still being prepared prepares it again and runs it twice",
-)
 async def test_async_resume_while_sibling_is_still_being_prepared_runs_it_once(db_url, effects):
     with Warden.open(db_url, ephemeral_keys=True) as warden:
         g = build(warden, effects)
