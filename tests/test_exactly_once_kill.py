@@ -83,7 +83,7 @@ def _landed(t: dict[str, Any]) -> str:
 def check_trial(warden: Warden, directory: Path, t: dict[str, Any]) -> dict[str, Any]:
     """Every invariant of one trial; returns facts for the coverage summary."""
     thread, plan = t["thread"], t["plan"]
-    ctx = f"trial seed={t['seed']} plan={plan} statuses={t['statuses']} kills={t['kills']}"
+    ctx = f"trial seed={t['seed']} plan={plan} statuses={t['statuses']} kills={t['kills']}\n{t.get('errors', '')}"
     paths = trial.paths(directory, thread)
 
     # The processes: the crash process died by SIGKILL (a timer may fire after the run ended), the

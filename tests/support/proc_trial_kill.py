@@ -94,7 +94,14 @@ def plan_for(seed: int) -> dict[str, Any]:
     kind = KINDS[seed % len(KINDS)]
     plan: dict[str, Any] = {"seed": seed, "kind": kind, "async": bool(rng.getrandbits(1))}
     if kind in ("before_effect", "after_effect", "after_completed"):
-        plan["call"] = rng.choice(sorted(CALLS))
+        # Alternate idempotent and non-idempotent targets every round of kinds, so every batch of
+        # seeds puts an in-doubt call of each sort in front of the guard.
+        # A kill after the side effect of a non-idempotent call hits the approved, irreversible p1.
+        idem = (seed // len(KINDS)) % 2 == 0
+        if not idem and kind == "after_effect":
+            plan["call"] = "p1"
+        else:
+            plan["call"] = rng.choice(sorted(c for c, t in CALLS.items() if (t in IDEMPOTENT) == idem))
     elif kind == "after_approval":
         plan["call"] = "p1"
     elif kind == "node":
@@ -111,13 +118,23 @@ class _Killer:
     def __init__(self, plan: dict[str, Any] | None, marker: Path) -> None:
         self.plan = plan or {}
         self.marker = marker
+        self._lock = threading.Lock()
+        self._disarmed = False
 
     def die(self, where: str) -> None:
-        with open(self.marker, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"pid": os.getpid(), "where": where}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.kill(os.getpid(), signal.SIGKILL)
+        with self._lock:  # held until the kill: a timer firing as the run ends cannot race the exit
+            if self._disarmed:
+                return
+            with open(self.marker, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "where": where}) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(10)  # never reached: SIGKILL cannot be caught
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._disarmed = True
 
     def at(self, kind: str, call_id: str | None = None, turn_no: int | None = None) -> None:
         p = self.plan
@@ -257,8 +274,9 @@ def drive(graph: Any, cfg: dict[str, Any], use_async: bool) -> dict[str, Any]:
     """Invoke until the run is finished (at most a few rounds), approving each pending request.
 
     The async variant keeps one event loop for the whole process, as a server would: LangGraph's
-    async ToolNode returns on the first interrupt while sibling calls still run, and they finish
-    on the same loop (a fresh ``asyncio.run`` per round would cancel them mid-call).
+    async ToolNode returns on the first interrupt while sibling calls still run; the next round
+    starts at once and the guard must wait for them (a fresh ``asyncio.run`` per round would
+    cancel them mid-call instead).
     """
 
     async def arun() -> int:
@@ -268,13 +286,6 @@ def drive(graph: Any, cfg: dict[str, Any], use_async: bool) -> dict[str, Any]:
             if rounds > 12:
                 raise RuntimeError("the run did not finish in 12 rounds")
             await graph.ainvoke(value, cfg)
-            # Let sibling calls still running from this round finish before the next round starts.
-            # (Without this the next round's guard can prepare the same call while the first is still
-            # acquiring its credential, and run it twice: see the report / the xfail test in
-            # tests/test_exactly_once_toolnode.py.)
-            siblings = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            if siblings:
-                await asyncio.wait(siblings)
         return rounds
 
     if use_async:
@@ -313,6 +324,7 @@ def run_phase(url: str, thread: str, directory: str, seed: int, phase: str) -> N
         cfg = warden.start_run(thread, owner=OWNER, intent=INTENT, risk_tier="medium")
         t1 = time.monotonic()
         out = drive(graph, cfg, plan["async"])
+        killer.disarm()
         out["run_seconds"] = round(time.monotonic() - t1, 3)
         out["phase"] = phase
         out["last_event_before"] = before[-1] if before else None
@@ -322,8 +334,8 @@ def run_phase(url: str, thread: str, directory: str, seed: int, phase: str) -> N
 
 
 # ----------------------------------------------------------------------------- batch (fork per phase)
-def _fork(fn: Any, *args: Any, timeout: int = 60) -> int:
-    """Run ``fn(*args)`` in a forked child; return its wait status."""
+def _fork(fn: Any, *args: Any, timeout: int = 60, errors: Path | None = None) -> int:
+    """Run ``fn(*args)`` in a forked child; return its wait status (a traceback goes to ``errors``)."""
     pid = os.fork()
     if pid == 0:  # child
         code = 0
@@ -332,6 +344,9 @@ def _fork(fn: Any, *args: Any, timeout: int = 60) -> int:
             fn(*args)
         except BaseException:
             traceback.print_exc()
+            if errors is not None:
+                with open(errors, "a", encoding="utf-8") as fh:
+                    fh.write(traceback.format_exc())
             code = 3
         finally:
             sys.stdout.flush()
@@ -351,6 +366,19 @@ def _migrate(url: str) -> None:
     Warden.open(url, ephemeral_keys=True).close()
 
 
+def _json_lines(path: Path) -> list[Any]:
+    """Records a process wrote before it was killed; a SIGKILL can cut the last line short."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def batch(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     url, directory = spec["url"], spec["dir"]
@@ -362,25 +390,28 @@ def batch(spec_path: str) -> None:
         seed, thread = int(trial["seed"]), trial["thread"]
         plan = plan_for(seed)
         t0 = time.monotonic()
-        statuses = [_describe(_fork(run_phase, url, thread, directory, seed, "crash"))]
+        err = Path(directory) / f"{thread}.errors.txt"
+        statuses = [_describe(_fork(run_phase, url, thread, directory, seed, "crash", errors=err))]
         if "resume_delay" in plan:
-            statuses.append(_describe(_fork(run_phase, url, thread, directory, seed, "resume1")))
+            statuses.append(_describe(_fork(run_phase, url, thread, directory, seed, "resume1", errors=err)))
         resumes = 0
         while True:  # resume until one process finishes the run cleanly
             resumes += 1
-            st = _describe(_fork(run_phase, url, thread, directory, seed, "resume"))
+            st = _describe(_fork(run_phase, url, thread, directory, seed, "resume", errors=err))
             statuses.append(st)
             if st == "exit 0" or resumes >= 3:
                 break
         p = paths(directory, thread)
-        kills = [json.loads(line) for line in p["kills"].read_text().splitlines()] if p["kills"].exists() else []
+        kills = _json_lines(p["kills"])
         results = {}
         for ph in ("crash", "resume1", "resume"):
             f = Path(str(p["result"]).format(phase=ph))
-            if f.exists():
-                results[ph] = json.loads(f.read_text())
+            parsed = _json_lines(f)
+            if parsed:
+                results[ph] = parsed[-1]
         report["trials"].append(
             {"seed": seed, "thread": thread, "plan": plan, "statuses": statuses, "kills": kills, "results": results,
+             "errors": err.read_text()[-3000:] if err.exists() else "",
              "seconds": round(time.monotonic() - t0, 2)}
         )
     print(json.dumps(report))
