@@ -19,8 +19,11 @@ sees it, the tool's signature does not change. After the step, the same token
 is refused by the service; the audit trail records ``credential.issued`` /
 ``credential.revoked`` with a token digest, never the token.
 
-Because ``Warden`` puts its built-in ``LocalTokenProvider`` first, tools are
-sent to the custom provider with ``warden.broker.route(tool, "hmac")``.
+Which provider serves which tool is configuration: ``Warden``'s built-in
+``LocalTokenProvider`` ("local") stays the default, and
+``Warden.open(..., providers=[HmacTokenProvider(...)], routes={"billing_report": "hmac"})``
+sends this one tool to the custom provider (``default_provider="hmac"`` would
+send every tool there).
 
 Run it (from the repository root)::
 
@@ -202,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     service = BillingService()
     provider = HmacTokenProvider(service)
     tokens: list[str] = []
-    with Warden.open(url, ephemeral_keys=True, providers=[provider]) as warden:
-        warden.broker.route("billing_report", "hmac")  # the built-in LocalTokenProvider is the default
+    with Warden.open(url, ephemeral_keys=True, providers=[provider],
+                     routes={"billing_report": "hmac"}) as warden:  # other tools keep the built-in "local"
         warden.tools.register(ToolSpec("billing_report", scopes=("billing:read",), idempotent=True))
         graph = build(warden, service, tokens)
 

@@ -13,15 +13,39 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "examples" / "notebooks").glob("*.ipynb"))
 NAMES = [p.name for p in NOTEBOOKS]
 
+#: Lines each notebook must print (stream output) when it runs.
+EXPECTED_TEXT = {
+    "guided_tour.ipynb": [
+        "delete_order  [error] Denied by policy",
+        "credential.revoked",
+        "state after reopening:",
+        "verification: OK",
+    ],
+    "audit_investigation.ipynb": [
+        "replayed:    ['notify_finance', 'post_status_update']",
+        "ran without authorisation:   []",
+        "verification: OK",
+        "approver-rewritten: verification: FAILED",
+        "export-attempt-deleted: verification: FAILED",
+        "approver-rewritten-and-rehashed: verification: FAILED",
+        "bad_signature",
+        "approver on record: eve@finance.example",
+        "trail verified: False",
+    ],
+}
+
 
 def test_the_two_notebooks_exist():
     assert {"guided_tour.ipynb", "audit_investigation.ipynb"} <= set(NAMES)
+    assert set(NAMES) <= set(EXPECTED_TEXT), "a new notebook needs its expected output here"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_stored_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata.kernelspec.name == "python3"
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: stored with outputs"
@@ -29,16 +53,25 @@ def test_stored_without_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_executes_and_shows_the_audit_trail(path, tmp_path):
+    stored = path.read_bytes()
     copy = tmp_path / path.name
     shutil.copy(path, copy)
     nb = nbformat.read(copy, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert path.read_bytes() == stored, "executing must not write back to the stored notebook"
+
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
     assert not errors, errors
-    html = [o["data"]["text/html"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+
+    html = [o["data"]["text/html"] for o in outputs
             if o.output_type in ("execute_result", "display_data") and "text/html" in o.get("data", {})]
-    assert any("audit trail" in h.lower() or "ticket-42" in h or "tour-1" in h for h in html), "no audit HTML in outputs"
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream")
-    assert "verification: OK" in text
+    trails = [h for h in html if "Audit trail of" in h]
+    assert trails, "no audit trail HTML (warden.audit(thread) as a cell's last expression) in the outputs"
+    assert "signatures and hash chain verified" in trails[0]
     if path.name == "audit_investigation.ipynb":
-        assert "verification: FAILED" in text and "trail verified: False" in text
+        assert "VERIFICATION FAILED" in trails[-1], "the tampered copy's trail must render as failed"
+
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    for line in EXPECTED_TEXT[path.name]:
+        assert line in text, f"{line!r} missing from {path.name}'s output:\n{text}"

@@ -50,6 +50,8 @@ from langgraph.types import Command
 
 from langgraph_warden.events import EventKind
 from langgraph_warden.guards.approval import approve
+from langgraph_warden.guards.policy import DEFAULT_REGO_POLICY
+from langgraph_warden.guards.rego import RegoEngine
 from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
@@ -77,6 +79,9 @@ SCRIPT = [
 ]
 #: tool call id -> tool
 CALLS = {c["id"]: c["name"] for t in SCRIPT for c in t.tool_calls}
+
+#: The shipped default policy's text, read once by the batch parent (see ``_policy_source``).
+_POLICY_SOURCE: str | None = None
 
 KINDS = ("before_effect", "after_effect", "after_completed", "after_approval", "node", "timer")
 #: Upper bound of the timer delay (seconds after the process opened the database): a run takes ~0.25-0.4 s.
@@ -312,7 +317,8 @@ def run_phase(url: str, thread: str, directory: str, seed: int, phase: str) -> N
     armed = plan if phase == "crash" else None
     killer = _Killer(armed, p["kills"])
     t0 = time.monotonic()
-    with Warden.open(url, ephemeral_keys=True) as warden:
+    policy = RegoEngine.from_source(_POLICY_SOURCE, filename=str(DEFAULT_REGO_POLICY)) if _POLICY_SOURCE else None
+    with Warden.open(url, ephemeral_keys=True, policy=policy) as warden:
         before = [e.kind for e in warden.ledger.events(thread) if not e.kind.startswith(("checkpoint.", "writes."))]
         graph = build(warden, directory, thread, killer)
         if phase == "crash":
@@ -379,7 +385,20 @@ def _json_lines(path: Path) -> list[Any]:
     return out
 
 
+def _policy_source() -> str:
+    """The default policy's text, read once: the working tree is shared with other people, and a
+    child must not read the file in the instant an editor rewrites it (seen as 'Invalid file')."""
+    for _ in range(50):
+        text = DEFAULT_REGO_POLICY.read_text(encoding="utf-8")
+        if text.strip():
+            return text
+        time.sleep(0.1)
+    raise SystemExit(f"{DEFAULT_REGO_POLICY} stayed empty")
+
+
 def batch(spec_path: str) -> None:
+    global _POLICY_SOURCE
+    _POLICY_SOURCE = _policy_source()
     spec = json.loads(Path(spec_path).read_text())
     url, directory = spec["url"], spec["dir"]
     report: dict[str, Any] = {"url": url, "trials": []}
