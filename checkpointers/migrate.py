@@ -40,22 +40,37 @@ def current_revision(conn: Connection) -> str | None:
     return ctx.get_current_revision()
 
 
-def upgrade(engine: Engine) -> str:
-    """Bring the schema to the package's head revision; return that revision."""
-    script = ScriptDirectory.from_config(_config())
-    with engine.connect() as probe:
-        current = current_revision(probe)
-    known = {rev.revision for rev in script.walk_revisions()}
-    head = script.get_current_head()
+def _check_known(current: str | None, known: set[str], head: str) -> None:
     if current is not None and current not in known:
         raise SchemaVersionError(
             f"the database schema is at revision {current!r}, which this langgraph-warden does not know "
             f"(its newest is {head!r}): it was written by a newer version. Upgrade langgraph-warden; "
             "it will not modify a schema it does not understand."
         )
+
+
+def upgrade(engine: Engine) -> str:
+    """Bring the schema to the package's head revision; return that revision.
+
+    Safe when many workers start at once: on PostgreSQL the upgrade runs under a
+    transaction-scoped advisory lock and re-reads the revision once it holds it
+    (SQLite serialises writers with ``BEGIN IMMEDIATE``).
+    """
+    script = ScriptDirectory.from_config(_config())
+    known = {rev.revision for rev in script.walk_revisions()}
+    head = script.get_current_head() or ""
+    with engine.connect() as probe:
+        current = current_revision(probe)
+    _check_known(current, known, head)
     if current == head:
         return head
     with engine.execution_options(**WRITE).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('langgraph-warden:' || current_schema()))")
+        current = current_revision(conn)
+        _check_known(current, known, head)
+        if current == head:
+            return head
         cfg = _config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

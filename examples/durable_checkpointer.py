@@ -5,7 +5,9 @@ What it shows
 A plain LangGraph graph (no tools, no agent) checkpointed by ``WardenSaver``::
 
     # before:  checkpointer = SqliteSaver(sqlite3.connect("app.db", check_same_thread=False))
+    #     or:  checkpointer = PostgresSaver.from_conn_string("postgresql://app@db/app")
     checkpointer = WardenSaver.from_url("sqlite:///app.db", key_store=EphemeralKeyStore())
+    #     or:  WardenSaver.from_url("postgresql+psycopg://app@db/app", ...)
 
 Everything else is ordinary LangGraph:
 
@@ -13,8 +15,10 @@ Everything else is ordinary LangGraph:
 2. an **async** run (``await graph.ainvoke``) on another thread, with the same saver;
 3. ``graph.get_state_history(config)`` — every checkpoint, read back and verified
    against the signed event history before it is returned;
-4. ``saver.ledger.verify()`` — offline verification of the whole history
-   (hash chain, Ed25519 signatures, rows match their recorded digests).
+4. ``checkpointer.ledger.verify()`` — offline verification of the whole history
+   (hash chain, Ed25519 signatures, rows match their recorded digests);
+5. the same from a shell, in another process: ``warden audit verify --db URL``
+   (exit code 0 when the history verifies, 1 on any failure).
 
 ``EphemeralKeyStore()`` is an in-memory signing key for demos and tests; in
 production leave ``key_store`` out and the key lives in the OS keyring.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import operator
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print("3. graph.get_state_history(config)  (each checkpoint verified on read)")
         history = list(graph.get_state_history(sync_cfg))
         for snap in history:
-            print(f"   step {snap.metadata['step']:>2}  next={list(snap.next)!s:12} steps so far={snap.values.get('steps')}")
+            print(f"   step {snap.metadata['step']:>2}  next={list(snap.next)!s:14} steps so far={snap.values.get('steps')}")
         ahistory = asyncio.run(_collect(graph.aget_state_history(async_cfg)))
         print(f"   async thread: {len(ahistory)} checkpoints (graph.aget_state_history)")
 
@@ -109,11 +114,20 @@ def main(argv: list[str] | None = None) -> int:
         head = checkpointer.ledger.head("post-sync")
         print(f"   signed head of post-sync: seq {head.seq} {head.hash[:23]}... key {head.key_id}")
 
+    print(f"5. $ warden audit verify --db {url}")
+    # `python -m langgraph_warden.cli` is the `warden` command; needs only the database, no key.
+    cli = subprocess.run([sys.executable, "-m", "langgraph_warden.cli", "audit", "verify", "--db", url],
+                         capture_output=True, text=True, timeout=60)
+    for line in (cli.stdout + cli.stderr).splitlines():
+        print(f"   | {line}")
+    print(f"   exit code {cli.returncode}")
+
     ok = (
         out["steps"] == ["draft", "review", "publish"]
         and aout["steps"] == ["draft", "review", "publish"]
         and len(history) == 5 == len(ahistory)
         and report.ok
+        and cli.returncode == 0
     )
     print("RESULT: sync + async runs checkpointed, history read back, verification OK" if ok else "RESULT: FAILED")
     return 0 if ok else 1

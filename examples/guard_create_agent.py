@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         interrupts = result.get("__interrupt__", [])
         print(f"2. paused with {len(interrupts)} interrupts at once:")
         for i in interrupts:
-            print(f"  APPROVAL NEEDED {i.value['tool']} {i.value['args']} reasons={i.value['reasons']} (interrupt id {i.id[:12]}...)")
+            print(f"  APPROVAL NEEDED {i.value['tool']} {i.value['args']} reasons={i.value['reasons']}"
+                  f" (interrupt id {i.id[:12]}...)")
 
         print("3. resume both in one Command(resume={interrupt.id: decision, ...})")
         decisions = {}

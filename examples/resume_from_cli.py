@@ -14,9 +14,9 @@ history are in the database; nothing is lost if the process goes away. Then:
 
       warden approvals list   --db URL --format json
       warden approvals decide THREAD REQUEST_ID --approve --as bob@example.com \\
-          --db URL --graph examples.resume_from_cli:graph --ephemeral-keys
+          --db URL --graph examples.resume_from_cli:build_graph --ephemeral-keys
 
-  ``--graph module:attribute`` names :func:`graph` below: a factory whose first
+  ``--graph module:attribute`` names :func:`build_graph` below: a factory whose first
   parameter is called ``warden``, so the CLI passes it the ``Warden`` it opened
   and the factory wires ``warden.guard`` and ``warden.checkpointer`` into the
   same graph the application uses. ``--ephemeral-keys`` signs the CLI's events
@@ -56,7 +56,7 @@ from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
 REPO = Path(__file__).resolve().parents[1]
-GRAPH_REF = "examples.resume_from_cli:graph"
+GRAPH_REF = "examples.resume_from_cli:build_graph"
 
 SCRIPT = [
     AIMessage(content="", tool_calls=[
@@ -76,8 +76,8 @@ def issue_refund(order_id: str, amount_cents: int) -> str:
     return f"refunded {amount_cents} cents on {order_id}"
 
 
-def graph(warden: Warden):
-    """The application's graph factory — also what ``--graph examples.resume_from_cli:graph`` loads."""
+def build_graph(warden: Warden):
+    """The application's graph factory — also what ``--graph examples.resume_from_cli:build_graph`` loads."""
     if "issue_refund" not in warden.tools:
         warden.tools.register(ToolSpec("issue_refund", irreversible=True))
     model = ScriptedChatModel(script=SCRIPT)
@@ -133,14 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"database: {url}")
 
     with Warden.open(url, ephemeral_keys=True) as warden:  # ephemeral keys: demo only
-        g = graph(warden)
+        g = build_graph(warden)
         print("1. two runs pause for approval")
-        pause(warden, g, "thread-a")
         pause(warden, g, "thread-b")
-
-        # The CLI lists thread-b's request in another process while we resume thread-a here.
+        # From here on, another process (the CLI) lists thread-b's request while this one works on thread-a.
         list_args = ("approvals", "list", "--db", url, "--thread", "thread-b", "--format", "json")
         listing = warden_cli(*list_args)
+        pause(warden, g, "thread-a")
 
         print("2. thread-a: resume from Python")
         (req,) = warden.pending_approvals("thread-a")

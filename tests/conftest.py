@@ -92,7 +92,7 @@ def pytest_runtest_logreport(report):
         if "postgres" in report.keywords:
             if report.passed:
                 _pg_outcomes["passed"] += 1
-            elif report.skipped:
+            elif report.skipped and not hasattr(report, "wasxfail"):
                 _pg_outcomes["skipped"] += 1
             else:
                 _pg_outcomes["failed"] += 1

@@ -18,10 +18,12 @@ EXAMPLES = {
                           "DENIED  delete_order", "APPROVAL NEEDED issue_refund"],
     "guard_create_agent.py": ["RESULT: two approvals paused at once and were resumed together",
                               "paused with 2 interrupts at once"],
-    "durable_checkpointer.py": ["RESULT: sync + async runs checkpointed, history read back, verification OK"],
+    "durable_checkpointer.py": ["RESULT: sync + async runs checkpointed, history read back, verification OK",
+                                "$ warden audit verify --db", "| OK 2 thread(s)"],
     "resume_from_cli.py": ["RESULT: resumed from Python and from the CLI", "approved apr_"],
     "opa_server.py": ["RESULT: OPA decided while up; fail-closed deny while down", "policy_unavailable, opa_connection_error"],
-    "cedar_policy.py": ["RESULT: Cedar allowed, denied and gated the calls as expected", "decided by: ['cedar']"],
+    "cedar_policy.py": ["RESULT: Cedar allowed, denied and gated the calls as expected", "decided by: ['cedar']",
+                        "(four_eyes)", "non_eu_order", "pii_outside_support"],
     "custom_credential_provider.py": ["RESULT: custom provider issued, the tool used, the guard revoked",
                                       "refused (revoked)"],
 }
@@ -45,6 +47,7 @@ def test_example_runs(script, tmp_path):
     )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
     for line in EXAMPLES[script]:
         assert line in proc.stdout, f"{line!r} missing from:\n{proc.stdout}"
     assert (tmp_path / "example.db").exists()  # --db was honoured

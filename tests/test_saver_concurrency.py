@@ -103,14 +103,6 @@ def test_first_setup_racing_another_first_setup(db_url, request):
     Deterministic: the first saver's migration transaction is held open (a
     ``commit`` hook pauses it) while the second saver runs ``from_url``.
     """
-    if "postgres" in request.node.callspec.id:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="saver bug: migrate.upgrade does not serialise concurrent first-time setups on PostgreSQL; "
-                "the loser fails with DuplicateTable/UniqueViolation on warden_alembic_version",
-            )
-        )
     first = WardenSaver.from_url(db_url, key_store=EphemeralKeyStore(), setup=False)
     inside = threading.Event()
     fired: list[bool] = []
