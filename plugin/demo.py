@@ -416,6 +416,8 @@ class _Demo:
 
 def run_demo(db: str | None = None, *, decide: str = "prompt", console: Console | None = None) -> int:
     """Run the demo; ``decide`` is "prompt", "approve" or "reject". Returns the exit code."""
+    if decide not in ("prompt", "approve", "reject"):
+        raise ValueError(f"decide={decide!r} is not one of 'prompt', 'approve', 'reject'")
     workdir = Path(tempfile.mkdtemp(prefix="warden-demo-"))
     url = db or f"sqlite:///{workdir / 'warden-demo.db'}"
     if db and db.startswith("postgresql"):

@@ -26,7 +26,6 @@ from .events import EventDraft, EventKind
 from .guards.approval import ApprovalRequest
 from .guards.credentials import CredentialBroker, CredentialProvider, LocalTokenProvider, revoke_outstanding
 from .guards.guard import ToolGuard
-from .guards.middleware import WardenMiddleware
 from .guards.policy import PolicyEngine
 from .guards.tools import ToolRegistry
 from .identity import EphemeralWorkloadKeyStore, KeyringWorkloadKeyStore, LocalIdentityProvider, WorkloadKeyStore
@@ -149,8 +148,13 @@ class Warden:
     def checkpointer(self) -> WardenSaver:
         return self.saver
 
-    def middleware(self) -> WardenMiddleware:
-        """Middleware for ``langchain.agents.create_agent(..., middleware=[warden.middleware()])``."""
+    def middleware(self) -> Any:
+        """Middleware for ``langchain.agents.create_agent(..., middleware=[warden.middleware()])``.
+
+        Imported here: ``langchain.agents`` costs ~0.7 s to import and only this path needs it.
+        """
+        from .guards.middleware import WardenMiddleware
+
         return WardenMiddleware(self.guard)
 
     # ------------------------------------------------------------------ runs
