@@ -387,11 +387,12 @@ class ToolGuard:
         call = request.tool_call
         thread_id = str((self._config(request).get("configurable") or {}).get("thread_id") or "")
         tool_call_id = str(call.get("id") or "")
+        args_digest = canonical.digest(dict(call.get("args") or {}))
         flight = None
         if thread_id and tool_call_id:
-            flight = self._claim((thread_id, tool_call_id, canonical.digest(dict(call.get("args") or {}))))
+            flight = self._claim((thread_id, tool_call_id, args_digest))
         try:
-            plan = self._prepare_call(request)
+            plan = self._prepare_call(request, args_digest)
         except BaseException:
             self._flush(thread_id, tool_call_id)
             self._land(flight)
@@ -482,7 +483,7 @@ class ToolGuard:
         return ToolMessage(content=content, name=tool, tool_call_id=tool_call_id, status="error")
 
     # ------------------------------------------------------------- prepare
-    def _prepare_call(self, request: Any) -> _Plan:
+    def _prepare_call(self, request: Any, args_digest: str) -> _Plan:
         call = request.tool_call
         tool_call_id = str(call.get("id") or "")
         tool = call["name"]
@@ -497,7 +498,6 @@ class ToolGuard:
         thread_id = str(thread_id)
         if not tool_call_id:
             raise ConfigurationError(f"tool call to {tool!r} has no id; exactly-once recording needs the tool call id")
-        args_digest = canonical.digest(args)
         rec = _summarise(self.sink.events(thread_id, subject=tool_call_id), args_digest)
         base = dict(tool_call_id=tool_call_id, tool=tool, args_digest=args_digest)
 

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path

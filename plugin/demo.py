@@ -24,7 +24,6 @@ credentials, interrupts — is the real thing.
 from __future__ import annotations
 
 import json
-import operator
 import os
 import signal
 import subprocess
@@ -337,7 +336,7 @@ class _Demo:
         self.say(f"database: {self.db}  ·  keys: ephemeral (demo only; production reads them through keyring)")
         warden, graph, payments = self.open()
         with warden:
-            cfg = warden.start_run(
+            warden.start_run(
                 THREAD,
                 owner=OWNER,
                 intent="Resolve ticket OPS-1042: refund a duplicate charge and inform the customer",
