@@ -15,6 +15,9 @@ head it leaves with the workload's Ed25519 key: one signature per commit.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from contextlib import AbstractContextManager
+from functools import lru_cache
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,7 +40,7 @@ from langgraph_warden.errors import IntegrityError, LedgerAppendError
 from langgraph_warden.keys import KeyStore, SigningKey, b64u
 
 from . import schema
-from .engine import WRITE, write_lock
+from .engine import WRITE, DirectTx, direct_postgres, direct_sqlite, is_sqlite, write_lock
 from .rawsql import EV_COLS, EvRow, Raw
 
 __all__ = ["Ledger", "VerificationReport", "checkpoint_subject"]
@@ -52,6 +55,42 @@ _EVENT_COLS = (
     schema.events.c.key_store,
     schema.events.c.signature,
 )
+
+
+_EV_INSERT_COLS = "thread_id, seq, checkpoint_ns, kind, subject, ts, body, hash, key_id, key_store, signature"
+
+
+@lru_cache(maxsize=None)
+def _pg_type(table: str, column: str) -> str:
+    """The PostgreSQL type of a schema column (the one-statement append casts its parameters)."""
+    from sqlalchemy.dialects import postgresql
+
+    return schema.metadata.tables[table].c[column].type.compile(dialect=postgresql.dialect())
+
+
+class _HeadCache:
+    """A bounded, thread-safe map thread_id -> (seq, hash) of recently committed heads."""
+
+    _SIZE = 4096
+
+    def __init__(self) -> None:
+        self._data: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, thread_id: str) -> tuple[int, str] | None:
+        with self._lock:
+            return self._data.get(thread_id)
+
+    def put(self, thread_id: str, head: tuple[int, str]) -> None:
+        with self._lock:
+            self._data[thread_id] = head
+            self._data.move_to_end(thread_id)
+            if len(self._data) > self._SIZE:
+                self._data.popitem(last=False)
+
+    def pop(self, thread_id: str) -> None:
+        with self._lock:
+            self._data.pop(thread_id, None)
 
 
 def checkpoint_subject(checkpoint_ns: str, checkpoint_id: str) -> str:
@@ -119,25 +158,26 @@ class Ledger:
         self._registered: set[str] = set()
         self._keys_cache: dict[str, PublicKeyInfo] = {}
         self._lock = threading.Lock()
+        self._direct = direct_sqlite(engine) if is_sqlite(engine) else None
+        self._direct_pg = direct_postgres(engine) if engine.dialect.name == "postgresql" else None
+        # Chain heads this process committed last: the one-statement append's expectation.
+        self._heads = _HeadCache()
+        self._stripes = [threading.Lock() for _ in range(64)]
 
     # ------------------------------------------------------------------ keys
     def signing_key(self) -> SigningKey:
         return self._key_store.signing_key()
 
-    def _ensure_key(self, conn: Connection, key: SigningKey) -> None:
+    def _ensure_key(self, conn: Connection | DirectTx, key: SigningKey) -> None:
         if key.key_id in self._registered:
             return
-        exists = conn.execute(select(schema.keys.c.key_id).where(schema.keys.c.key_id == key.key_id)).first()
-        if exists is None:
-            conn.execute(
-                insert(schema.keys).values(
-                    key_id=key.key_id,
-                    algorithm="Ed25519",
-                    public_key=key.public_key,
-                    workload_id=self.workload_id,
-                    store_kind=key.store_kind,
-                    created_at=datetime.now(timezone.utc),
-                )
+        raw = Raw(conn)
+        if raw.one("SELECT key_id FROM warden_keys WHERE key_id = ?", (key.key_id,)) is None:
+            raw.run(
+                "INSERT INTO warden_keys (key_id, algorithm, public_key, workload_id, store_kind, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (key.key_id, "Ed25519", key.public_key, self.workload_id, key.store_kind,
+                 raw.timestamp(datetime.now(timezone.utc))),
             )
         with self._lock:
             self._registered.add(key.key_id)
@@ -176,11 +216,16 @@ class Ledger:
             for r in rows
         }
 
-    def _key_info(self, conn: Connection, key_id: str) -> dict[str, PublicKeyInfo]:
+    def _key_info(self, conn: Connection | DirectTx, key_id: str) -> dict[str, PublicKeyInfo]:
         # Keys are immutable once registered, so a per-process cache is safe.
         info = self._keys_cache.get(key_id)
         if info is None:
-            fresh = self.public_keys(conn)
+            if isinstance(conn, DirectTx):
+                # A key that signed a visible event was committed before it: a fresh read sees it.
+                with self._engine.connect() as fresh_conn:
+                    fresh = self.public_keys(fresh_conn)
+            else:
+                fresh = self.public_keys(conn)
             with self._lock:
                 self._keys_cache.update(fresh)
             info = fresh.get(key_id)
@@ -203,19 +248,11 @@ class Ledger:
             return 0, GENESIS_HASH
         return int(row[0]), row[1]
 
-    def append_in(self, conn: Connection, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
-        """Append ``drafts`` to ``thread_id``'s chain inside the caller's transaction.
-
-        The last appended event carries the signature of the new chain head.
-        """
-        if not drafts:
-            return []
-        key = self.signing_key()
-        self._ensure_key(conn, key)
-        raw = Raw(conn)
-        seq, prev = self._lock_head(raw, thread_id)
+    def _chain(
+        self, key: SigningKey, thread_id: str, drafts: Sequence[EventDraft], seq: int, prev: str, stamp: Any
+    ) -> tuple[list[Event], list[list[Any]], int, str]:
+        """Hash ``drafts`` onto the head (seq, prev) and sign the new head: events, rows, new seq, new hash."""
         now = datetime.now(timezone.utc)
-        stamp = raw.timestamp(now)
         out: list[Event] = []
         rows: list[list[Any]] = []
         for draft in drafts:
@@ -231,23 +268,106 @@ class Ledger:
                 ts=now,
             )
             out.append(ev)
-            rows.append([thread_id, seq, draft.checkpoint_ns, draft.kind, draft.subject, stamp, body, ev.hash, None, None, None])
+            rows.append([thread_id, seq, draft.checkpoint_ns, draft.kind, draft.subject, stamp(now), body, ev.hash, None, None, None])
             prev = ev.hash
         signature = b64u(key.sign(head_signing_bytes(thread_id, seq, prev, key.key_id, key.store_kind)))
         rows[-1][8:11] = [key.key_id, key.store_kind, signature]
+        return out, rows, seq, prev
+
+    def _thread_lock(self, thread_id: str) -> threading.Lock:
+        return self._stripes[hash(thread_id) % len(self._stripes)]
+
+    def append_in(self, conn: Connection | DirectTx, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
+        """Append ``drafts`` to ``thread_id``'s chain inside the caller's transaction.
+
+        The last appended event carries the signature of the new chain head.
+        """
+        if not drafts:
+            return []
+        key = self.signing_key()
+        self._ensure_key(conn, key)
+        raw = Raw(conn)
+        seq, prev = self._lock_head(raw, thread_id)
+        out, rows, seq, prev = self._chain(key, thread_id, drafts, seq, prev, raw.timestamp)
         raw.many(
-            "INSERT INTO warden_events (thread_id, seq, checkpoint_ns, kind, subject, ts, body, hash, key_id, "
-            "key_store, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         raw.run("UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ?", (seq, prev, thread_id))
+        self._heads.put(thread_id, (seq, prev))
         return out
+
+    def try_append_one_statement(
+        self,
+        thread_id: str,
+        drafts: Sequence[EventDraft],
+        inserts: Sequence[tuple[str, Sequence[str], Sequence[Any]]] = (),
+    ) -> list[Event] | None:
+        """PostgreSQL: insert ``inserts`` (table, columns, values) and append ``drafts`` in ONE statement.
+
+        Why: one autocommit statement is one round trip and one commit. The
+        statement is a CTE whose first part advances the chain head *only if it
+        is still the head this process last saw*; every insert selects from that
+        part, so when another writer moved the head nothing at all is written.
+        A duplicate row raises a unique violation, which also writes nothing.
+        Either way this returns ``None`` and the caller takes the locking path
+        (:meth:`append_in` inside a transaction), which decides idempotency.
+        """
+        import psycopg
+
+        if self._direct_pg is None or not drafts:
+            return None
+        key = self.signing_key()
+        if key.key_id not in self._registered:
+            return None  # the locking path registers the key first
+        try:
+            # Appends of one thread from this process take turns (LangGraph saves a step's writes and
+            # its checkpoint from different threads): only another process can move the head under us.
+            with self._thread_lock(thread_id), self._direct_pg.connection() as pg:
+                head = self._heads.get(thread_id)
+                if head is None:
+                    found = pg.execute("SELECT seq, hash FROM warden_heads WHERE thread_id = %s", (thread_id,)).fetchone()
+                    head = (int(found[0]), found[1]) if found else None
+                seq0, prev0 = head if head is not None else (0, GENESIS_HASH)
+                events, rows, seq, prev = self._chain(key, thread_id, drafts, seq0, prev0, lambda ts: ts)
+                if head is None:
+                    parts = [
+                        "hd AS (INSERT INTO warden_heads (thread_id, seq, hash) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (thread_id) DO NOTHING RETURNING 1)"
+                    ]
+                    params: list[Any] = [thread_id, seq, prev]
+                else:
+                    parts = [
+                        "hd AS (UPDATE warden_heads SET seq = %s, hash = %s "
+                        "WHERE thread_id = %s AND seq = %s AND hash = %s RETURNING 1)"
+                    ]
+                    params = [seq, prev, thread_id, seq0, prev0]
+                ev_cols = [c.strip() for c in _EV_INSERT_COLS.split(",")]
+                for i, (table, cols, values) in enumerate(
+                    [*inserts, *(("warden_events", ev_cols, r) for r in rows)]
+                ):
+                    casts = ", ".join(f"CAST(%s AS {_pg_type(table, c)})" for c in cols)
+                    parts.append(f"i{i} AS (INSERT INTO {table} ({', '.join(cols)}) SELECT {casts} FROM hd RETURNING 1)")
+                    params.extend(values)
+                ok = pg.execute("WITH " + ", ".join(parts) + " SELECT count(*) FROM hd", params).fetchone()[0]
+        except psycopg.errors.UniqueViolation:
+            ok = 0
+        if not ok:
+            self._heads.pop(thread_id)
+            return None
+        self._heads.put(thread_id, (seq, prev))
+        return events
 
     def append(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
         """EventSink: append in its own transaction; durable when this returns."""
         try:
-            with write_lock(self._engine), self._write_engine.begin() as conn:
-                return self.append_in(conn, thread_id, drafts)
+            fast = self.try_append_one_statement(thread_id, drafts)
+            if fast is not None:
+                return fast
+            if self._direct is not None:
+                return self._direct.run_write(self.append_in, thread_id, drafts)
+            with self._write_engine.begin() as tx:
+                return self.append_in(tx, thread_id, drafts)
         except IntegrityError:
             raise
         except Exception as exc:
@@ -256,48 +376,49 @@ class Ledger:
             ) from exc
 
     async def aappend(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
-        if self._async_engine is None or self._engine.dialect.name == "sqlite":
-            import asyncio
+        # One thread hop per append: SQLite's writer and PostgreSQL's one-statement path are sync.
+        import asyncio
 
-            return await asyncio.to_thread(self.append, thread_id, drafts)
-        try:
-            async with self._async_engine.execution_options(**WRITE).begin() as conn:
-                return await conn.run_sync(self.append_in, thread_id, drafts)
-        except Exception as exc:
-            raise LedgerAppendError(
-                f"could not append {[d.kind for d in drafts]} to thread {thread_id!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+        return await asyncio.to_thread(self.append, thread_id, drafts)
 
     # ------------------------------------------------------------------ read
     def events_in(
         self,
-        conn: Connection,
+        conn: Connection | DirectTx,
         thread_id: str,
         *,
         kinds: Sequence[str] | None = None,
         after_seq: int = 0,
         subject: str | None = None,
     ) -> list[Event]:
-        q = select(schema.events.c.body, schema.events.c.hash).where(
-            schema.events.c.thread_id == thread_id, schema.events.c.seq > after_seq
-        )
+        sql = "SELECT body, hash FROM warden_events WHERE thread_id = ? AND seq > ?"
+        params: list[Any] = [thread_id, after_seq]
         if kinds:
-            q = q.where(schema.events.c.kind.in_(list(kinds)))
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params.extend(kinds)
         if subject is not None:
-            q = q.where(schema.events.c.subject == subject)
-        return [Event.from_body(bytes(r.body), r.hash) for r in conn.execute(q.order_by(schema.events.c.seq))]
+            sql += " AND subject = ?"
+            params.append(subject)
+        return [Event.from_body(bytes(body), hash_) for body, hash_ in Raw(conn).all(sql + " ORDER BY seq", params)]
+
+    def _read_tx(self) -> AbstractContextManager[Connection | DirectTx]:
+        if self._direct is not None:
+            return self._direct.read()
+        return self._engine.connect()
 
     def events(
         self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0, subject: str | None = None
     ) -> list[Event]:
-        with self._engine.connect() as conn:
+        with self._read_tx() as conn:
             return self.events_in(conn, thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
 
     async def aevents(
         self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0, subject: str | None = None
     ) -> list[Event]:
-        if self._async_engine is None:
-            return self.events(thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
+        if self._async_engine is None or self._direct is not None:
+            import asyncio
+
+            return await asyncio.to_thread(self.events, thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
         async with self._async_engine.connect() as conn:
             return await conn.run_sync(
                 lambda c: self.events_in(c, thread_id, kinds=kinds, after_seq=after_seq, subject=subject)

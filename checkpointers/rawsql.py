@@ -1,4 +1,4 @@
-"""Hot-path SQL on the transaction's own DBAPI connection.
+"""Hot-path SQL on the transaction's own DBAPI connection (or a :class:`~.engine.DirectTx`).
 
 Why: a checkpointer runs a handful of statements per graph step. Through
 SQLAlchemy Core each costs ~150 µs of Python (parameter processing, result
@@ -16,6 +16,8 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 from sqlalchemy import Connection
+
+from .engine import DirectTx
 
 __all__ = ["Raw", "CpRow", "WrRow", "EvRow", "CP_COLS", "WR_COLS", "EV_COLS"]
 
@@ -41,10 +43,14 @@ class Raw:
 
     __slots__ = ("_cursor", "_mark", "sqlite")
 
-    def __init__(self, conn: Connection) -> None:
-        self.sqlite = conn.dialect.name == "sqlite"
+    def __init__(self, conn: Connection | DirectTx) -> None:
+        if isinstance(conn, DirectTx):
+            self.sqlite = conn.sqlite
+            self._cursor = conn.cursor
+        else:
+            self.sqlite = conn.dialect.name == "sqlite"
+            self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         self._mark = "?" if self.sqlite else "%s"
-        self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         cur = self._cursor

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -53,7 +54,7 @@ from langgraph_warden.events import EventDraft, EventKind
 from langgraph_warden.keys import KeyringKeyStore, KeyStore
 
 from . import migrate, schema
-from .engine import WRITE, engines_from, is_sqlite, make_engines, write_lock
+from .engine import WRITE, DirectTx, direct_sqlite, engines_from, is_sqlite, make_engines, write_lock
 from .ledger import Ledger, checkpoint_subject
 from .rawsql import CP_COLS, WR_COLS, CpRow, Raw, WrRow
 from .rows import checkpoint_digest, row_checkpoint_digest, row_write_digest, write_digest
@@ -76,12 +77,18 @@ _SQL_CP_UPDATE = (
     "UPDATE warden_checkpoints SET parent_checkpoint_id = ?, run_id = ?, type = ?, checkpoint = ?, metadata_type = ?, "
     "metadata = ?, digest = ? WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
 )
+_CP_COL_LIST = tuple(c.strip() for c in CP_COLS.split(","))
+_WR_COL_LIST = tuple(c.strip() for c in WR_COLS.split(","))
 _SQL_WRITES = (
     f"SELECT {WR_COLS} FROM warden_writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
     "ORDER BY task_path, task_id, idx"
 )
 _SQL_TASK_WRITE_DIGESTS = (
     "SELECT idx, digest FROM warden_writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND task_id = ?"
+)
+_SQL_WRITE_UPDATE = (
+    "UPDATE warden_writes SET channel = ?, type = ?, blob = ?, digest = ?, task_path = ? "
+    "WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND task_id = ? AND idx = ?"
 )
 _SQL_WRITES_INSERT = f"INSERT INTO warden_writes ({WR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
@@ -160,6 +167,9 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         self.verify_reads = verify_reads
         self._is_setup = False
         self._sqlite = is_sqlite(self._engine)
+        self._direct = direct_sqlite(self._engine) if self._sqlite else None
+        # PostgreSQL: new rows + event + head in one autocommit statement (see Ledger.try_append_one_statement).
+        self._one_statement = self._engine.dialect.name == "postgresql"
         # Digests this process wrote or verified: a row that still matches needs no chain walk.
         self._trusted: OrderedDict[tuple[str, str, str], list[Any]] = OrderedDict()
         self._trusted_lock = threading.Lock()
@@ -484,13 +494,10 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
                 self._remember((r.thread_id, r.checkpoint_ns, r.checkpoint_id), *digests[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)])
 
     # ---------------------------------------------------------- write (tx)
-    def _put_tx(
-        self,
-        conn: Connection,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-    ) -> RunnableConfig:
+    def _prepare_put(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Serialise a checkpoint: its row values (``CP_COLS`` order) and its ``checkpoint.saved`` payload."""
         conf = _configurable(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "") or ""
@@ -499,32 +506,56 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         md = get_checkpoint_metadata(config, metadata)
         md_type, md_blob = self.serde.dumps_typed(md)
         run_id = md.get("run_id")
+        run_id = str(run_id) if run_id is not None else None
         cid = checkpoint["id"]
         digest = checkpoint_digest(thread_id, ns, cid, parent_id, type_, blob, md_type, md_blob)
-        values = dict(
-            thread_id=thread_id,
-            checkpoint_ns=ns,
-            checkpoint_id=cid,
-            parent_checkpoint_id=parent_id,
-            run_id=str(run_id) if run_id is not None else None,
-            type=type_,
-            checkpoint=blob,
-            metadata_type=md_type,
-            metadata=md_blob,
-            digest=digest,
+        row = (thread_id, ns, cid, parent_id, run_id, type_, blob, md_type, md_blob, digest)
+        payload = {
+            "checkpoint_id": cid,
+            "parent_checkpoint_id": parent_id,
+            "step": md.get("step") if isinstance(md.get("step"), int) else None,
+            "source": md.get("source") if isinstance(md.get("source"), str) else None,
+            "run_id": run_id,
+            "digest": digest,
+            "replaced": False,
+        }
+        return row, payload
+
+    @staticmethod
+    def _saved_config(row: tuple[Any, ...]) -> RunnableConfig:
+        return {"configurable": {"thread_id": row[0], "checkpoint_ns": row[1], "checkpoint_id": row[2]}}
+
+    def _put_one_statement(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> RunnableConfig:
+        """PostgreSQL: a new checkpoint, its event and the chain head in one round trip; else the locking path."""
+        row, payload = self._prepare_put(config, checkpoint, metadata)
+        thread_id, ns, cid = row[0], row[1], row[2]
+        draft = EventDraft(
+            kind=EventKind.CHECKPOINT_SAVED, checkpoint_ns=ns, subject=checkpoint_subject(ns, cid), payload=payload
         )
+        if self.ledger.try_append_one_statement(thread_id, [draft], [("warden_checkpoints", _CP_COL_LIST, row)]) is None:
+            return self._write(self._put_tx, config, checkpoint, metadata, (row, payload))
+        self._remember((thread_id, ns, cid), row[-1])
+        return self._saved_config(row)
+
+    def _put_tx(
+        self,
+        conn: Connection | DirectTx,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        prepared: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+    ) -> RunnableConfig:
+        row, payload = prepared if prepared is not None else self._prepare_put(config, checkpoint, metadata)
+        thread_id, ns, cid, digest = row[0], row[1], row[2], row[-1]
         raw = Raw(conn)
         found = raw.one(_SQL_CP_DIGEST, (thread_id, ns, cid))
         existing = found[0] if found is not None else None
         if found is None:
-            raw.run(
-                _SQL_CP_INSERT,
-                (thread_id, ns, cid, parent_id, values["run_id"], type_, blob, md_type, md_blob, digest),
-            )
+            raw.run(_SQL_CP_INSERT, row)
         elif existing != digest:
             # LangGraph re-puts a checkpoint id only when replaying the same step; the
             # new version is recorded by its own event so the history keeps both digests.
-            raw.run(_SQL_CP_UPDATE, (parent_id, values["run_id"], type_, blob, md_type, md_blob, digest, thread_id, ns, cid))
+            raw.run(_SQL_CP_UPDATE, (*row[3:], thread_id, ns, cid))
         if found is None or existing != digest:
             self.ledger.append_in(
                 conn,
@@ -534,29 +565,17 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
                         kind=EventKind.CHECKPOINT_SAVED,
                         checkpoint_ns=ns,
                         subject=checkpoint_subject(ns, cid),
-                        payload={
-                            "checkpoint_id": cid,
-                            "parent_checkpoint_id": parent_id,
-                            "step": md.get("step") if isinstance(md.get("step"), int) else None,
-                            "source": md.get("source") if isinstance(md.get("source"), str) else None,
-                            "run_id": values["run_id"],
-                            "digest": digest,
-                            "replaced": found is not None,
-                        },
+                        payload={**payload, "replaced": found is not None},
                     )
                 ],
             )
         self._remember((thread_id, ns, cid), digest)
-        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
+        return self._saved_config(row)
 
-    def _put_writes_tx(
-        self,
-        conn: Connection,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str,
-    ) -> None:
+    def _prepare_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> list[tuple[Any, ...]]:
+        """Serialise a task's writes into rows (``WR_COLS`` order)."""
         conf = _configurable(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "") or ""
@@ -565,69 +584,71 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             raise ConfigurationError(
                 "config['configurable']['checkpoint_id'] is missing in put_writes; writes belong to a checkpoint"
             )
-        upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
-        raw = Raw(conn)
-        existing = {int(idx): d for idx, d in raw.all(_SQL_TASK_WRITE_DIGESTS, (thread_id, ns, cid, task_id))}
-        inserts: list[dict[str, Any]] = []
-        recorded: list[dict[str, Any]] = []
+        rows = []
         for i, (channel, value) in enumerate(writes):
             idx = WRITES_IDX_MAP.get(channel, i)
             type_, blob = self.serde.dumps_typed(value)
             digest = write_digest(thread_id, ns, cid, task_id, idx, task_path, channel, type_, blob)
-            row = dict(
-                thread_id=thread_id,
-                checkpoint_ns=ns,
-                checkpoint_id=cid,
-                task_id=task_id,
-                idx=idx,
-                task_path=task_path,
-                channel=channel,
-                type=type_,
-                blob=blob,
-                digest=digest,
-            )
+            rows.append((thread_id, ns, cid, task_id, idx, task_path, channel, type_, blob, digest))
+        return rows
+
+    def _writes_saved(self, rows: Sequence[tuple[Any, ...]], recorded: list[dict[str, Any]]) -> EventDraft:
+        thread_id, ns, cid, task_id, _idx, task_path = rows[0][:6]
+        self._remember((thread_id, ns, cid), writes={(task_id, r["idx"]): r["digest"] for r in recorded})
+        return EventDraft(
+            kind=EventKind.WRITES_SAVED,
+            checkpoint_ns=ns,
+            subject=checkpoint_subject(ns, cid),
+            payload={"checkpoint_id": cid, "task_id": task_id, "task_path": task_path, "rows": recorded},
+        )
+
+    def _put_writes_one_statement(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> None:
+        """PostgreSQL: new write rows, their event and the chain head in one round trip; else the locking path."""
+        rows = self._prepare_writes(config, writes, task_id, task_path)
+        if not rows:
+            return
+        if len({r[4] for r in rows}) == len(rows):
+            recorded = [{"idx": r[4], "channel": r[6], "digest": r[9]} for r in rows]
+            draft = self._writes_saved(rows, recorded)
+            inserts = [("warden_writes", _WR_COL_LIST, r) for r in rows]
+            if self.ledger.try_append_one_statement(rows[0][0], [draft], inserts) is not None:
+                return
+        self._write(self._put_writes_tx, config, writes, task_id, task_path, rows)
+
+    def _put_writes_tx(
+        self,
+        conn: Connection | DirectTx,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+        prepared: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        rows = prepared if prepared is not None else self._prepare_writes(config, writes, task_id, task_path)
+        if not rows:
+            return
+        thread_id, ns, cid = rows[0][:3]
+        upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
+        raw = Raw(conn)
+        existing = {int(idx): d for idx, d in raw.all(_SQL_TASK_WRITE_DIGESTS, (thread_id, ns, cid, task_id))}
+        inserts: list[tuple[Any, ...]] = []
+        recorded: list[dict[str, Any]] = []
+        for row in rows:
+            idx, channel, type_, blob, digest = row[4], row[6], row[7], row[8], row[9]
             if idx not in existing:
                 inserts.append(row)
                 existing[idx] = digest
             elif upsert and existing[idx] != digest:
-                conn.execute(
-                    update(_wr)
-                    .where(
-                        _wr.c.thread_id == thread_id,
-                        _wr.c.checkpoint_ns == ns,
-                        _wr.c.checkpoint_id == cid,
-                        _wr.c.task_id == task_id,
-                        _wr.c.idx == idx,
-                    )
-                    .values(channel=channel, type=type_, blob=blob, digest=digest, task_path=task_path)
-                )
+                raw.run(_SQL_WRITE_UPDATE, (channel, type_, blob, digest, task_path, thread_id, ns, cid, task_id, idx))
                 existing[idx] = digest
             else:
                 continue  # idempotent: a regular write is never overwritten
             recorded.append({"idx": idx, "channel": channel, "digest": digest})
-        if inserts:
-            raw.many(
-                _SQL_WRITES_INSERT,
-                [
-                    (r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"], r["task_id"], r["idx"], r["task_path"],
-                     r["channel"], r["type"], r["blob"], r["digest"])
-                    for r in inserts
-                ],
-            )
+        raw.many(_SQL_WRITES_INSERT, inserts)
         if recorded:
-            self._remember((thread_id, ns, cid), writes={(task_id, r["idx"]): r["digest"] for r in recorded})
-            self.ledger.append_in(
-                conn,
-                thread_id,
-                [
-                    EventDraft(
-                        kind=EventKind.WRITES_SAVED,
-                        checkpoint_ns=ns,
-                        subject=checkpoint_subject(ns, cid),
-                        payload={"checkpoint_id": cid, "task_id": task_id, "task_path": task_path, "rows": recorded},
-                    )
-                ],
-            )
+            self.ledger.append_in(conn, thread_id, [self._writes_saved(rows, recorded)])
 
     def _delete_thread_tx(self, conn: Connection, thread_id: str) -> None:
         self._forget_thread(thread_id)
@@ -801,9 +822,37 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         except OperationalError as exc:
             raise self._unavailable(exc) from None
 
+    def _read_hot(self, fn, *args):
+        """A read on the hot path: SQLite's raw reader connections (``fn`` uses only :class:`Raw`)."""
+        if self._direct is None:
+            return self._read(fn, *args)
+        try:
+            with self._direct.read() as tx:
+                return fn(tx, *args)
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    def _pg_call(self, fn, *args):
+        """Run a one-statement PostgreSQL write; a lost server is reported like the engine's errors."""
+        import psycopg
+
+        try:
+            return fn(*args)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    def _write_hot(self, fn, *args):
+        """A write on the hot path: SQLite's group-committing writer (``fn`` uses only :class:`Raw`)."""
+        if self._direct is None:
+            return self._write(fn, *args)
+        try:
+            return self._direct.run_write(fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Load a checkpoint (latest, or the one named in config), verified against the signed chain."""
-        return self._read(self._get_tuple_tx, config)
+        return self._read_hot(self._get_tuple_tx, config)
 
     def list(
         self,
@@ -825,7 +874,9 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return self._write(self._put_tx, config, checkpoint, metadata)
+        if self._one_statement:
+            return self._pg_call(self._put_one_statement, config, checkpoint, metadata)
+        return self._write_hot(self._put_tx, config, checkpoint, metadata)
 
     def put_writes(
         self,
@@ -834,7 +885,9 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         task_id: str,
         task_path: str = "",
     ) -> None:
-        self._write(self._put_writes_tx, config, writes, task_id, task_path)
+        if self._one_statement:
+            return self._pg_call(self._put_writes_one_statement, config, writes, task_id, task_path)
+        self._write_hot(self._put_writes_tx, config, writes, task_id, task_path)
 
     def delete_thread(self, thread_id: str) -> None:
         self._write(self._delete_thread_tx, str(thread_id))
@@ -869,6 +922,8 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             raise self._unavailable(exc) from None
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        if self._direct is not None:
+            return await asyncio.to_thread(self._read_hot, self._get_tuple_tx, config)
         return await self._aread(self._get_tuple_tx, config)
 
     async def alist(
@@ -891,6 +946,10 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
+        if self._direct is not None:
+            return await asyncio.to_thread(self._write_hot, self._put_tx, config, checkpoint, metadata)
+        if self._one_statement:
+            return await asyncio.to_thread(self._pg_call, self._put_one_statement, config, checkpoint, metadata)
         return await self._awrite(self._put_tx, config, checkpoint, metadata)
 
     async def aput_writes(
@@ -900,6 +959,10 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         task_id: str,
         task_path: str = "",
     ) -> None:
+        if self._direct is not None:
+            return await asyncio.to_thread(self._write_hot, self._put_writes_tx, config, writes, task_id, task_path)
+        if self._one_statement:
+            return await asyncio.to_thread(self._pg_call, self._put_writes_one_statement, config, writes, task_id, task_path)
         await self._awrite(self._put_writes_tx, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:

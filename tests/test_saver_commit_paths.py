@@ -1,0 +1,186 @@
+"""The saver's fast commit paths: SQLite group commit and PostgreSQL's one-statement append.
+
+Both are optimisations that must not change what is stored: every request is
+durable when it returns, a failing request affects nobody else, and whatever
+path a commit took, the chain verifies and resume-time verification passes.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from langgraph.checkpoint.base import empty_checkpoint
+
+from langgraph_warden.checkpointers import WardenSaver
+from langgraph_warden.checkpointers.engine import direct_sqlite
+from langgraph_warden.events import EventDraft
+from langgraph_warden.keys import EphemeralKeyStore
+
+from .conftest import pg_schema_url, requires_pg, sqlite_url
+
+
+def _checkpoint(counter: int) -> dict:
+    from langgraph.checkpoint.base.id import uuid6
+
+    cp = empty_checkpoint()
+    cp["id"] = str(uuid6())
+    cp["channel_values"] = {"counter": counter}
+    cp["channel_versions"] = {"counter": counter + 1}
+    return cp
+
+
+def _put_chain(saver: WardenSaver, thread_id: str, steps: int) -> dict:
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    for i in range(steps):
+        config = saver.put(config, _checkpoint(i), {"source": "loop", "step": i}, {})
+        saver.put_writes(config, [("counter", i + 1)], f"task-{i}")
+    return config
+
+
+# ------------------------------------------------------------------ SQLite group commit
+def test_group_commit_batches_concurrent_writers_and_keeps_every_write(tmp_path):
+    url = sqlite_url(tmp_path)
+    with WardenSaver.from_url(url, key_store=EphemeralKeyStore()) as saver:
+        direct = direct_sqlite(saver.engine)
+        before_commits, before_requests = direct.commits, direct.requests
+        threads = [f"gc-{i}" for i in range(8)]
+        barrier = threading.Barrier(len(threads))
+        errors: list[BaseException] = []
+
+        def work(tid: str) -> None:
+            try:
+                barrier.wait()
+                _put_chain(saver, tid, 15)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, args=(t,)) for t in threads]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60)
+        assert not errors, errors
+        requests = direct.requests - before_requests
+        commits = direct.commits - before_commits
+        assert requests == len(threads) * 15 * 2
+        assert commits < requests, "concurrent writers should share commits"
+        for tid in threads:
+            tup = saver.get_tuple({"configurable": {"thread_id": tid}})
+            assert tup is not None and tup.checkpoint["channel_values"]["counter"] == 14
+            assert tup.pending_writes == [("task-14", "counter", 15)]
+        report = saver.ledger.verify()
+        assert report.ok, report.findings
+        assert report.events == len(threads) * 15 * 2
+
+    # A new process (a new saver, empty trust cache) verifies everything from the chain.
+    with WardenSaver.from_url(url, key_store=EphemeralKeyStore()) as again:
+        for tid in threads:
+            assert again.get_tuple({"configurable": {"thread_id": tid}}) is not None
+
+
+def test_group_commit_failing_request_rolls_back_alone(tmp_path):
+    with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
+        direct = direct_sqlite(saver.engine)
+        ok_thread, bad_thread = "gc-ok", "gc-bad"
+        gate = threading.Event()
+        release = threading.Event()
+        results: dict[str, object] = {}
+
+        def hold(tx):  # occupies the writer so the next two requests queue into one batch
+            gate.set()
+            release.wait(10)
+
+        def boom(tx):
+            saver.ledger.append_in(tx, bad_thread, [EventDraft(kind="test.partial", payload={})])
+            raise RuntimeError("request failed after writing")
+
+        def run(name, fn):
+            try:
+                results[name] = direct.run_write(fn)
+            except BaseException as exc:  # noqa: BLE001
+                results[name] = exc
+
+        holder = threading.Thread(target=run, args=("hold", hold))
+        holder.start()
+        assert gate.wait(10)
+        t_bad = threading.Thread(target=run, args=("bad", boom))
+        t_ok = threading.Thread(
+            target=run,
+            args=("ok", lambda tx: saver.ledger.append_in(tx, ok_thread, [EventDraft(kind="test.ok", payload={})])),
+        )
+        t_bad.start()
+        t_ok.start()
+        while len(direct._queue) < 2:  # both queued behind the holder
+            threading.Event().wait(0.005)
+        commits = direct.commits
+        release.set()
+        for t in (holder, t_bad, t_ok):
+            t.join(10)
+        assert isinstance(results["bad"], RuntimeError)
+        assert [e.kind for e in results["ok"]] == ["test.ok"]
+        assert direct.commits == commits + 2  # the holder's commit, then one for both queued requests
+        assert saver.ledger.events(bad_thread) == []  # rolled back to its savepoint
+        assert [e.kind for e in saver.ledger.events(ok_thread)] == ["test.ok"]
+        assert saver.ledger.verify().ok
+
+
+# ------------------------------------------------------------ PostgreSQL one statement
+@requires_pg
+@pytest.mark.postgres
+def test_one_statement_append_falls_back_when_another_writer_moved_the_head():
+    url = pg_schema_url()
+    with WardenSaver.from_url(url, key_store=EphemeralKeyStore()) as a, WardenSaver.from_url(
+        url, key_store=EphemeralKeyStore(), setup=False
+    ) as b:
+        b.ledger.register_key()
+        thread_id = f"pg-{uuid.uuid4().hex[:6]}"
+        calls = {"ok": 0, "fallback": 0}
+        for saver in (a, b):
+            original = saver.ledger.try_append_one_statement
+
+            def counting(*args, _orig=original, **kw):
+                result = _orig(*args, **kw)
+                calls["ok" if result is not None else "fallback"] += 1
+                return result
+
+            saver.ledger.try_append_one_statement = counting
+        # Interleave two "processes" on one thread: each one's cached head goes stale in turn.
+        config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        for i in range(6):
+            saver = a if i % 2 == 0 else b
+            config = saver.put(config, _checkpoint(i), {"source": "loop", "step": i}, {})
+            saver.put_writes(config, [("counter", i + 1)], f"task-{i}")
+        assert calls["fallback"] >= 4, calls
+        assert calls["ok"] >= 4, calls
+        report = a.ledger.verify()
+        assert report.ok, report.findings
+        assert report.events == 12
+        assert [e.seq for e in a.ledger.events(thread_id)] == list(range(1, 13))
+        tup = b.get_tuple({"configurable": {"thread_id": thread_id}})
+        assert tup is not None and tup.checkpoint["channel_values"]["counter"] == 5
+
+
+@requires_pg
+@pytest.mark.postgres
+def test_one_statement_put_is_idempotent_and_records_a_changed_reput():
+    with WardenSaver.from_url(pg_schema_url(), key_store=EphemeralKeyStore()) as saver:
+        thread_id = "pg-reput"
+        base = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        cp = _checkpoint(1)
+        saver.put(base, cp, {"source": "loop", "step": 1}, {})
+        saver.put(base, cp, {"source": "loop", "step": 1}, {})  # same bytes: nothing new
+        saved = saver.ledger.events(thread_id)
+        assert [e.kind for e in saved] == ["checkpoint.saved"]
+        changed = dict(cp, channel_values={"counter": 99})
+        saver.put(base, changed, {"source": "loop", "step": 1}, {})
+        saved = saver.ledger.events(thread_id)
+        assert [e.payload["replaced"] for e in saved] == [False, True]
+        cfg = {"configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": cp["id"]}}
+        saver.put_writes(cfg, [("counter", 5)], "t1")
+        saver.put_writes(cfg, [("counter", 6)], "t1")  # a regular write is never overwritten
+        tup = saver.get_tuple(cfg)
+        assert tup.checkpoint["channel_values"] == {"counter": 99}
+        assert tup.pending_writes == [("t1", "counter", 5)]
+        assert saver.ledger.verify().ok
