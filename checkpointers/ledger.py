@@ -40,7 +40,7 @@ from langgraph_warden.errors import IntegrityError, LedgerAppendError
 from langgraph_warden.keys import KeyStore, SigningKey, b64u
 
 from . import schema
-from .engine import WRITE, DirectTx, direct_postgres, direct_sqlite, is_sqlite, write_lock
+from .engine import WRITE, DirectPostgres, DirectTx, direct_postgres, direct_sqlite, is_sqlite, write_lock
 from .rawsql import EV_COLS, EvRow, Raw
 
 __all__ = ["Ledger", "VerificationReport", "checkpoint_subject"]
@@ -273,6 +273,11 @@ class Ledger:
         signature = b64u(key.sign(head_signing_bytes(thread_id, seq, prev, key.key_id, key.store_kind)))
         rows[-1][8:11] = [key.key_id, key.store_kind, signature]
         return out, rows, seq, prev
+
+    @property
+    def direct_postgres(self) -> DirectPostgres:
+        assert self._direct_pg is not None, "not a PostgreSQL ledger"
+        return self._direct_pg
 
     def _thread_lock(self, thread_id: str) -> threading.Lock:
         return self._stripes[hash(thread_id) % len(self._stripes)]

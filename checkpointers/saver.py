@@ -77,6 +77,12 @@ _SQL_CP_UPDATE = (
     "UPDATE warden_checkpoints SET parent_checkpoint_id = ?, run_id = ?, type = ?, checkpoint = ?, metadata_type = ?, "
     "metadata = ?, digest = ? WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
 )
+# One statement: the chosen checkpoint joined with its writes (a row per write, or one row without).
+_PG_CP_WITH_WRITES = (
+    "SELECT c.*, w.task_id, w.idx, w.task_path, w.channel, w.type, w.blob, w.digest FROM ({pick}) c "
+    "LEFT JOIN warden_writes w ON w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns "
+    "AND w.checkpoint_id = c.checkpoint_id ORDER BY w.task_path, w.task_id, w.idx"
+)
 _CP_COL_LIST = tuple(c.strip() for c in CP_COLS.split(","))
 _WR_COL_LIST = tuple(c.strip() for c in WR_COLS.split(","))
 _SQL_WRITES = (
@@ -397,6 +403,31 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             self._verify_loaded(conn, r, writes)
         return self._tuple(r, writes)
 
+    def _get_tuple_one_statement(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """PostgreSQL: the checkpoint and its writes in one round trip (one statement, one snapshot).
+
+        A row this process cannot vouch for from its trust cache is re-read and
+        verified on the transactional path.
+        """
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "") or ""
+        checkpoint_id = get_checkpoint_id(config)
+        pick = _SQL_CP_BY_ID if checkpoint_id else _SQL_CP_LATEST
+        params = (thread_id, ns, checkpoint_id) if checkpoint_id else (thread_id, ns)
+        with self.ledger.direct_postgres.connection() as pg:
+            rows = pg.cursor(binary=True).execute(_PG_CP_WITH_WRITES.format(pick=pick.replace("?", "%s")), params).fetchall()
+        if not rows:
+            return None
+        r = CpRow(*rows[0][:10])
+        writes = [WrRow(r.thread_id, r.checkpoint_ns, r.checkpoint_id, *row[10:]) for row in rows if row[10] is not None]
+        if self.verify_reads:
+            key = (r.thread_id, r.checkpoint_ns, r.checkpoint_id)
+            write_digests = {(w.task_id, int(w.idx)): row_write_digest(w) for w in writes}
+            if not self._is_trusted(key, row_checkpoint_digest(r), write_digests):
+                return self._read(self._get_tuple_tx, config)
+        return self._tuple(r, writes)
+
     def _list_tx(
         self,
         conn: Connection,
@@ -406,21 +437,31 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         limit: int | None,
         verify: bool,
     ) -> list[CheckpointTuple]:
-        q = select(_cp)
         conf = _configurable(config, need_thread=False) if config is not None else {}
+        sql = f"SELECT {CP_COLS} FROM warden_checkpoints"
+        where: list[str] = []
+        params: list[Any] = []
         if conf.get("thread_id") is not None:
-            q = q.where(_cp.c.thread_id == str(conf["thread_id"]))
+            where.append("thread_id = ?")
+            params.append(str(conf["thread_id"]))
         if conf.get("checkpoint_ns") is not None:
-            q = q.where(_cp.c.checkpoint_ns == conf["checkpoint_ns"])
+            where.append("checkpoint_ns = ?")
+            params.append(conf["checkpoint_ns"])
         if conf.get("checkpoint_id"):
-            q = q.where(_cp.c.checkpoint_id == conf["checkpoint_id"])
+            where.append("checkpoint_id = ?")
+            params.append(conf["checkpoint_id"])
         if before is not None and get_checkpoint_id(before):
-            q = q.where(_cp.c.checkpoint_id < get_checkpoint_id(before))
-        q = q.order_by(_cp.c.checkpoint_id.desc())
+            where.append("checkpoint_id < ?")
+            params.append(get_checkpoint_id(before))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY checkpoint_id DESC"
         if limit is not None and not filter:
-            q = q.limit(int(limit))
+            sql += f" LIMIT {int(limit)}"
+        raw = Raw(conn)
         selected: list[tuple[Any, CheckpointMetadata]] = []
-        for r in conn.execute(q):
+        for found in raw.all(sql, params):
+            r = CpRow(*found)
             md = self._load_metadata(r)
             if filter and not all(md.get(k) == v for k, v in filter.items()):
                 continue
@@ -429,17 +470,21 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
                 break
         if not selected:
             return []
-        keys = [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _ in selected]
-        by_cp: dict[tuple[str, str, str], list[Any]] = {k: [] for k in keys}
-        for chunk_start in range(0, len(keys), 500):
-            chunk = keys[chunk_start : chunk_start + 500]
-            wq = (
-                select(_wr)
-                .where(tuple_(_wr.c.thread_id, _wr.c.checkpoint_ns, _wr.c.checkpoint_id).in_(chunk))
-                .order_by(_wr.c.task_path, _wr.c.task_id, _wr.c.idx)
-            )
-            for w in conn.execute(wq):
-                by_cp[(w.thread_id, w.checkpoint_ns, w.checkpoint_id)].append(w)
+        by_cp: dict[tuple[str, str, str], list[Any]] = {}
+        groups: dict[tuple[str, str], list[str]] = {}
+        for r, _ in selected:
+            by_cp[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)] = []
+            groups.setdefault((r.thread_id, r.checkpoint_ns), []).append(r.checkpoint_id)
+        for (thread_id, ns), ids in groups.items():
+            for chunk_start in range(0, len(ids), 500):
+                chunk = ids[chunk_start : chunk_start + 500]
+                for found in raw.all(
+                    f"SELECT {WR_COLS} FROM warden_writes WHERE thread_id = ? AND checkpoint_ns = ? "
+                    f"AND checkpoint_id IN ({', '.join('?' * len(chunk))}) ORDER BY task_path, task_id, idx",
+                    [thread_id, ns, *chunk],
+                ):
+                    w = WrRow(*found)
+                    by_cp[(w.thread_id, w.checkpoint_ns, w.checkpoint_id)].append(w)
         if verify:
             self._verify_many(conn, [r for r, _ in selected], by_cp)
         return [self._tuple(r, by_cp[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)]) for r, _ in selected]
@@ -852,6 +897,8 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Load a checkpoint (latest, or the one named in config), verified against the signed chain."""
+        if self._one_statement:
+            return self._pg_call(self._get_tuple_one_statement, config)
         return self._read_hot(self._get_tuple_tx, config)
 
     def list(
@@ -924,6 +971,8 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         if self._direct is not None:
             return await asyncio.to_thread(self._read_hot, self._get_tuple_tx, config)
+        if self._one_statement:
+            return await asyncio.to_thread(self._pg_call, self._get_tuple_one_statement, config)
         return await self._aread(self._get_tuple_tx, config)
 
     async def alist(
