@@ -57,6 +57,7 @@ _EVENT_COLS = (
 )
 
 
+_SQL_ADVANCE_HEAD = "UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ? AND seq = ? AND hash = ?"
 _EV_INSERT_COLS = "thread_id, seq, checkpoint_ns, kind, subject, ts, body, hash, key_id, key_store, signature"
 
 
@@ -292,6 +293,15 @@ class Ledger:
         key = self.signing_key()
         self._ensure_key(conn, key)
         raw = Raw(conn)
+        cached = self._heads.get(thread_id) if raw.sqlite else None
+        if cached is not None:
+            # SQLite: this transaction holds the database's write lock, so if the head is still the one
+            # this process committed last, advancing it conditionally saves reading it first.
+            out, rows, seq, prev = self._chain(key, thread_id, drafts, *cached, raw.timestamp)
+            if raw.run(_SQL_ADVANCE_HEAD, (seq, prev, thread_id, *cached)) == 1:
+                raw.many(f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._heads.put(thread_id, (seq, prev))
+                return out
         seq, prev = self._lock_head(raw, thread_id)
         out, rows, seq, prev = self._chain(key, thread_id, drafts, seq, prev, raw.timestamp)
         raw.many(
@@ -342,10 +352,7 @@ class Ledger:
                     ]
                     params: list[Any] = [thread_id, seq, prev]
                 else:
-                    parts = [
-                        "hd AS (UPDATE warden_heads SET seq = %s, hash = %s "
-                        "WHERE thread_id = %s AND seq = %s AND hash = %s RETURNING 1)"
-                    ]
+                    parts = [f"hd AS ({_SQL_ADVANCE_HEAD.replace('?', '%s')} RETURNING 1)"]
                     params = [seq, prev, thread_id, seq0, prev0]
                 ev_cols = [c.strip() for c in _EV_INSERT_COLS.split(",")]
                 for i, (table, cols, values) in enumerate(

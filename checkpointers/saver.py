@@ -73,6 +73,7 @@ _SQL_CP_LATEST = (
 _SQL_CP_BY_ID = f"SELECT {CP_COLS} FROM warden_checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
 _SQL_CP_DIGEST = "SELECT digest FROM warden_checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
 _SQL_CP_INSERT = f"INSERT INTO warden_checkpoints ({CP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SQL_CP_INSERT_NEW = _SQL_CP_INSERT + " ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO NOTHING"
 _SQL_CP_UPDATE = (
     "UPDATE warden_checkpoints SET parent_checkpoint_id = ?, run_id = ?, type = ?, checkpoint = ?, metadata_type = ?, "
     "metadata = ?, digest = ? WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
@@ -593,11 +594,10 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         row, payload = prepared if prepared is not None else self._prepare_put(config, checkpoint, metadata)
         thread_id, ns, cid, digest = row[0], row[1], row[2], row[-1]
         raw = Raw(conn)
-        found = raw.one(_SQL_CP_DIGEST, (thread_id, ns, cid))
+        # Insert first: a checkpoint id is new on every step but a replay's.
+        found = None if raw.run(_SQL_CP_INSERT_NEW, row) == 1 else raw.one(_SQL_CP_DIGEST, (thread_id, ns, cid))
         existing = found[0] if found is not None else None
-        if found is None:
-            raw.run(_SQL_CP_INSERT, row)
-        elif existing != digest:
+        if found is not None and existing != digest:
             # LangGraph re-puts a checkpoint id only when replaying the same step; the
             # new version is recorded by its own event so the history keeps both digests.
             raw.run(_SQL_CP_UPDATE, (*row[3:], thread_id, ns, cid))
