@@ -13,7 +13,8 @@ Pairs (sync API for both sides, each on a fresh database):
   Both use WAL and ``synchronous=FULL``: SqliteSaver's ``setup()`` sets
   ``journal_mode=WAL`` and leaves ``synchronous`` at SQLite's compiled default
   (FULL, printed at start-up); WardenSaver sets WAL + FULL explicitly. So both
-  fsync every commit.
+  fsync every commit, and no call returns before its data is fsynced
+  (WardenSaver may carry several concurrent calls in one commit: group commit).
 * ``WardenSaver`` on PostgreSQL  vs  ``PostgresSaver`` (``from_conn_string`` +
   ``setup()``), each in its own fresh schema (dropped at the end). Skipped
   with a message when PostgreSQL is unreachable.
@@ -331,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         default_sync = c.execute("PRAGMA synchronous").fetchone()[0]
     notes = [
         f"SQLite: both savers in WAL mode; SqliteSaver keeps SQLite's default synchronous={default_sync} "
-        "(2 = FULL), WardenSaver sets synchronous=FULL, so both fsync every commit.",
+        "(2 = FULL), WardenSaver sets synchronous=FULL, so both fsync every commit (WardenSaver group-commits "
+        "concurrent calls; none returns before the fsync that covers it).",
         f"{args.n:,} checkpoints for put/put_writes/get_tuple/list; graph: {args.invocations} invocations × "
         f"{NODES} steps, best of {args.rounds} alternating round(s).",
     ]
@@ -374,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(bench_pair("PostgreSQL", "PostgresSaver", w_pg, p_pg, args))
                 notes.append(
                     "PostgreSQL: PostgresSaver.from_conn_string (one autocommit connection) + setup(); "
-                    "WardenSaver.from_url (pooled SQLAlchemy engine); fresh schema per saver, dropped after."
+                    "WardenSaver.from_url (hot path on its own autocommit psycopg connections, one statement per commit); "
+                    "fresh schema per saver, dropped after."
                 )
     finally:
         tmp.cleanup()
