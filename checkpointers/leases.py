@@ -14,20 +14,40 @@ never holds a token or secret: only ids, scopes, audience and times.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, and_, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from langgraph_warden.checkpointers.engine import WRITE, write_lock
+from langgraph_warden.checkpointers.ledger import Ledger
+from langgraph_warden.checkpointers.rawsql import Raw
 from langgraph_warden.checkpointers.schema import leases
 from langgraph_warden.errors import ConfigurationError
+from langgraph_warden.events import EventDraft, EventSink
 
 __all__ = ["SqlLeaseStore", "StoredLease"]
 
 _REASON_LEN = 64
+
+#: (sink, thread_id, drafts): events that describe a lease-list change.
+Record = tuple[EventSink, str, Sequence[EventDraft]]
+
+_SQL_INSERT = (
+    "INSERT INTO warden_leases (lease_id, jti, thread_id, tool_call_id, provider, audience, scopes, issued_at, "
+    "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_REVOKE = "UPDATE warden_leases SET revoked_at = ?, revoke_reason = ? WHERE lease_id = ? AND revoked_at IS NULL"
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    if isinstance(exc, (SAIntegrityError, sqlite3.IntegrityError)):
+        return True
+    return type(exc).__name__ == "UniqueViolation"  # psycopg.errors.UniqueViolation, without importing psycopg
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -94,37 +114,81 @@ class SqlLeaseStore:
         conn.execution_options(**WRITE)
         return conn
 
-    def record_issued(self, lease: Any) -> None:
-        """Insert the lease (duck-typed: the guards' ``Lease``); a duplicate id is an error."""
-        values = {
-            "lease_id": lease.lease_id,
-            "jti": lease.jti,
-            "thread_id": lease.thread_id,
-            "tool_call_id": lease.tool_call_id,
-            "provider": lease.provider,
-            "audience": lease.audience,
-            "scopes": " ".join(lease.scopes),
-            "issued_at": _to_db(lease.issued_at, "issued_at"),
-            "expires_at": _to_db(lease.expires_at, "expires_at"),
-            "revoked_at": None,
-            "revoke_reason": None,
-        }
-        try:
-            with write_lock(self._engine), self._write() as conn, conn.begin():
-                conn.execute(insert(leases).values(**values))
-        except SAIntegrityError:
-            raise ConfigurationError(
-                f"lease_id {lease.lease_id!r} (or its jti) is already recorded; lease ids must be unique"
-            ) from None
+    #: ``record=`` events commit in the same transaction as the lease row when the sink is the
+    #: ledger of this database (the broker checks this flag).
+    records_atomically = True
 
-    def mark_revoked(self, lease_id: str, reason: str) -> bool:
+    def _ledger_for(self, record: Record | None) -> Ledger | None:
+        if record is None:
+            return None
+        sink = record[0]
+        if isinstance(sink, Ledger) and sink.shares_database_with(self._engine):
+            return sink
+        return None
+
+    def record_issued(self, lease: Any, *, record: Record | None = None) -> None:
+        """Insert the lease (duck-typed: the guards' ``Lease``); a duplicate id is an error.
+
+        With ``record=(sink, thread_id, drafts)`` the events are appended in the same
+        transaction when ``sink`` is this database's ledger (else right after the commit),
+        so the trail never shows a credential the lease list lacks, or the reverse.
+        """
+        values = (
+            lease.lease_id,
+            lease.jti,
+            lease.thread_id,
+            lease.tool_call_id,
+            lease.provider,
+            lease.audience,
+            " ".join(lease.scopes),
+            _to_db(lease.issued_at, "issued_at"),
+            _to_db(lease.expires_at, "expires_at"),
+        )
+        ledger = self._ledger_for(record)
+
+        def write(tx: Any) -> None:
+            raw = Raw(tx)
+            raw.run(_SQL_INSERT, (*values[:7], raw.timestamp(values[7]), raw.timestamp(values[8])))
+            if ledger is not None and record is not None:
+                ledger.append_in(tx, record[1], record[2])
+
+        try:
+            if ledger is not None:
+                ledger.transaction(write)
+            else:
+                with write_lock(self._engine), self._write() as conn, conn.begin():
+                    write(conn)
+        except Exception as exc:
+            if _is_unique_violation(exc):
+                raise ConfigurationError(
+                    f"lease_id {lease.lease_id!r} (or its jti) is already recorded; lease ids must be unique"
+                ) from None
+            raise
+        if record is not None and ledger is None:
+            record[0].append(record[1], record[2])
+
+    def mark_revoked(self, lease_id: str, reason: str, *, record: Record | None = None) -> bool:
+        """Put the lease on the revocation list; False if it already was (or is unknown).
+
+        With ``record=`` the events are appended only if this call revoked the lease, in the
+        same transaction when the sink is this database's ledger.
+        """
+        ledger = self._ledger_for(record)
+
+        def write(tx: Any) -> bool:
+            raw = Raw(tx)
+            changed = raw.run(_SQL_REVOKE, (raw.timestamp(self._now()), str(reason)[:_REASON_LEN], lease_id)) == 1
+            if changed and ledger is not None and record is not None:
+                ledger.append_in(tx, record[1], record[2])
+            return changed
+
+        if ledger is not None:
+            return bool(ledger.transaction(write))
         with write_lock(self._engine), self._write() as conn, conn.begin():
-            result = conn.execute(
-                update(leases)
-                .where(and_(leases.c.lease_id == lease_id, leases.c.revoked_at.is_(None)))
-                .values(revoked_at=self._now(), revoke_reason=str(reason)[:_REASON_LEN])
-            )
-            return result.rowcount == 1
+            changed = write(conn)
+        if changed and record is not None:
+            record[0].append(record[1], record[2])
+        return changed
 
     def is_revoked(self, jti: str) -> bool:
         """True if revoked **or unknown** (fail closed: an unrecorded token is not trusted)."""

@@ -370,6 +370,22 @@ class Ledger:
         self._heads.put(thread_id, (seq, prev))
         return events
 
+    def transaction(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(tx, *args)`` in one durable write transaction of the ledger's database.
+
+        For rows that must commit together with their events (the lease list):
+        ``fn`` writes with :class:`~.rawsql.Raw` and calls :meth:`append_in`.
+        """
+        if self._direct is not None:
+            return self._direct.run_write(fn, *args)
+        with self._write_engine.begin() as conn:
+            return fn(conn, *args)
+
+    def shares_database_with(self, engine: Engine) -> bool:
+        return self._engine.url.render_as_string(hide_password=False) == engine.url.render_as_string(
+            hide_password=False
+        )
+
     def append(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
         """EventSink: append in its own transaction; durable when this returns."""
         try:

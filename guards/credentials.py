@@ -49,6 +49,7 @@ ceiling and records ``ttl_capped``). A TTL the caller asks for explicitly
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import logging
@@ -359,7 +360,12 @@ class LeaseStore(Protocol):
     """The durable lease list and revocation list (``warden_leases``).
 
     Each call is its own transaction and durable on return, so a revocation is
-    effective before :meth:`CredentialBroker.lease` exits.
+    effective before :meth:`CredentialBroker.lease` exits. A store whose
+    ``records_atomically`` attribute is true also accepts
+    ``record=(event_sink, thread_id, drafts)`` on :meth:`record_issued` and
+    :meth:`mark_revoked` and commits those events with the row (the SQL store
+    does, when the sink is its database's ledger); the broker then never leaves
+    a lease row without its event or the reverse.
     """
 
     def record_issued(self, lease: Lease) -> None: ...
@@ -565,10 +571,20 @@ class CredentialBroker:
             expires_at=datetime.fromtimestamp(now + ttl, timezone.utc),
         )
         lease = prov.acquire(request)  # SecretNotFoundError etc. propagate: nothing recorded yet
-        self.lease_store.record_issued(lease)
         payload = {**lease.to_record(), "tool_name": tool_name, "ttl_seconds": ttl, "ttl_capped": capped}
+        drafts = [EventDraft(EventKind.CREDENTIAL_ISSUED, payload)]
+        if getattr(self.lease_store, "records_atomically", False):
+            # Lease row and credential.issued commit together: neither can exist without the other.
+            try:
+                self.lease_store.record_issued(lease, record=(self.event_sink, thread_id, drafts))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    prov.revoke(lease, RevokeReason.ISSUE_ABORTED)  # unrecorded: a jti token is rejected anyway
+                raise
+            return lease
+        self.lease_store.record_issued(lease)
         try:
-            self.event_sink.append(thread_id, [EventDraft(EventKind.CREDENTIAL_ISSUED, payload)])
+            self.event_sink.append(thread_id, drafts)
         except BaseException:
             # The step must not run with an unrecorded credential: withdraw it.
             self._end(prov, lease, RevokeReason.ISSUE_ABORTED)
@@ -586,17 +602,21 @@ class CredentialBroker:
         return revoked, stored_reason
 
     def revoke(self, lease: Lease, reason: str = RevokeReason.STEP_ENDED) -> bool:
-        """End a lease, put it on the revocation list and record ``credential.revoked``."""
+        """End a lease, put it on the revocation list and record ``credential.revoked``.
+
+        With a store that records atomically, the revocation-list entry and the event
+        commit together, and only the call that revoked the lease records it.
+        """
         prov = self.providers.get(lease.provider)
-        revoked, stored_reason = self._end(prov, lease, reason)
-        payload = {
-            **lease.to_record(),
-            "reason": stored_reason,
-            "revoked": revoked,
-            "revoked_at": _iso(datetime.fromtimestamp(int(self.clock()), timezone.utc)),
-        }
-        self.event_sink.append(lease.thread_id, [EventDraft(EventKind.CREDENTIAL_REVOKED, payload)])
+        if not getattr(self.lease_store, "records_atomically", False):
+            revoked, stored_reason = self._end(prov, lease, reason)
+            self.event_sink.append(lease.thread_id, [self._revoked_event(lease, stored_reason, revoked)])
+            return revoked
+        _claimed, revoked = _revoke_recorded(self.lease_store, self.event_sink, lease, reason, prov, self.clock)
         return revoked
+
+    def _revoked_event(self, lease: Lease, stored_reason: str, revoked: bool) -> EventDraft:
+        return _revoked_draft(lease, stored_reason, revoked, self.clock)
 
     def revoke_run(self, thread_id: str) -> list[str]:
         """Revoke every outstanding lease of a run (crash recovery); returns the lease ids."""
@@ -782,29 +802,75 @@ def revoke_outstanding(
     (``mark_revoked`` is a conditional update), so two processes recovering the
     same run record each lease once. Returns the lease ids this call revoked.
     """
+    atomic = getattr(lease_store, "records_atomically", False)
     done: list[str] = []
     for rec in lease_store.outstanding(thread_id):
         lease = Lease.from_record(rec)
+        prov = (providers or {}).get(lease.provider)
+        if atomic:
+            claimed, _revoked = _revoke_recorded(lease_store, event_sink, lease, reason, prov, clock, recovered=True)
+            if claimed:
+                done.append(lease.lease_id)
+            continue  # not claimed: another process got there first and recorded it
         stored_reason = reason if lease.jit else RevokeReason.NOT_REVOCABLE
         if not lease_store.mark_revoked(lease.lease_id, stored_reason):
             continue  # another process got there first
-        prov = (providers or {}).get(lease.provider)
         revoked = lease.jit
         if prov is not None:
             try:
                 revoked = bool(prov.revoke(lease, reason)) or lease.jit
             except Exception as exc:  # the revocation list entry already invalidates a jti token
                 log.error("provider %s could not revoke lease %s: %s", lease.provider, lease.lease_id, type(exc).__name__)
-        payload = {
-            **lease.to_record(),
-            "reason": stored_reason,
-            "revoked": revoked,
-            "revoked_at": _iso(datetime.fromtimestamp(int(clock()), timezone.utc)),
-            "recovered": True,
-        }
-        event_sink.append(thread_id, [EventDraft(EventKind.CREDENTIAL_REVOKED, payload)])
+        event_sink.append(thread_id, [_revoked_draft(lease, stored_reason, revoked, clock, recovered=True)])
         done.append(lease.lease_id)
     return done
+
+
+def _revoked_draft(
+    lease: Lease, stored_reason: str, revoked: bool, clock: Callable[[], float], *, recovered: bool = False
+) -> EventDraft:
+    payload = {
+        **lease.to_record(),
+        "reason": stored_reason,
+        "revoked": revoked,
+        "revoked_at": _iso(datetime.fromtimestamp(int(clock()), timezone.utc)),
+    }
+    if recovered:
+        payload["recovered"] = True
+    return EventDraft(EventKind.CREDENTIAL_REVOKED, payload)
+
+
+def _revoke_recorded(
+    lease_store: Any,
+    event_sink: EventSink,
+    lease: Lease,
+    reason: str,
+    prov: CredentialProvider | None,
+    clock: Callable[[], float],
+    *,
+    recovered: bool = False,
+) -> tuple[bool, bool]:
+    """Revoke with the list entry and ``credential.revoked`` in one transaction; (claimed, revoked).
+
+    A JIT lease is invalid once it is on the revocation list, so the list entry and
+    its event are committed first and the provider is told after (its own list update
+    is then a no-op). A non-JIT credential is only as revoked as its provider says,
+    so the provider is asked first and the answer is recorded.
+    """
+    if lease.jit:
+        draft = _revoked_draft(lease, reason, True, clock, recovered=recovered)
+        claimed = lease_store.mark_revoked(lease.lease_id, reason, record=(event_sink, lease.thread_id, [draft]))
+        if prov is not None:
+            try:
+                prov.revoke(lease, reason)
+            except Exception as exc:  # the revocation list entry already invalidates the token
+                log.error("provider %s could not revoke lease %s: %s", lease.provider, lease.lease_id, type(exc).__name__)
+        return claimed, True
+    revoked = bool(prov.revoke(lease, reason)) if prov is not None else False
+    stored_reason = reason if revoked else RevokeReason.NOT_REVOCABLE
+    draft = _revoked_draft(lease, stored_reason, revoked, clock, recovered=recovered)
+    claimed = lease_store.mark_revoked(lease.lease_id, stored_reason, record=(event_sink, lease.thread_id, [draft]))
+    return claimed, revoked
 
 
 # --------------------------------------------------------------------------- providers

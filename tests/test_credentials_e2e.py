@@ -414,3 +414,40 @@ def test_cli_errors_are_clear(tmp_path):
 
     res = runner.invoke(warden_cli, ["credentials", "--help"])
     assert res.exit_code == 0 and "revoke-run" in res.output
+
+
+def test_lease_row_and_its_event_commit_together(tmp_path, rego):
+    """The lease list and the history never disagree: a failed event append undoes the row change."""
+    url = sqlite_url(tmp_path)
+    with Warden.open(url, ephemeral_keys=True, policy=rego) as warden:
+        warden.start_run("t-atomic", owner=OWNER, intent="read", risk_tier="low")
+        ledger = warden.saver.ledger
+        original = ledger.append_in
+        fail_kind: list[str] = []
+
+        def failing_append_in(tx, thread_id, drafts):
+            if fail_kind and any(d.kind == fail_kind[0] for d in drafts):
+                raise RuntimeError("disk full")
+            return original(tx, thread_id, drafts)
+
+        ledger.append_in = failing_append_in
+        fail_kind.append(EventKind.CREDENTIAL_ISSUED)
+        with pytest.raises(RuntimeError, match="disk full"):
+            warden.broker.issue("t-atomic", "c1", "fetch_invoice", ["invoices:read"])
+        assert warden.lease_store.outstanding("t-atomic") == []  # no row without its event
+        assert payloads(warden, "t-atomic", EventKind.CREDENTIAL_ISSUED) == []
+
+        fail_kind.clear()
+        lease = warden.broker.issue("t-atomic", "c2", "fetch_invoice", ["invoices:read"])
+        fail_kind.append(EventKind.CREDENTIAL_REVOKED)
+        with pytest.raises(RuntimeError, match="disk full"):
+            warden.broker.revoke(lease)
+        # Not on the revocation list without its event: still outstanding, so recovery finds it.
+        assert [r.lease_id for r in warden.lease_store.outstanding("t-atomic")] == [lease.lease_id]
+        fail_kind.clear()
+        assert warden.recover("t-atomic") == [lease.lease_id]
+        assert warden.lease_store.outstanding("t-atomic") == []
+        assert [p["lease_id"] for p in payloads(warden, "t-atomic", EventKind.CREDENTIAL_REVOKED)] == [lease.lease_id]
+        warden.broker.revoke(lease)  # already revoked: nothing recorded twice
+        assert len(payloads(warden, "t-atomic", EventKind.CREDENTIAL_REVOKED)) == 1
+        assert warden.audit("t-atomic").verified
