@@ -45,7 +45,7 @@ from pydantic import PlainValidator, WithJsonSchema
 
 from langgraph_warden import canonical
 from langgraph_warden.charter import TIER_PROFILES, RunCharter, TierProfile
-from langgraph_warden.errors import ConfigurationError
+from langgraph_warden.errors import ConfigurationError, IntegrityError
 from langgraph_warden.events import Event, EventDraft, EventKind, EventSink
 from langgraph_warden.keys import key_id_for
 
@@ -98,11 +98,36 @@ class _CallRecord:
 
     decided: Event | None = None
     denied: Event | None = None
-    completed: Event | None = None
+    completed_seq: int | None = None  # seq of the tool.completed whose result a replay returns
     approval_requested: Event | None = None
     approval_final: Event | None = None
     attempts: dict[int, str] = field(default_factory=dict)  # attempt -> running/completed/failed/aborted/suspended
     started_seq: dict[int, int] = field(default_factory=dict)  # attempt -> seq of its tool.started
+
+    def copy(self) -> _CallRecord:
+        return _CallRecord(
+            self.decided, self.denied, self.completed_seq, self.approval_requested, self.approval_final,
+            dict(self.attempts), dict(self.started_seq),
+        )
+
+    def apply(self, e: Event) -> None:
+        k, p = e.kind, e.payload
+        if k == EventKind.POLICY_DECIDED:
+            self.decided = e
+        elif k == EventKind.TOOL_DENIED:
+            self.denied = e
+        elif k in _ATTEMPT_STATE:
+            attempt = int(p["attempt"])
+            self.attempts[attempt] = _ATTEMPT_STATE[k]
+            if k == EventKind.TOOL_STARTED:
+                self.started_seq[attempt] = e.seq
+            elif k == EventKind.TOOL_COMPLETED:
+                self.completed_seq = e.seq
+        elif k == EventKind.APPROVAL_REQUESTED:
+            self.approval_requested = e
+            self.approval_final = None
+        elif k in _APPROVAL_FINAL:
+            self.approval_final = e
 
     def approval_spent(self) -> bool:
         """Whether an attempt started under the recorded approval and was aborted (outcome unknown)."""
@@ -121,74 +146,83 @@ class _CallRecord:
         return max(self.attempts, default=0) + 1
 
 
-def _summarise(events: Sequence[Event], args_digest: str) -> _CallRecord:
-    rec = _CallRecord()
-    for e in events:
-        p = e.payload
-        if p.get("args_digest") != args_digest:
-            continue
-        k = e.kind
-        if k == EventKind.POLICY_DECIDED:
-            rec.decided = e
-        elif k == EventKind.TOOL_DENIED:
-            rec.denied = e
-        elif k == EventKind.TOOL_STARTED:
-            rec.attempts[int(p["attempt"])] = "running"
-            rec.started_seq[int(p["attempt"])] = e.seq
-        elif k == EventKind.TOOL_COMPLETED:
-            rec.attempts[int(p["attempt"])] = "completed"
-            rec.completed = e
-        elif k == EventKind.TOOL_FAILED:
-            rec.attempts[int(p["attempt"])] = "failed"
-        elif k == EventKind.TOOL_ABORTED:
-            rec.attempts[int(p["attempt"])] = "aborted"
-        elif k == EventKind.TOOL_SUSPENDED:
-            rec.attempts[int(p["attempt"])] = "suspended"
-        elif k == EventKind.APPROVAL_REQUESTED:
-            rec.approval_requested = e
-            rec.approval_final = None
-        elif k in _APPROVAL_FINAL:
-            rec.approval_final = e
-    return rec
-
-
-_VIEW_KINDS = (EventKind.RUN_STARTED, *_TOOL_KINDS, EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED)
+_ATTEMPT_STATE = {
+    EventKind.TOOL_STARTED: "running",
+    EventKind.TOOL_COMPLETED: "completed",
+    EventKind.TOOL_FAILED: "failed",
+    EventKind.TOOL_ABORTED: "aborted",
+    EventKind.TOOL_SUSPENDED: "suspended",
+}
+#: Everything the guard needs from a thread's history, read in ONE query per call: the charter,
+#: the policy's step history and prior approvals, and each call's own record.
+_VIEW_KINDS = (EventKind.RUN_STARTED, *_TOOL_KINDS, EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL)
+_RUN_STARTED, _POLICY_DECIDED = EventKind.RUN_STARTED, EventKind.POLICY_DECIDED
+_APPROVALS_GIVEN = frozenset({EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED})
+#: Kinds that set a call's ``outcome`` in the policy's step history (``tool.completed`` -> ``"completed"``).
+_OUTCOME = {k: k.split(".", 1)[1] for k in _TOOL_KINDS if k != EventKind.POLICY_DECIDED}
+#: Kinds that make up a call's own record (see ``_CallRecord.apply``).
+_RECORD_KINDS = frozenset({EventKind.POLICY_DECIDED, EventKind.TOOL_DENIED, *_ATTEMPT_STATE, EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL})
+#: Threads whose view is kept between calls (least recently used dropped; rebuilt from the ledger).
+_VIEW_CACHE_SIZE = 1024
 
 
 class _ThreadView:
-    """Incrementally folded view of one thread: charter, policy step history, approvals."""
+    """Incrementally folded view of one thread: charter, policy step history, approvals, call records.
+
+    Every value handed out is either immutable or copied, so a snapshot stays valid while
+    other calls of the thread keep folding new events in.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.last_seq = 0
         self.charter: RunCharter | None = None
-        self.entries: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, dict[str, Any]] = {}  # tool call id -> history entry (replaced, never mutated)
         self.approvals: list[dict[str, Any]] = []
+        self.calls: dict[tuple[str, str], _CallRecord] = {}
 
-    def apply(self, e: Event) -> None:
-        self.last_seq = max(self.last_seq, e.seq)
-        p = e.payload
-        if e.kind == EventKind.RUN_STARTED:
-            self.charter = RunCharter.from_dict(p["charter"])
-            return
-        tcid = p.get("tool_call_id")
-        if e.kind == EventKind.POLICY_DECIDED:
-            d = p["decision"]
-            self.entries[tcid] = {
-                "tool": p["tool"],
-                "decision": "deny" if not d["allow"] else ("require_approval" if d["require_approval"] else "allow"),
-                "outcome": None,
-                "ts": e.ts.isoformat(),
-            }
-        elif e.kind in (EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED):
-            self.approvals.append(
-                {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"], "ts": e.ts.isoformat()}
-            )
-        elif tcid in self.entries:
-            self.entries[tcid]["outcome"] = e.kind.split(".", 1)[1]
+    def fold(self, events: Sequence[Event]) -> None:
+        """Fold new events (in seq order) in: a fresh thread folds its whole history, so this loop is kept tight."""
+        entries, calls = self.entries, self.calls
+        for e in events:
+            kind, p = e.kind, e.payload
+            if kind == _RUN_STARTED:
+                self.charter = RunCharter.from_dict(p["charter"])
+                continue
+            tcid = p.get("tool_call_id")
+            # The policy's step history and approvals.
+            if kind == _POLICY_DECIDED:
+                d = p["decision"]
+                entries[tcid] = {
+                    "tool": p["tool"],
+                    "decision": "deny" if not d["allow"] else ("require_approval" if d["require_approval"] else "allow"),
+                    "outcome": None,
+                    "ts": e.ts.isoformat(),
+                }
+            elif kind in _APPROVALS_GIVEN:
+                self.approvals.append(
+                    {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"],
+                     "ts": e.ts.isoformat()}
+                )
+            elif kind in _OUTCOME:
+                entry = entries.get(tcid)
+                if entry is not None:
+                    entries[tcid] = {**entry, "outcome": _OUTCOME[kind]}
+            # The call's own record (exactly-once, in-doubt attempts, approvals), per argument digest.
+            if kind in _RECORD_KINDS and type(tcid) is str:
+                key = (tcid, p.get("args_digest"))
+                rec = calls.get(key)
+                if rec is None:
+                    rec = calls[key] = _CallRecord()
+                rec.apply(e)
+        if events:
+            self.last_seq = max(self.last_seq, events[-1].seq)
 
-    def snapshot(self) -> _ThreadSnapshot:
-        return _ThreadSnapshot(self.charter, [dict(v) for v in self.entries.values()], list(self.approvals))
+    def snapshot(self, call: tuple[str, str] | None = None) -> _ThreadSnapshot:
+        rec = self.calls.get(call) if call is not None else None
+        return _ThreadSnapshot(
+            self.charter, list(self.entries.values()), list(self.approvals), rec.copy() if rec is not None else _CallRecord()
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +230,7 @@ class _ThreadSnapshot:
     charter: RunCharter | None
     history: list[dict[str, Any]]
     approvals: list[dict[str, Any]]
+    call: _CallRecord  # the record of the call asked about (empty if none)
 
 
 @dataclass(slots=True)
@@ -209,6 +244,7 @@ class _Plan:
     tool: str = ""
     args_digest: str = ""
     executed_args: Mapping[str, Any] | None = None
+    executed_args_digest: str = ""
     attempt: int = 1
     decision: PolicyDecision | None = None
     spec: ToolSpec | None = None
@@ -255,7 +291,7 @@ class ToolGuard:
         self.approver_keys = dict(approver_keys or {})
         self.default_charter = default_charter
         self._serde = JsonPlusSerializer()
-        self._views: dict[str, _ThreadView] = {}
+        self._views: OrderedDict[str, _ThreadView] = OrderedDict()
         self._views_lock = threading.Lock()
         self._inflight: dict[tuple[str, str, str], threading.Event] = {}
         self._inflight_lock = threading.Lock()
@@ -416,26 +452,32 @@ class ToolGuard:
             config = get_config()
         return config
 
-    def _view(self, thread_id: str) -> _ThreadView:
-        """This thread's charter, step history and approvals, refreshed incrementally from the ledger.
+    def _view(self, thread_id: str, call: tuple[str, str] | None = None) -> _ThreadSnapshot:
+        """This thread's charter, step history, approvals and (``call``) one call's record.
 
-        Only events after the last one seen are read, so a long run does not re-decode its
-        whole history on every call (other processes' events are picked up the same way).
+        One ledger read per call, refreshed incrementally: only events after the last one seen
+        are read, so a long run does not re-decode its whole history on every call (other
+        processes' events are picked up the same way).
         """
         with self._views_lock:
             view = self._views.get(thread_id)
             if view is None:
                 view = self._views[thread_id] = _ThreadView()
+                while len(self._views) > _VIEW_CACHE_SIZE:
+                    self._views.popitem(last=False)
+            else:
+                self._views.move_to_end(thread_id)
         with view.lock:
-            for e in self.sink.events(thread_id, kinds=_VIEW_KINDS, after_seq=view.last_seq):
-                view.apply(e)
-            return view.snapshot()
+            view.fold(self.sink.events(thread_id, kinds=_VIEW_KINDS, after_seq=view.last_seq))
+            return view.snapshot(call)
 
     def charter(self, thread_id: str, config: Mapping[str, Any] | None = None) -> RunCharter | None:
         """The thread's charter from its signed ``run.started`` event (recording one from config if new)."""
-        charter = self._view(thread_id).charter
-        if charter is not None:
-            return charter
+        return self._charter(thread_id, self._view(thread_id).charter, config)
+
+    def _charter(self, thread_id: str, recorded: RunCharter | None, config: Mapping[str, Any] | None) -> RunCharter | None:
+        if recorded is not None:
+            return recorded
         doc = ((config or {}).get("configurable") or {}).get(CHARTER_CONFIG_KEY)
         charter = RunCharter.from_dict(doc) if isinstance(doc, Mapping) else (
             doc if isinstance(doc, RunCharter) else self.default_charter
@@ -450,14 +492,10 @@ class ToolGuard:
         )
         return charter
 
-    def _history(self, thread_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        view = self._view(thread_id)
-        return view.history, view.approvals
-
     def _decide(
-        self, thread_id: str, tool: str, spec: ToolSpec | None, args: Mapping[str, Any], charter: RunCharter | None
+        self, thread_id: str, tool: str, spec: ToolSpec | None, args: Mapping[str, Any], charter: RunCharter | None,
+        view: _ThreadSnapshot,
     ) -> PolicyDecision:
-        history, approvals = self._history(thread_id)
         try:
             policy_input = build_policy_input(
                 workload_id=self.workload_id,
@@ -471,8 +509,8 @@ class ToolGuard:
                 risk_tier=charter.risk_tier if charter else "medium",
                 allowed_tools=charter.allowed_tools if charter else None,
                 allowed_data_classes=charter.allowed_data_classes if charter else None,
-                history=history,
-                approvals=approvals,
+                history=view.history,
+                approvals=view.approvals,
                 profile=(charter.effective_profile if charter else TIER_PROFILES["medium"]).to_dict(),
             )
         except ConfigurationError as exc:
@@ -498,23 +536,26 @@ class ToolGuard:
         thread_id = str(thread_id)
         if not tool_call_id:
             raise ConfigurationError(f"tool call to {tool!r} has no id; exactly-once recording needs the tool call id")
-        rec = _summarise(self.sink.events(thread_id, subject=tool_call_id), args_digest)
+        # One read: this call's record, the charter, the step history and prior approvals.
+        view = self._view(thread_id, (tool_call_id, args_digest))
+        rec = view.call
         base = dict(tool_call_id=tool_call_id, tool=tool, args_digest=args_digest)
 
         # 1. exactly once: completed → replay the recorded result.
-        if rec.completed is not None:
+        if rec.completed_seq is not None:
+            completed = self._completed_event(thread_id, tool_call_id, rec.completed_seq)
             self._append(
                 thread_id,
                 EventKind.TOOL_REPLAYED,
                 tool_call_id,
-                {**base, "completed_seq": rec.completed.seq, "attempt": rec.completed.payload["attempt"]},
+                {**base, "completed_seq": completed.seq, "attempt": completed.payload["attempt"]},
             )
-            return _Plan(final=self._load_result(rec.completed))
+            return _Plan(final=self._load_result(completed))
         if rec.denied is not None and rec.in_doubt_attempt is None:
             # A re-run of a call already refused (its task re-executed after another call paused).
             return _Plan(final=self._message(None, rec.denied.payload["message"], tool=tool, tool_call_id=tool_call_id))
 
-        charter = self.charter(thread_id, config)
+        charter = self._charter(thread_id, view.charter, config)
         profile = charter.effective_profile if charter else TIER_PROFILES["medium"]
         spec = self.registry.get(tool)
         in_doubt = rec.in_doubt_attempt
@@ -526,6 +567,7 @@ class ToolGuard:
                 {**base, "attempt": in_doubt, "why": "started but never completed (process died mid-call?)", "outcome": "unknown"},
             )
             rec.attempts[in_doubt] = "aborted"
+            view = self._view(thread_id)  # the step history now shows the abort
         elif rec.attempts and rec.attempts[max(rec.attempts)] == "aborted":
             # An earlier resume recorded the abort but died before deciding the retry: still a retry of
             # an in-doubt attempt (not a fresh call), so the same rules apply.
@@ -553,7 +595,7 @@ class ToolGuard:
         if rec.decided is not None and (awaiting or (rec.approval_final is not None and rec.approval_final.kind != EventKind.APPROVAL_EXPIRED)):
             decision = _decision_from_record(rec.decided.payload["decision"])
         else:
-            decision = self._decide(thread_id, tool, spec, args, charter)
+            decision = self._decide(thread_id, tool, spec, args, charter, view)
             self._defer(
                 thread_id,
                 EventKind.POLICY_DECIDED,
@@ -590,15 +632,17 @@ class ToolGuard:
             approval_id = approval.request_id
             if approval.decision == "edit":
                 # A reviewer cannot approve their way past policy: the edited action is decided again.
-                again = self._decide(thread_id, tool, spec, executed_args, charter)
+                # Decided on the history as it is now (with the approval just recorded).
+                edited_digest = canonical.digest(dict(executed_args))
+                again = self._decide(thread_id, tool, spec, executed_args, charter, self._view(thread_id))
                 self._append(
                     thread_id,
                     EventKind.POLICY_DECIDED,
                     tool_call_id,
                     # Filed under the edited arguments' digest, so the original call's recorded decision
                     # (the one the approval is bound to) stays the one a re-run of this task reuses.
-                    {**base, "args_digest": canonical.digest(dict(executed_args)), "original_args_digest": base["args_digest"],
-                     "decision": again.to_dict(), "enforced": True, "edited_args_digest": canonical.digest(dict(executed_args))},
+                    {**base, "args_digest": edited_digest, "original_args_digest": base["args_digest"],
+                     "decision": again.to_dict(), "enforced": True, "edited_args_digest": edited_digest},
                 )
                 if not again.allow:
                     return self._deny(
@@ -617,6 +661,8 @@ class ToolGuard:
             tool=tool,
             args_digest=args_digest,
             executed_args=executed_args,
+            # The original arguments were digested once already (args_digest).
+            executed_args_digest=args_digest if executed_args is args else canonical.digest(dict(executed_args)),
             attempt=rec.next_attempt,
             decision=decision,
             spec=spec,
@@ -921,7 +967,7 @@ class ToolGuard:
             plan.tool_call_id,
             {
                 **self._base(plan),
-                "executed_args_digest": canonical.digest(dict(plan.executed_args or {})),
+                "executed_args_digest": plan.executed_args_digest,
                 "decision_id": plan.decision.decision_id if plan.decision else None,
                 "policy_input_digest": plan.decision.input_digest if plan.decision else None,
                 "approval_request_id": plan.approval_request_id,
@@ -986,6 +1032,16 @@ class ToolGuard:
             return result
         self._append(plan.thread_id, EventKind.TOOL_COMPLETED, plan.tool_call_id, payload)
         return result
+
+    def _completed_event(self, thread_id: str, tool_call_id: str, seq: int) -> Event:
+        """The ``tool.completed`` event at ``seq`` (views keep its seq, not the recorded result)."""
+        for e in self.sink.events(thread_id, kinds=(EventKind.TOOL_COMPLETED,), subject=tool_call_id, after_seq=seq - 1):
+            if e.seq == seq:
+                return e
+        raise IntegrityError(
+            f"tool.completed of call {tool_call_id!r} (seq {seq}) is no longer in the history of thread {thread_id!r}",
+            thread_id=thread_id, seq=seq, reason="missing_event",
+        )
 
     def _load_result(self, completed: Event) -> ToolMessage | Command:
         r = completed.payload["result"]

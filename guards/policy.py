@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -358,8 +359,45 @@ def _opt_str_list(value: Iterable[str] | None, field_name: str) -> list[str] | N
     return sorted(set(items))
 
 
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of ``value`` when it is already plain JSON, i.e. exactly what the canonical round trip
+    returns: ASCII strings, ints, bools, None, finite floats, lists/tuples (as lists) and dicts
+    whose keys are ASCII strings not starting with ``$``. Raises ``_NotPlain`` otherwise."""
+    t = type(value)
+    if t is str:
+        if value.isascii():
+            return value
+        raise _NotPlain
+    if value is None or t is int or t is bool:
+        return value
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str or not k.isascii() or k.startswith("$"):
+                raise _NotPlain
+            out[k] = _plain_copy(v)
+        return out
+    if t is list or t is tuple:
+        return [_plain_copy(v) for v in value]
+    if t is float and math.isfinite(value):
+        return value
+    raise _NotPlain
+
+
 def _json_value(value: Any, field_name: str) -> Any:
-    """Round-trip through canonical JSON so engines see plain JSON and the digest is defined."""
+    """Round-trip through canonical JSON so engines see plain JSON and the digest is defined.
+
+    Values that are plain JSON already (the usual arguments, profile, approvals) are copied
+    directly: same result, without encoding and parsing them.
+    """
+    try:
+        return _plain_copy(value)
+    except _NotPlain:
+        pass
     try:
         return canonical.decode(canonical.encode(value))
     except (TypeError, ValueError) as exc:
@@ -367,6 +405,13 @@ def _json_value(value: Any, field_name: str) -> Any:
 
 
 def _history_entry(entry: Any, index: int) -> dict[str, Any]:
+    if type(entry) is dict:  # fast path: an entry that is already well formed is copied as is
+        tool, decision, outcome, ts = entry.get("tool"), entry.get("decision"), entry.get("outcome"), entry.get("ts")
+        if (
+            type(tool) is str and tool and decision in HISTORY_DECISIONS
+            and (outcome is None or type(outcome) is str) and (ts is None or type(ts) is str)
+        ):
+            return {"tool": tool, "decision": decision, "outcome": outcome, "ts": ts}
     where = f"history[{index}]"
     if not isinstance(entry, Mapping):
         raise ConfigurationError(f"policy input {where}: expected an object with tool/decision/outcome/ts")

@@ -316,9 +316,16 @@ def test_in_doubt_call_stays_authorised_in_summary(tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert [e["tool_call_id"] for e in SideEffects(tmp_path / "fx.jsonl").entries() if e["tool"] == "charge_card"] == ["a1"]
     with Warden.open(url, ephemeral_keys=True) as warden:
+        # a1 is in doubt; its sibling b1 (same ToolNode task, run in parallel) may have started too
+        # before the kill, depending on scheduling: then it is in doubt as well (idempotent: retried).
+        in_doubt = set(_ids(warden, "t-doubt", EventKind.TOOL_STARTED)) - set(_ids(warden, "t-doubt", EventKind.TOOL_COMPLETED))
+        assert "a1" in in_doubt and in_doubt <= {"a1", "b1"}, in_doubt
         proc_trial.resume(warden, proc_trial.build(warden, tmp_path / "fx.jsonl"), "t-doubt")
         trail = warden.audit("t-doubt")
         a1 = trail.action("a1")
         assert a1.aborted_attempts == 1 and a1.attempts == 1 and not a1.ran
         assert a1.status == "aborted" and a1.authorised and "a1" in trail.summary.authorised
-        assert trail.summary.denied == [] and trail.summary.aborted == ["a1"] and trail.summary.ran_without_authorisation == []
+        assert trail.summary.denied == [] and trail.summary.ran_without_authorisation == []
+        assert trail.summary.aborted == sorted(in_doubt)
+        if "b1" in in_doubt:  # idempotent: its in-doubt attempt was retried, and completed
+            assert trail.action("b1").status == "authorised+completed"
