@@ -129,21 +129,25 @@ class Event:
         prev_hash: str,
         ts: datetime | None = None,
     ) -> tuple[Event, bytes]:
-        """Build an event and return it with its canonical body bytes."""
+        """Build an event and return it with its canonical body bytes.
+
+        On every commit, so the body is built, encoded and hashed once and the
+        event constructed once; the body is exactly what :meth:`body` returns.
+        """
         when = ts or datetime.now(timezone.utc)
-        # Truncate to microseconds, the resolution of the canonical datetime.
-        draft = cls(
-            thread_id=thread_id,
-            checkpoint_ns=checkpoint_ns,
-            seq=seq,
-            ts=when,
-            kind=kind,
-            actor=actor,
-            payload=payload,
-            prev_hash=prev_hash,
-            hash="",
+        body = canonical.encode(
+            {
+                "v": EVENT_SCHEMA_VERSION,
+                "thread_id": thread_id,
+                "checkpoint_ns": checkpoint_ns,
+                "seq": seq,
+                "ts": when,
+                "kind": kind,
+                "actor": actor,
+                "payload": payload if type(payload) is dict else dict(payload),
+                "prev_hash": prev_hash,
+            }
         )
-        body = canonical.encode(draft.body())
         return (
             cls(
                 thread_id=thread_id,
