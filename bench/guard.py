@@ -8,9 +8,11 @@ whose ToolNode runs the same trivial tool, once with ``wrap_tool_call=warden.gua
 fresh tool call id on a fresh thread whose ledger already holds the run charter and a step
 history of 0 or 50 earlier calls (seeded directly as events, spread over several tools so
 the default policy's rate limit does not deny). The tool declares no scopes, so no
-credential is issued: this measures the guard itself (ledger reads, policy input,
-``policy.decided`` + ``tool.started`` + ``tool.completed`` appends) plus the engine.
-Guarded and unguarded calls alternate so drift hits both.
+credential is issued: this measures the guard itself (one ledger read of the thread's
+history, the policy input, and two durable commits: ``policy.decided`` + ``tool.started``
+before the tool runs, ``tool.completed`` after) plus the engine. Guarded and unguarded calls
+alternate so drift hits both. After the timed calls, a few more run through a counting
+proxy of the ledger (not timed) to report reads, rows read and commits per guarded call.
 
 Engine evaluation is timed in place: the engine is wrapped, and the time spent inside its
 ``decide`` during each guarded call is that call's engine time. The guard's own overhead is
@@ -165,6 +167,40 @@ def measure(warden: Warden, rec: Recording, history: int, n: int, warmup: int, c
     return row
 
 
+class Counting:
+    """The ledger as the guard sees it, counting reads, rows read and commits (used untimed)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads = self.rows = self.commits = 0
+
+    def append(self, thread_id, drafts):
+        self.commits += 1
+        return self.inner.append(thread_id, drafts)
+
+    def events(self, thread_id, **kw):
+        out = self.inner.events(thread_id, **kw)
+        self.reads += 1
+        self.rows += len(out)
+        return out
+
+
+def round_trips(warden: Warden, history: int, charter: RunCharter, calls: int = 5) -> tuple[float, float, float]:
+    """Reads, rows read and commits per guarded call (fresh threads, same scenario, not timed)."""
+    guarded = graph(warden.guard)
+    real, counting = warden.guard.sink, Counting(warden.guard.sink)
+    threads = [f"count-{history}-{i}-{uuid.uuid4().hex[:6]}" for i in range(calls)]
+    for t in threads:
+        seed(warden, t, history, charter)
+    warden.guard.sink = counting
+    try:
+        for t in threads:
+            one_call(guarded, t)
+    finally:
+        warden.guard.sink = real
+    return counting.reads / calls, counting.rows / calls, counting.commits / calls
+
+
 def profile(warden: Warden, rec: Recording, charter: RunCharter, n: int = 200) -> str:
     """cProfile of the guard itself: the ToolNode runs the wrapper in a worker thread, so the
     profiler is switched on inside the wrapper (one call at a time, one profile)."""
@@ -212,6 +248,7 @@ def main() -> None:
                 for history in (0, 50):
                     row = measure(warden, rec, history, args.n, args.warmup, charter)
                     row["engine"] = label
+                    row["reads"], row["rows"], row["commits"] = round_trips(warden, history, charter)
                     rows.append(row)
                 if args.profile and label == "rego":
                     profile_text = profile(warden, rec, charter)
@@ -228,7 +265,9 @@ def main() -> None:
     for r in rows:
         print(f"| {r['engine']} | {r['history']} | {ms(r['guarded_p50'])} | {ms(r['unguarded_p50'])} | {ms(r['engine_p50'])} | "
               f"**{ms(r['overhead_p50'])}** | {ms(r['guarded_p95'])} | {ms(r['unguarded_p95'])} | {ms(r['engine_p95'])} | {ms(r['overhead_p95'])} |")
-    print("\nguard overhead = per-call (guarded - unguarded - engine time of that call), then percentiles.")
+    print("\nper guarded call: " + ", ".join(
+        f"{r['engine']}/{r['history']}: {r['reads']:g} read of {r['rows']:g} events, {r['commits']:g} commits" for r in rows))
+    print("guard overhead = per-call (guarded - unguarded - engine time of that call), then percentiles.")
     print("engine eval includes the policy input's canonical digest (recorded in policy.decided), p50 ms: "
           + ", ".join(f"{r['engine']}/{r['history']} {ms(r['digest_p50'])}" for r in rows))
     worst = max(r["overhead_p50"] for r in rows)
