@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -201,13 +201,20 @@ def engines_from(
 
 
 class DirectTx:
-    """An open transaction on a raw DBAPI connection: what :class:`~.rawsql.Raw` executes on."""
+    """An open transaction on a raw DBAPI connection: what :class:`~.rawsql.Raw` executes on.
 
-    __slots__ = ("cursor", "sqlite")
+    ``before_commit`` is set only on a group-commit transaction carrying several
+    requests: work registered there under a key runs once, just before ``COMMIT``,
+    and a later request's entry replaces an earlier one's under the same key
+    (the ledger signs each thread's final chain head of the transaction this way).
+    """
 
-    def __init__(self, cursor: Any, sqlite: bool) -> None:
+    __slots__ = ("cursor", "sqlite", "before_commit")
+
+    def __init__(self, cursor: Any, sqlite: bool, before_commit: dict[Any, Any] | None = None) -> None:
         self.cursor = cursor
         self.sqlite = sqlite
+        self.before_commit: dict[Any, Callable[[DirectTx], None]] | None = before_commit
 
 
 class _WriteRequest:
@@ -233,6 +240,8 @@ class DirectSqlite:
     its own ``SAVEPOINT`` (a failing request rolls back alone and gets its own
     exception), and commits them with one fsync. No request returns before the
     commit that contains it is durable, so durability is exactly as before.
+    The ledger signs each thread's chain head once per such transaction (see
+    :attr:`DirectTx.before_commit`), not once per request.
     Readers use a small stack of connections; everything else stays on the engine.
     """
 
@@ -283,19 +292,26 @@ class DirectSqlite:
         cur = conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
-            tx = DirectTx(cur, True)
             single = len(batch) == 1
+            tx = DirectTx(cur, True, None if single else {})
+            pending = tx.before_commit
             for req in batch:
-                if single:
+                if pending is None:
                     req.result = req.fn(tx, *req.args)
                     continue
                 cur.execute("SAVEPOINT warden_req")
+                kept = dict(pending)
                 try:
                     req.result = req.fn(tx, *req.args)
                 except BaseException as exc:  # noqa: BLE001 - handed to its caller
                     cur.execute("ROLLBACK TO warden_req")
+                    pending.clear()
+                    pending.update(kept)  # what the rolled-back request registered goes with it
                     req.error = exc
                 cur.execute("RELEASE warden_req")
+            if pending:
+                for finish in pending.values():
+                    finish(tx)
             cur.execute("COMMIT")
             self.commits += 1
             self.requests += len(batch)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from contextlib import AbstractContextManager
-from functools import lru_cache
+from functools import lru_cache, partial
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -250,9 +250,20 @@ class Ledger:
         return int(row[0]), row[1]
 
     def _chain(
-        self, key: SigningKey, thread_id: str, drafts: Sequence[EventDraft], seq: int, prev: str, stamp: Any
+        self,
+        key: SigningKey,
+        thread_id: str,
+        drafts: Sequence[EventDraft],
+        seq: int,
+        prev: str,
+        stamp: Any,
+        *,
+        sign: bool = True,
     ) -> tuple[list[Event], list[list[Any]], int, str]:
-        """Hash ``drafts`` onto the head (seq, prev) and sign the new head: events, rows, new seq, new hash."""
+        """Hash ``drafts`` onto the head (seq, prev) and sign the new head: events, rows, new seq, new hash.
+
+        ``sign=False`` leaves the head unsigned for :meth:`_sign_head_in` to sign before the commit.
+        """
         now = datetime.now(timezone.utc)
         out: list[Event] = []
         rows: list[list[Any]] = []
@@ -271,9 +282,20 @@ class Ledger:
             out.append(ev)
             rows.append([thread_id, seq, draft.checkpoint_ns, draft.kind, draft.subject, stamp(now), body, ev.hash, None, None, None])
             prev = ev.hash
-        signature = b64u(key.sign(head_signing_bytes(thread_id, seq, prev, key.key_id, key.store_kind)))
-        rows[-1][8:11] = [key.key_id, key.store_kind, signature]
+        if sign:
+            rows[-1][8:11] = [key.key_id, key.store_kind, self._head_signature(key, thread_id, seq, prev)]
         return out, rows, seq, prev
+
+    @staticmethod
+    def _head_signature(key: SigningKey, thread_id: str, seq: int, head_hash: str) -> str:
+        return b64u(key.sign(head_signing_bytes(thread_id, seq, head_hash, key.key_id, key.store_kind)))
+
+    def _sign_head_in(self, key: SigningKey, thread_id: str, seq: int, head_hash: str, tx: DirectTx) -> None:
+        """Sign the head a group commit leaves on ``thread_id``: its last event carries the signature."""
+        Raw(tx).run(
+            "UPDATE warden_events SET key_id = ?, key_store = ?, signature = ? WHERE thread_id = ? AND seq = ?",
+            (key.key_id, key.store_kind, self._head_signature(key, thread_id, seq, head_hash), thread_id, seq),
+        )
 
     @property
     def direct_postgres(self) -> DirectPostgres:
@@ -286,31 +308,43 @@ class Ledger:
     def append_in(self, conn: Connection | DirectTx, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
         """Append ``drafts`` to ``thread_id``'s chain inside the caller's transaction.
 
-        The last appended event carries the signature of the new chain head.
+        The last appended event carries the signature of the new chain head. In a
+        SQLite group commit carrying several requests, the signature is written
+        just before ``COMMIT`` and only for the head the *transaction* leaves on
+        each thread: what commits is still signed, one Ed25519 signature per
+        thread per transaction instead of one per request.
         """
         if not drafts:
             return []
         key = self.signing_key()
         self._ensure_key(conn, key)
         raw = Raw(conn)
+        pending = conn.before_commit if isinstance(conn, DirectTx) else None
+        sign = pending is None
         cached = self._heads.get(thread_id) if raw.sqlite else None
         if cached is not None:
             # SQLite: this transaction holds the database's write lock, so if the head is still the one
             # this process committed last, advancing it conditionally saves reading it first.
-            out, rows, seq, prev = self._chain(key, thread_id, drafts, *cached, raw.timestamp)
+            out, rows, seq, prev = self._chain(key, thread_id, drafts, *cached, raw.timestamp, sign=sign)
             if raw.run(_SQL_ADVANCE_HEAD, (seq, prev, thread_id, *cached)) == 1:
                 raw.many(f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                self._heads.put(thread_id, (seq, prev))
+                self._appended(pending, key, thread_id, seq, prev)
                 return out
         seq, prev = self._lock_head(raw, thread_id)
-        out, rows, seq, prev = self._chain(key, thread_id, drafts, seq, prev, raw.timestamp)
+        out, rows, seq, prev = self._chain(key, thread_id, drafts, seq, prev, raw.timestamp, sign=sign)
         raw.many(
             f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         raw.run("UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ?", (seq, prev, thread_id))
-        self._heads.put(thread_id, (seq, prev))
+        self._appended(pending, key, thread_id, seq, prev)
         return out
+
+    def _appended(self, pending: dict[Any, Any] | None, key: SigningKey, thread_id: str, seq: int, head: str) -> None:
+        self._heads.put(thread_id, (seq, head))
+        if pending is not None:
+            # A later append to this thread in the same transaction replaces this entry.
+            pending[(id(self), thread_id)] = partial(self._sign_head_in, key, thread_id, seq, head)
 
     def try_append_one_statement(
         self,

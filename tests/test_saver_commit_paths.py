@@ -126,6 +126,65 @@ def test_group_commit_failing_request_rolls_back_alone(tmp_path):
         assert saver.ledger.verify().ok
 
 
+def test_group_commit_signs_each_threads_final_head_once(tmp_path):
+    """Several requests on one thread in one transaction: one signature, on the head that commits.
+
+    The last request on thread A fails after appending: its rollback must hand the
+    signature back to the head the earlier requests left, or the chain would end unsigned.
+    """
+    with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
+        direct = direct_sqlite(saver.engine)
+        ledger = saver.ledger
+        gate, release = threading.Event(), threading.Event()
+        results: dict[str, object] = {}
+
+        def hold(tx):
+            gate.set()
+            release.wait(10)
+
+        def ok(thread_id, kind):
+            return lambda tx: ledger.append_in(tx, thread_id, [EventDraft(kind=kind, payload={})])
+
+        def boom(tx):
+            ledger.append_in(tx, "sig-a", [EventDraft(kind="test.partial", payload={})])
+            raise RuntimeError("request failed after writing")
+
+        def run(name, fn):
+            try:
+                results[name] = direct.run_write(fn)
+            except BaseException as exc:  # noqa: BLE001
+                results[name] = exc
+
+        workers = [threading.Thread(target=run, args=("hold", hold))]
+        workers[0].start()
+        assert gate.wait(10)
+        queued = [("a1", ok("sig-a", "test.a1")), ("a2", ok("sig-a", "test.a2")), ("b1", ok("sig-b", "test.b1")), ("bad", boom)]
+        for i, (name, fn) in enumerate(queued, start=1):
+            t = threading.Thread(target=run, args=(name, fn))
+            t.start()
+            workers.append(t)
+            while len(direct._queue) < i:  # queue them in this order
+                threading.Event().wait(0.002)
+        commits = direct.commits
+        release.set()
+        for t in workers:
+            t.join(10)
+        assert isinstance(results["bad"], RuntimeError)
+        assert direct.commits == commits + 2
+        with saver.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT thread_id, seq, kind, signature IS NOT NULL FROM warden_events ORDER BY thread_id, seq"
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            ("sig-a", 1, "test.a1", 0),  # replaced as the thread's head by a2 in the same transaction
+            ("sig-a", 2, "test.a2", 1),  # the head the transaction committed: signed
+            ("sig-b", 1, "test.b1", 1),
+        ]
+        assert saver.ledger.verify().ok
+        head = saver.ledger.head("sig-a")
+        assert head is not None and head.seq == 2
+
+
 # ------------------------------------------------------------ PostgreSQL one statement
 @requires_pg
 @pytest.mark.postgres
