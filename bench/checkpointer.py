@@ -100,6 +100,42 @@ def graph_steps_per_second(saver: Any, invocations: int, warmup: int = 2) -> flo
     return invocations * NODES / (time.perf_counter() - t0)
 
 
+def paired_graph_rounds(
+    label: str,
+    open_warden: Callable[[], contextlib.AbstractContextManager[Any]],
+    open_peer: Callable[[], contextlib.AbstractContextManager[Any]],
+    invocations: int,
+    rounds: int,
+) -> tuple[float, float, float]:
+    """Graph steps/s of both savers in paired rounds: (median warden, median peer, median ratio).
+
+    Each round runs both savers back to back on fresh databases, in alternating
+    order, and yields one warden/peer ratio. The machine may be shared, so load
+    drifts between rounds; a paired ratio cancels most of that, and the median
+    of the rounds' ratios ignores a round that a burst of load hit on one side.
+    """
+    w_rates: list[float] = []
+    p_rates: list[float] = []
+    ratios: list[float] = []
+    for r in range(rounds):
+        order = [("warden", open_warden), ("peer", open_peer)]
+        if r % 2:
+            order.reverse()
+        rate: dict[str, float] = {}
+        for side, opener in order:
+            with opener() as saver:
+                rate[side] = graph_steps_per_second(saver, invocations)
+        w_rates.append(rate["warden"])
+        p_rates.append(rate["peer"])
+        ratios.append(rate["warden"] / rate["peer"])
+        print(
+            f"  {label}: graph round {r + 1}/{rounds}: warden {rate['warden']:.0f}, peer {rate['peer']:.0f} steps/s "
+            f"(ratio {ratios[-1]:.2f})",
+            flush=True,
+        )
+    return statistics.median(w_rates), statistics.median(p_rates), statistics.median(ratios)
+
+
 # ---------------------------------------------------------------------- micro benchmarks
 def _p50_us(samples_ns: list[int]) -> float:
     return statistics.median(samples_ns) / 1000.0
@@ -242,6 +278,8 @@ class Result:
     warden: dict[str, float] = field(default_factory=dict)
     peer: dict[str, float] = field(default_factory=dict)
     peer_name: str = ""
+    #: median of the paired rounds' warden/peer ratios (see paired_graph_rounds)
+    graph_ratio: float = 0.0
 
 
 METRICS = [
@@ -274,14 +312,9 @@ def bench_pair(
         print(f"  {db}: {'WardenSaver' if side == 'warden' else peer_name} micro ({args.n} checkpoints) ...", flush=True)
         with opener() as saver:
             getattr(res, side).update(micro(saver, args.n, args.list_reps, args.get_reps))
-    # Graph throughput: alternate rounds, keep each side's best (the machine may be shared).
-    best = {"warden": 0.0, "peer": 0.0}
-    for r in range(args.rounds):
-        for side, opener in (("warden", open_warden), ("peer", open_peer)):
-            with opener() as saver:
-                best[side] = max(best[side], graph_steps_per_second(saver, args.invocations))
-        print(f"  {db}: graph round {r + 1}/{args.rounds}: warden {best['warden']:.0f}, peer {best['peer']:.0f} steps/s", flush=True)
-    res.warden["graph"], res.peer["graph"] = best["warden"], best["peer"]
+    res.warden["graph"], res.peer["graph"], res.graph_ratio = paired_graph_rounds(
+        db, open_warden, open_peer, args.invocations, args.rounds
+    )
     return res
 
 
@@ -296,7 +329,7 @@ def render(results: list[Result], command: str, notes: list[str]) -> str:
     for res in results:
         for key, unit in METRICS:
             w, p = res.warden[key], res.peer[key]
-            ratio = (w / p) if unit == "steps/s" else (p / w)
+            ratio = res.graph_ratio if key == "graph" else (w / p) if unit == "steps/s" else (p / w)
 
             def fmt(v: float, unit: str = unit) -> str:
                 return f"{v:,.0f} {unit}" if unit == "steps/s" or v >= 100 else f"{v:,.1f} {unit}"
@@ -306,7 +339,8 @@ def render(results: list[Result], command: str, notes: list[str]) -> str:
             )
     lines.append("")
     lines.append(
-        "Times are p50 per call; ratio = peer time / warden time for calls, warden / peer for steps/s."
+        "Times are p50 per call; ratio = peer time / warden time for calls. Graph: median steps/s of each side "
+        "over paired rounds, ratio = median of the rounds' warden/peer ratios."
     )
     lines.extend(notes)
     return "\n".join(lines)
@@ -319,11 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-url", default=PG_URL_DEFAULT, help=f"PostgreSQL URL (default {PG_URL_DEFAULT})")
     ap.add_argument("--n", type=int, help="checkpoints for the micro benchmarks (default 1000; --quick 200)")
     ap.add_argument("--invocations", type=int, help="graph invocations per round (default 40; --quick 10)")
-    ap.add_argument("--rounds", type=int, help="graph rounds, best kept (default 3; --quick 1)")
+    ap.add_argument("--rounds", type=int, help="paired graph rounds, median kept (default 7; --quick 1)")
     args = ap.parse_args(argv)
     args.n = args.n or (200 if args.quick else 1000)
     args.invocations = args.invocations or (10 if args.quick else 40)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.rounds = args.rounds or (1 if args.quick else 7)
     args.list_reps = 5 if args.quick else 15
     args.get_reps = 100 if args.quick else 300
     command = "python bench/" + Path(__file__).name + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
@@ -335,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         "(2 = FULL), WardenSaver sets synchronous=FULL, so both fsync every commit (WardenSaver group-commits "
         "concurrent calls; none returns before the fsync that covers it).",
         f"{args.n:,} checkpoints for put/put_writes/get_tuple/list; graph: {args.invocations} invocations × "
-        f"{NODES} steps, best of {args.rounds} alternating round(s).",
+        f"{NODES} steps per invocation, {args.rounds} paired round(s) on fresh databases, order alternating.",
     ]
     results: list[Result] = []
     tmp = tempfile.TemporaryDirectory(prefix="warden-bench-")

@@ -243,3 +243,35 @@ def test_one_statement_put_is_idempotent_and_records_a_changed_reput():
         assert tup.checkpoint["channel_values"] == {"counter": 99}
         assert tup.pending_writes == [("t1", "counter", 5)]
         assert saver.ledger.verify().ok
+
+
+# ------------------------------------------------------------ put_writes, partly stored already
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=[requires_pg, pytest.mark.postgres])])
+def test_put_writes_partly_stored_keeps_regular_writes_and_records_only_what_changed(backend, tmp_path):
+    """Insert-first put_writes: rows already stored are compared, new ones inserted, the event says which."""
+    url = sqlite_url(tmp_path) if backend == "sqlite" else pg_schema_url()
+    with WardenSaver.from_url(url, key_store=EphemeralKeyStore()) as saver:
+        config = saver.put(
+            {"configurable": {"thread_id": "pw", "checkpoint_ns": ""}}, _checkpoint(0), {"source": "loop", "step": 0}, {}
+        )
+        saver.put_writes(config, [("a", "first"), ("b", "first")], "task-1")
+        # A replay: idx 0 and 1 exist (regular writes are never overwritten), idx 2 is new.
+        saver.put_writes(config, [("a", "second"), ("b", "first"), ("c", "new")], "task-1")
+        # Special channels are upserted: the error write changes, so it is replaced and recorded.
+        saver.put_writes(config, [("__error__", "boom 1")], "task-2")
+        saver.put_writes(config, [("__error__", "boom 2")], "task-2")
+        saver.put_writes(config, [("__error__", "boom 2")], "task-2")  # same again: nothing to record
+
+        tup = saver.get_tuple(config)
+        assert tup is not None
+        assert sorted(tup.pending_writes) == sorted(
+            [("task-1", "a", "first"), ("task-1", "b", "first"), ("task-1", "c", "new"), ("task-2", "__error__", "boom 2")]
+        )
+        saved = [e for e in saver.ledger.events("pw") if e.kind == "writes.saved"]
+        assert [(e.payload["task_id"], [r["channel"] for r in e.payload["rows"]]) for e in saved] == [
+            ("task-1", ["a", "b"]),
+            ("task-1", ["c"]),
+            ("task-2", ["__error__"]),
+            ("task-2", ["__error__"]),
+        ]
+        assert saver.ledger.verify().ok

@@ -210,8 +210,17 @@ def test_truncated_tail_detected_against_saved_head(saver, tmp_path):
     assert json.loads(head.output)["heads"][0]["thread_id"] == "t1"
     res = _cli_verify(saver, "--against", str(head_file))
     assert res.exit_code == 0, res.output
-    # Cut the tail: the remaining chain is still internally valid and signed...
-    _exec(saver, "DELETE FROM warden_events WHERE thread_id='t1' AND seq > 4")
+    # Cut the tail at an earlier signed head (one transaction's; a group commit signs only the last
+    # head it leaves on a thread): the remaining chain is still internally valid and signed...
+    with saver.engine.connect() as conn:
+        cut = conn.execute(
+            text(
+                "SELECT max(seq) FROM warden_events WHERE thread_id='t1' AND signature IS NOT NULL "
+                "AND seq < (SELECT max(seq) FROM warden_events WHERE thread_id='t1')"
+            )
+        ).scalar_one()
+    assert cut is not None and cut >= 2
+    _exec(saver, "DELETE FROM warden_events WHERE thread_id='t1' AND seq > :cut", cut=cut)
     _exec(saver, "DELETE FROM warden_checkpoints WHERE thread_id='t1'")
     _exec(saver, "DELETE FROM warden_writes WHERE thread_id='t1'")
     # ...apart from rows, so check the chain alone: only the saved head reveals the truncation.
