@@ -7,7 +7,10 @@ whose ToolNode runs the same trivial tool, once with ``wrap_tool_call=warden.gua
 (guarded) and once without (unguarded). Each measured call is one ``graph.invoke`` with a
 fresh tool call id on a fresh thread whose ledger already holds the run charter and a step
 history of 0 or 50 earlier calls (seeded directly as events, spread over several tools so
-the default policy's rate limit does not deny). The tool declares no scopes, so no
+the default policy's rate limit does not deny). Three scenarios: history 0 (the first call
+of a run); history 50 with the guard's view of the thread warm (the steady state of a run:
+the previous call on the thread went through this guard, so only the events since are read);
+and history 50 cold (the first call after a restart: the guard folds the whole history). The tool declares no scopes, so no
 credential is issued: this measures the guard itself (one ledger read of the thread's
 history, the policy input, and two durable commits: ``policy.decided`` + ``tool.started``
 before the tool runs, ``tool.completed`` after) plus the engine. Guarded and unguarded calls
@@ -58,6 +61,10 @@ from langgraph_warden.guards.rego import RegoEngine  # noqa: E402
 from langgraph_warden.guards.tools import ToolSpec  # noqa: E402
 from langgraph_warden.warden import Warden  # noqa: E402
 
+#: (step history, guard's view of the thread): the first call of a run, the steady state of a run
+#: 50 calls in, and the first call after a restart 50 calls in (the whole history folded).
+SCENARIOS = [(0, "cold"), (50, "warm"), (50, "cold")]
+VIEW_LABEL = {(0, "cold"): "first call of a run", (50, "warm"): "in a run (steady state)", (50, "cold"): "first call after a restart"}
 HISTORY_TOOLS = [f"earlier_{i}" for i in range(6)]  # 50 entries over 6 tools: under the per-tool limit of 20
 
 
@@ -135,11 +142,27 @@ def one_call(g, thread: str) -> float:
     return dt
 
 
-def measure(warden: Warden, rec: Recording, history: int, n: int, warmup: int, charter: RunCharter) -> dict[str, Any]:
+def measure(
+    warden: Warden, rec: Recording, history: int, n: int, warmup: int, charter: RunCharter, view: str = "cold"
+) -> dict[str, Any]:
+    """Time ``n`` guarded/unguarded call pairs, each on its own thread holding ``history`` earlier calls.
+
+    ``view="cold"``: the history was written before this process looked at the thread (the first
+    call after a restart: the guard folds the whole history). ``view="warm"``: the steady state of a
+    run, where this guard made the previous call on the thread: ``history - 1`` calls are seeded and
+    one real guarded call (untimed) made, so the timed call sees ``history`` entries and reads only
+    the events written since the guard's last read.
+    """
     guarded, plain = graph(warden.guard), graph(None)
-    threads = [f"bench-{rec.name}-{history}-{i}-{uuid.uuid4().hex[:6]}" for i in range(n + warmup)]
+    threads = [f"bench-{rec.name}-{history}-{view}-{i}-{uuid.uuid4().hex[:6]}" for i in range(n + warmup)]
     for t in threads:
-        seed(warden, t, history, charter)
+        if view == "warm":
+            seed(warden, t, history - 1, charter)
+            one_call(guarded, t)
+        else:
+            seed(warden, t, history, charter)
+    if view == "warm":
+        rec.inputs.clear()
     g_times, u_times, e_times, overheads = [], [], [], []
     for i, t in enumerate(threads):
         decided = len(rec.seconds)
@@ -160,7 +183,7 @@ def measure(warden: Warden, rec: Recording, history: int, n: int, warmup: int, c
         t0 = time.perf_counter()
         canonical.digest(inp)
         digests.append(time.perf_counter() - t0)
-    row: dict[str, Any] = {"engine": rec.name, "history": history, "digest_p50": pct(digests, 50)}
+    row: dict[str, Any] = {"engine": rec.name, "history": history, "view": view, "digest_p50": pct(digests, 50)}
     for q in (50, 95):
         row[f"guarded_p{q}"], row[f"unguarded_p{q}"], row[f"engine_p{q}"] = pct(g_times, q), pct(u_times, q), pct(e_times, q)
         row[f"overhead_p{q}"] = pct(overheads, q)
@@ -185,13 +208,19 @@ class Counting:
         return out
 
 
-def round_trips(warden: Warden, history: int, charter: RunCharter, calls: int = 5) -> tuple[float, float, float]:
+def round_trips(
+    warden: Warden, history: int, charter: RunCharter, view: str = "cold", calls: int = 5
+) -> tuple[float, float, float]:
     """Reads, rows read and commits per guarded call (fresh threads, same scenario, not timed)."""
     guarded = graph(warden.guard)
     real, counting = warden.guard.sink, Counting(warden.guard.sink)
-    threads = [f"count-{history}-{i}-{uuid.uuid4().hex[:6]}" for i in range(calls)]
+    threads = [f"count-{history}-{view}-{i}-{uuid.uuid4().hex[:6]}" for i in range(calls)]
     for t in threads:
-        seed(warden, t, history, charter)
+        if view == "warm":
+            seed(warden, t, history - 1, charter)
+            one_call(guarded, t)
+        else:
+            seed(warden, t, history, charter)
     warden.guard.sink = counting
     try:
         for t in threads:
@@ -245,10 +274,10 @@ def main() -> None:
             rec = Recording(eng)
             with Warden.open(f"sqlite:///{tmp / (label + '.db')}", ephemeral_keys=True, policy=rec) as warden:
                 warden.tools.register(ToolSpec("echo", sensitivity="public"))
-                for history in (0, 50):
-                    row = measure(warden, rec, history, args.n, args.warmup, charter)
+                for history, view in SCENARIOS:
+                    row = measure(warden, rec, history, args.n, args.warmup, charter, view)
                     row["engine"] = label
-                    row["reads"], row["rows"], row["commits"] = round_trips(warden, history, charter)
+                    row["reads"], row["rows"], row["commits"] = round_trips(warden, history, charter, view)
                     rows.append(row)
                 if args.profile and label == "rego":
                     profile_text = profile(warden, rec, charter)
@@ -260,18 +289,20 @@ def main() -> None:
     ms = lambda s: f"{s * 1000:.2f}"  # noqa: E731
     print(f"command: python bench/guard.py --n {args.n} --warmup {args.warmup}{' --profile' if args.profile else ''}")
     print(f"python {sys.version.split()[0]}, SQLite file DB, {args.n} calls per row, times in ms per tool call\n")
-    print("| engine | history | guarded p50 | unguarded p50 | engine eval p50 | **guard overhead p50** | guarded p95 | unguarded p95 | engine eval p95 | guard overhead p95 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| engine | history | view | guarded p50 | unguarded p50 | engine eval p50 | **guard overhead p50** | guarded p95 | unguarded p95 | engine eval p95 | guard overhead p95 |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['engine']} | {r['history']} | {ms(r['guarded_p50'])} | {ms(r['unguarded_p50'])} | {ms(r['engine_p50'])} | "
+        print(f"| {r['engine']} | {r['history']} | {VIEW_LABEL[(r['history'], r['view'])]} | {ms(r['guarded_p50'])} | {ms(r['unguarded_p50'])} | {ms(r['engine_p50'])} | "
               f"**{ms(r['overhead_p50'])}** | {ms(r['guarded_p95'])} | {ms(r['unguarded_p95'])} | {ms(r['engine_p95'])} | {ms(r['overhead_p95'])} |")
     print("\nper guarded call: " + ", ".join(
-        f"{r['engine']}/{r['history']}: {r['reads']:g} read of {r['rows']:g} events, {r['commits']:g} commits" for r in rows))
+        f"{r['engine']}/{r['history']}/{r['view']}: {r['reads']:g} read of {r['rows']:g} events, {r['commits']:g} commits" for r in rows))
     print("guard overhead = per-call (guarded - unguarded - engine time of that call), then percentiles.")
     print("engine eval includes the policy input's canonical digest (recorded in policy.decided), p50 ms: "
-          + ", ".join(f"{r['engine']}/{r['history']} {ms(r['digest_p50'])}" for r in rows))
+          + ", ".join(f"{r['engine']}/{r['history']}/{r['view']} {ms(r['digest_p50'])}" for r in rows))
     worst = max(r["overhead_p50"] for r in rows)
-    print(f"\ntarget: guard overhead <= 1.00 ms p50 on SQLite -> worst row {ms(worst)} ms: {'MET' if worst <= 0.001 else 'NOT MET'}")
+    in_run = max(r["overhead_p50"] for r in rows if r["view"] == "warm" or r["history"] == 0)
+    print(f"\ntarget: guard overhead <= 1.00 ms p50 on SQLite -> worst row {ms(worst)} ms: {'MET' if worst <= 0.001 else 'NOT MET'}; "
+          f"worst row within a run (history 0, and 50 with the guard's view warm) {ms(in_run)} ms: {'MET' if in_run <= 0.001 else 'NOT MET'}")
     if profile_text:
         print("\ncProfile of 200 guarded calls, guard only (rego, history 50):\n")
         print(profile_text)
