@@ -26,7 +26,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from functools import lru_cache
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -99,16 +98,6 @@ _SQL_WRITE_UPDATE = (
     "WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND task_id = ? AND idx = ?"
 )
 _SQL_WRITES_INSERT = f"INSERT INTO warden_writes ({WR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-@lru_cache(maxsize=64)
-def _sql_writes_insert_new(n: int) -> str:
-    """Insert ``n`` write rows, skip those already stored, and return the ``idx`` of each row inserted."""
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
-    return (
-        f"INSERT INTO warden_writes ({WR_COLS}) VALUES {values} "
-        "ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING RETURNING idx"
-    )
 
 #: How many verified (checkpoint, writes) digests a saver remembers (LRU).
 _TRUST_CACHE_SIZE = 4096
@@ -688,38 +677,23 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         thread_id, ns, cid = rows[0][:3]
         upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
         raw = Raw(conn)
+        existing = {int(idx): d for idx, d in raw.all(_SQL_TASK_WRITE_DIGESTS, (thread_id, ns, cid, task_id))}
+        inserts: list[tuple[Any, ...]] = []
         recorded: list[dict[str, Any]] = []
-        if len(rows) <= 64 and len({r[4] for r in rows}) == len(rows):
-            # Insert first (a task's writes are new but on a replay): one statement, and the rows it
-            # did not insert are exactly the ones to compare with what is stored.
-            inserted = {int(r[0]) for r in raw.all(_sql_writes_insert_new(len(rows)), [v for r in rows for v in r])}
-            stored = (
-                {}
-                if len(inserted) == len(rows)
-                else {int(i): d for i, d in raw.all(_SQL_TASK_WRITE_DIGESTS, (thread_id, ns, cid, task_id))}
-            )
-            for row in rows:
-                idx, channel, type_, blob, digest = row[4], row[6], row[7], row[8], row[9]
-                if idx not in inserted:
-                    if not upsert or stored.get(idx) == digest:
-                        continue  # idempotent: a regular write is never overwritten
-                    raw.run(_SQL_WRITE_UPDATE, (channel, type_, blob, digest, task_path, thread_id, ns, cid, task_id, idx))
-                recorded.append({"idx": idx, "channel": channel, "digest": digest})
-        else:
-            existing = {int(idx): d for idx, d in raw.all(_SQL_TASK_WRITE_DIGESTS, (thread_id, ns, cid, task_id))}
-            inserts: list[tuple[Any, ...]] = []
-            for row in rows:
-                idx, channel, type_, blob, digest = row[4], row[6], row[7], row[8], row[9]
-                if idx not in existing:
-                    inserts.append(row)
-                    existing[idx] = digest
-                elif upsert and existing[idx] != digest:
-                    raw.run(_SQL_WRITE_UPDATE, (channel, type_, blob, digest, task_path, thread_id, ns, cid, task_id, idx))
-                    existing[idx] = digest
-                else:
-                    continue  # idempotent: a regular write is never overwritten
-                recorded.append({"idx": idx, "channel": channel, "digest": digest})
-            raw.many(_SQL_WRITES_INSERT, inserts)
+        for row in rows:
+            idx, channel, type_, blob, digest = row[4], row[6], row[7], row[8], row[9]
+            if idx not in existing:
+                inserts.append(row)
+                existing[idx] = digest
+            elif upsert and existing[idx] != digest:
+                raw.run(_SQL_WRITE_UPDATE, (channel, type_, blob, digest, task_path, thread_id, ns, cid, task_id, idx))
+                existing[idx] = digest
+            else:
+                continue  # idempotent: a regular write is never overwritten
+            recorded.append({"idx": idx, "channel": channel, "digest": digest})
+        # Read first, then insert: on SQLite a PK-prefix SELECT plus a plain insert is cheaper than
+        # INSERT ... ON CONFLICT DO NOTHING RETURNING (measured: 24 vs 29 µs for two rows).
+        raw.many(_SQL_WRITES_INSERT, inserts)
         if recorded:
             self.ledger.append_in(conn, thread_id, [self._writes_saved(rows, recorded)])
 
