@@ -6,6 +6,7 @@ Run from the repository root::
     python bench/checkpointer.py --quick               # fewer iterations
     python bench/checkpointer.py --only sqlite         # or: --only postgres
     python bench/checkpointer.py --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    python bench/checkpointer.py --diagnose-ledger     # + the graph without the signed history
 
 Pairs (sync API for both sides, each on a fresh database):
 
@@ -31,6 +32,10 @@ Metrics (µs per call, p50 over all calls):
 * ``graph``        — a 10-node linear graph (state: 15 KB payload + counter)
   invoked N times on fresh threads, default durability; steps/second (higher
   is better)
+
+``--diagnose-ledger`` adds a graph row per database for the same saver with its event
+appends stubbed out (rows still written, no event, chain head or signature): a diagnostic
+of what the signed history costs, not a mode the package offers.
 
 Ratio column: for times ``peer / warden``, for steps/second
 ``warden / peer`` — in both cases **> 1 means WardenSaver is faster**.
@@ -212,12 +217,36 @@ def _uuid6() -> str:  # Python < 3.14: langgraph's own time-ordered uuid
 
 # ---------------------------------------------------------------------- savers
 @contextlib.contextmanager
-def warden_saver(url: str) -> Iterator[Any]:
+def warden_saver(url: str, *, ledger: bool = True) -> Iterator[Any]:
+    """WardenSaver on ``url``; ``ledger=False`` is the ``--diagnose-ledger`` experiment (see below)."""
     from langgraph_warden.checkpointers import WardenSaver
     from langgraph_warden.keys import EphemeralKeyStore
 
     with WardenSaver.from_url(url, key_store=EphemeralKeyStore()) as saver:
+        if not ledger:
+            _stub_ledger_appends(saver)
         yield saver
+
+
+def _stub_ledger_appends(saver: Any) -> None:
+    """DIAGNOSTIC ONLY, not a mode of the package: the same saver with its event appends stubbed out.
+
+    Rows are still written exactly as before (SQLite: same transaction and group commit;
+    PostgreSQL: one autocommit INSERT per row set), but no event, chain head or signature
+    is. The difference to the real saver is what the signed history costs.
+    """
+    ledger = saver.ledger
+    ledger.append_in = lambda conn, thread_id, drafts: []
+
+    def rows_only(thread_id: str, drafts: Any, inserts: Any = ()) -> list[Any]:
+        with ledger.direct_postgres.connection() as pg:
+            for table, cols, values in inserts:
+                marks = ", ".join(["%s"] * len(cols))
+                pg.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", list(values))
+        return []
+
+    if saver.engine.dialect.name == "postgresql":
+        ledger.try_append_one_statement = rows_only
 
 
 @contextlib.contextmanager
@@ -280,6 +309,8 @@ class Result:
     peer_name: str = ""
     #: median of the paired rounds' warden/peer ratios (see paired_graph_rounds)
     graph_ratio: float = 0.0
+    #: --diagnose-ledger: (warden steps/s, peer steps/s, ratio) with the ledger's appends stubbed out
+    diagnostic: tuple[float, float, float] | None = None
 
 
 METRICS = [
@@ -306,6 +337,7 @@ def bench_pair(
     open_warden: Callable[[], contextlib.AbstractContextManager[Any]],
     open_peer: Callable[[], contextlib.AbstractContextManager[Any]],
     args: argparse.Namespace,
+    open_warden_unsigned: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> Result:
     res = Result(db=db, peer_name=peer_name)
     for side, opener in (("warden", open_warden), ("peer", open_peer)):
@@ -315,6 +347,11 @@ def bench_pair(
     res.warden["graph"], res.peer["graph"], res.graph_ratio = paired_graph_rounds(
         db, open_warden, open_peer, args.invocations, args.rounds
     )
+    if args.diagnose_ledger and open_warden_unsigned is not None:
+        w, p, ratio = paired_graph_rounds(
+            f"{db} (ledger appends stubbed)", open_warden_unsigned, open_peer, args.invocations, args.rounds
+        )
+        res.diagnostic = (w, p, ratio)
     return res
 
 
@@ -337,6 +374,12 @@ def render(results: list[Result], command: str, notes: list[str]) -> str:
             lines.append(
                 f"| {res.db} | {LABELS[key]} | {fmt(w)} | {fmt(p)} | {res.peer_name} | **{ratio:.2f}×** |"
             )
+        if res.diagnostic is not None:
+            w, p, ratio = res.diagnostic
+            lines.append(
+                f"| {res.db} | {LABELS['graph']} — diagnostic: ledger appends stubbed out | {w:,.0f} steps/s "
+                f"| {p:,.0f} steps/s | {res.peer_name} | {ratio:.2f}× |"
+            )
     lines.append("")
     lines.append(
         "Times are p50 per call; ratio = peer time / warden time for calls. Graph: median steps/s of each side "
@@ -354,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, help="checkpoints for the micro benchmarks (default 1000; --quick 200)")
     ap.add_argument("--invocations", type=int, help="graph invocations per round (default 40; --quick 10)")
     ap.add_argument("--rounds", type=int, help="paired graph rounds, median kept (default 7; --quick 1)")
+    ap.add_argument(
+        "--diagnose-ledger",
+        action="store_true",
+        help="also run the graph with the saver's event appends stubbed out (diagnostic: what the signed history costs)",
+    )
     args = ap.parse_args(argv)
     args.n = args.n or (200 if args.quick else 1000)
     args.invocations = args.invocations or (10 if args.quick else 40)
@@ -384,7 +432,10 @@ def main(argv: list[str] | None = None) -> int:
             def p_sqlite() -> contextlib.AbstractContextManager[Any]:
                 return sqlite_peer(Path(tmp.name) / f"peer-{next(counter)}.db")
 
-            results.append(bench_pair("SQLite", "SqliteSaver", w_sqlite, p_sqlite, args))
+            def w_sqlite_unsigned() -> contextlib.AbstractContextManager[Any]:
+                return warden_saver(f"sqlite:///{Path(tmp.name) / f'warden-{next(counter)}.db'}", ledger=False)
+
+            results.append(bench_pair("SQLite", "SqliteSaver", w_sqlite, p_sqlite, args, w_sqlite_unsigned))
         if args.only in (None, "postgres"):
             reason = pg_reachable(args.pg_url)
             if reason is not None:
@@ -407,7 +458,12 @@ def main(argv: list[str] | None = None) -> int:
                     with pg_schema(args.pg_url, "bench_p") as url, postgres_peer(url) as saver:
                         yield saver
 
-                results.append(bench_pair("PostgreSQL", "PostgresSaver", w_pg, p_pg, args))
+                @contextlib.contextmanager
+                def w_pg_unsigned() -> Iterator[Any]:
+                    with pg_schema(args.pg_url, "bench_w") as url, warden_saver(url, ledger=False) as saver:
+                        yield saver
+
+                results.append(bench_pair("PostgreSQL", "PostgresSaver", w_pg, p_pg, args, w_pg_unsigned))
                 notes.append(
                     "PostgreSQL: PostgresSaver.from_conn_string (one autocommit connection) + setup(); "
                     "WardenSaver.from_url (hot path on its own autocommit psycopg connections, one statement per commit); "
