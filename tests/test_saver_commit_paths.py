@@ -80,50 +80,65 @@ def test_group_commit_batches_concurrent_writers_and_keeps_every_write(tmp_path)
             assert again.get_tuple({"configurable": {"thread_id": tid}}) is not None
 
 
+def _one_batch(direct, requests: list[tuple[str, object]]) -> tuple[dict[str, object], int]:
+    """Queue ``requests`` (name, fn), in this order, behind a request holding the writer; then let them run.
+
+    Returns each request's result or exception by name, and how many commits carried them
+    (the holder's own commit excluded).
+    """
+    gate, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def hold(tx):
+        gate.set()
+        release.wait(10)
+
+    def run(name, fn):
+        try:
+            results[name] = direct.run_write(fn)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            results[name] = exc
+
+    workers = [threading.Thread(target=run, args=("hold", hold))]
+    workers[0].start()
+    assert gate.wait(10)
+    for i, (name, fn) in enumerate(requests, start=1):
+        workers.append(threading.Thread(target=run, args=(name, fn)))
+        workers[-1].start()
+        while len(direct._queue) < i:  # queued in this order
+            threading.Event().wait(0.002)
+    commits = direct.commits
+    release.set()
+    for t in workers:
+        t.join(10)
+    return results, direct.commits - commits - 1
+
+
+def _appends(ledger, thread_id: str, kind: str):
+    return lambda tx: ledger.append_in(tx, thread_id, [EventDraft(kind=kind, payload={})])
+
+
+def _fails_after_appending(ledger, thread_id: str):
+    def boom(tx):
+        ledger.append_in(tx, thread_id, [EventDraft(kind="test.partial", payload={})])
+        raise RuntimeError("request failed after writing")
+
+    return boom
+
+
 def test_group_commit_failing_request_rolls_back_alone(tmp_path):
     with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
-        direct = direct_sqlite(saver.engine)
-        ok_thread, bad_thread = "gc-ok", "gc-bad"
-        gate = threading.Event()
-        release = threading.Event()
-        results: dict[str, object] = {}
-
-        def hold(tx):  # occupies the writer so the next two requests queue into one batch
-            gate.set()
-            release.wait(10)
-
-        def boom(tx):
-            saver.ledger.append_in(tx, bad_thread, [EventDraft(kind="test.partial", payload={})])
-            raise RuntimeError("request failed after writing")
-
-        def run(name, fn):
-            try:
-                results[name] = direct.run_write(fn)
-            except BaseException as exc:  # noqa: BLE001
-                results[name] = exc
-
-        holder = threading.Thread(target=run, args=("hold", hold))
-        holder.start()
-        assert gate.wait(10)
-        t_bad = threading.Thread(target=run, args=("bad", boom))
-        t_ok = threading.Thread(
-            target=run,
-            args=("ok", lambda tx: saver.ledger.append_in(tx, ok_thread, [EventDraft(kind="test.ok", payload={})])),
+        ledger = saver.ledger
+        results, commits = _one_batch(
+            direct_sqlite(saver.engine),
+            [("bad", _fails_after_appending(ledger, "gc-bad")), ("ok", _appends(ledger, "gc-ok", "test.ok"))],
         )
-        t_bad.start()
-        t_ok.start()
-        while len(direct._queue) < 2:  # both queued behind the holder
-            threading.Event().wait(0.005)
-        commits = direct.commits
-        release.set()
-        for t in (holder, t_bad, t_ok):
-            t.join(10)
         assert isinstance(results["bad"], RuntimeError)
         assert [e.kind for e in results["ok"]] == ["test.ok"]
-        assert direct.commits == commits + 2  # the holder's commit, then one for both queued requests
-        assert saver.ledger.events(bad_thread) == []  # rolled back to its savepoint
-        assert [e.kind for e in saver.ledger.events(ok_thread)] == ["test.ok"]
-        assert saver.ledger.verify().ok
+        assert commits == 1  # both queued requests in one commit
+        assert ledger.events("gc-bad") == []  # rolled back to its savepoint
+        assert [e.kind for e in ledger.events("gc-ok")] == ["test.ok"]
+        assert ledger.verify().ok
 
 
 def test_group_commit_signs_each_threads_final_head_once(tmp_path):
@@ -133,44 +148,18 @@ def test_group_commit_signs_each_threads_final_head_once(tmp_path):
     signature back to the head the earlier requests left, or the chain would end unsigned.
     """
     with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
-        direct = direct_sqlite(saver.engine)
         ledger = saver.ledger
-        gate, release = threading.Event(), threading.Event()
-        results: dict[str, object] = {}
-
-        def hold(tx):
-            gate.set()
-            release.wait(10)
-
-        def ok(thread_id, kind):
-            return lambda tx: ledger.append_in(tx, thread_id, [EventDraft(kind=kind, payload={})])
-
-        def boom(tx):
-            ledger.append_in(tx, "sig-a", [EventDraft(kind="test.partial", payload={})])
-            raise RuntimeError("request failed after writing")
-
-        def run(name, fn):
-            try:
-                results[name] = direct.run_write(fn)
-            except BaseException as exc:  # noqa: BLE001
-                results[name] = exc
-
-        workers = [threading.Thread(target=run, args=("hold", hold))]
-        workers[0].start()
-        assert gate.wait(10)
-        queued = [("a1", ok("sig-a", "test.a1")), ("a2", ok("sig-a", "test.a2")), ("b1", ok("sig-b", "test.b1")), ("bad", boom)]
-        for i, (name, fn) in enumerate(queued, start=1):
-            t = threading.Thread(target=run, args=(name, fn))
-            t.start()
-            workers.append(t)
-            while len(direct._queue) < i:  # queue them in this order
-                threading.Event().wait(0.002)
-        commits = direct.commits
-        release.set()
-        for t in workers:
-            t.join(10)
+        results, commits = _one_batch(
+            direct_sqlite(saver.engine),
+            [
+                ("a1", _appends(ledger, "sig-a", "test.a1")),
+                ("a2", _appends(ledger, "sig-a", "test.a2")),
+                ("b1", _appends(ledger, "sig-b", "test.b1")),
+                ("bad", _fails_after_appending(ledger, "sig-a")),
+            ],
+        )
         assert isinstance(results["bad"], RuntimeError)
-        assert direct.commits == commits + 2
+        assert commits == 1
         with saver.engine.connect() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT thread_id, seq, kind, signature IS NOT NULL FROM warden_events ORDER BY thread_id, seq"
@@ -180,8 +169,8 @@ def test_group_commit_signs_each_threads_final_head_once(tmp_path):
             ("sig-a", 2, "test.a2", 1),  # the head the transaction committed: signed
             ("sig-b", 1, "test.b1", 1),
         ]
-        assert saver.ledger.verify().ok
-        head = saver.ledger.head("sig-a")
+        assert ledger.verify().ok
+        head = ledger.head("sig-a")
         assert head is not None and head.seq == 2
 
 
