@@ -362,10 +362,9 @@ class Ledger:
         Either way this returns ``None`` and the caller takes the locking path
         (:meth:`append_in` inside a transaction), which decides idempotency.
         """
-        import psycopg
-
         if self._direct_pg is None or not drafts:
             return None
+        import psycopg  # the optional 'postgres' extra: only a PostgreSQL ledger gets here
         key = self.signing_key()
         if key.key_id not in self._registered:
             return None  # the locking path registers the key first

@@ -11,8 +11,8 @@ import pytest
 from .conftest import pg_schema_url, requires_pg
 
 
-def _run_demo(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "160"}
+def _run_demo(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "160", **(env_extra or {})}
     return subprocess.run(
         [sys.executable, "-m", "langgraph_warden.cli", "demo", *args],
         capture_output=True,
@@ -43,6 +43,15 @@ def _assert_story(out: str) -> None:
 
 def test_demo_on_sqlite_approving_everything():
     proc = _run_demo("--approve-all")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _assert_story(proc.stdout)
+
+
+def test_demo_runs_without_the_postgres_extra(tmp_path):
+    """`pip install . && warden demo` on a fresh machine: psycopg (the 'postgres' extra) is not installed."""
+    (tmp_path / "psycopg.py").write_text('raise ImportError("psycopg is not installed (simulated by the test)")\n')
+    pythonpath = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
+    proc = _run_demo("--approve-all", env_extra={"PYTHONPATH": pythonpath})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _assert_story(proc.stdout)
 
