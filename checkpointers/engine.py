@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -217,14 +218,21 @@ class DirectTx:
         self.before_commit: dict[Any, Callable[[DirectTx], None]] | None = before_commit
 
 
-class _WriteRequest:
-    __slots__ = ("fn", "args", "result", "error", "done")
+#: A flusher with nothing to do for this long exits (the next ``submit`` starts another).
+_FLUSHER_IDLE_SECONDS = 2.0
+#: How long a submitted request waits for a writer to take it along before the flusher commits it.
+_FLUSH_WINDOW_SECONDS = 0.002
 
-    def __init__(self, fn: Any, args: tuple) -> None:
-        self.fn, self.args = fn, args
+
+class _WriteRequest:
+    __slots__ = ("fn", "args", "result", "error", "done", "on_error", "submitted")
+
+    def __init__(self, fn: Any, args: tuple, on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.fn, self.args, self.on_error = fn, args, on_error
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
+        self.submitted = False  # queued by submit(): nobody waits for it
 
 
 class DirectSqlite:
@@ -243,6 +251,9 @@ class DirectSqlite:
     The ledger signs each thread's chain head once per such transaction (see
     :attr:`DirectTx.before_commit`), not once per request.
     Readers use a small stack of connections; everything else stays on the engine.
+
+    :meth:`submit` queues a request *without* waiting for it (see there): it joins the
+    next batch any writer commits, or a background flusher commits it.
     """
 
     _MAX_IDLE_READERS = 8
@@ -259,6 +270,9 @@ class DirectSqlite:
         #: transactions committed and requests they carried (for tests and benchmarks)
         self.commits = 0
         self.requests = 0
+        self._flusher: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._unfinished = 0  # submitted requests not yet committed (or failed)
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -269,6 +283,7 @@ class DirectSqlite:
         # A connection must not cross fork(): the child opens its own.
         if self._pid != os.getpid():
             self._writer, self._readers, self._queue, self._pid = None, [], [], os.getpid()
+            self._flusher, self._wake, self._unfinished = None, threading.Event(), 0  # threads do not survive fork()
 
     def run_write(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(DirectTx, *args)`` in a write transaction; return when it is durably committed."""
@@ -284,6 +299,60 @@ class DirectSqlite:
         if req.error is not None:
             raise req.error
         return req.result
+
+    def submit(self, fn: Any, *args: Any, on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Queue ``fn(DirectTx, *args)`` and return at once, before it is committed.
+
+        Ordering is the guarantee: the request commits in the same transaction as, or
+        before, every write queued after it (:meth:`run_write` leaders take the queue
+        in order), and before any :meth:`flush` returns. If no writer comes along, a
+        background thread commits it within one fsync. A failure cannot reach the
+        caller, so it goes to ``on_error`` (the request rolled back alone, as in a batch).
+        A crash before the commit loses the request: use it only for records whose
+        absence is itself a safe, recorded state (the ledger's ``append_soon``).
+        """
+        self._after_fork()
+        req = _WriteRequest(fn, args, on_error)
+        req.submitted = True
+        with self._queue_lock:
+            self._queue.append(req)
+            self._unfinished += 1
+            if self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(target=self._flush_loop, name="warden-sqlite-flusher", daemon=True)
+                self._flusher.start()
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Commit every request submitted so far (no-op when none is): read-your-writes for :meth:`submit`.
+
+        Also waits for a batch another thread is committing (its requests have left the queue).
+        """
+        if not self._unfinished:
+            return
+        with self._lock:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            if batch:
+                self._commit_batch(batch)
+
+    def _flush_loop(self) -> None:
+        wake = self._wake
+        while True:
+            if not wake.wait(timeout=_FLUSHER_IDLE_SECONDS):
+                with self._queue_lock:  # idle: exit (the next submit starts a new flusher)
+                    if not self._queue and not wake.is_set():
+                        if self._flusher is threading.current_thread():
+                            self._flusher = None
+                        return
+                continue
+            wake.clear()
+            # Let the submitter get on (the GIL) and a writer that follows within the window (LangGraph
+            # saving the step's writes after a tool call) take the request into its own commit.
+            time.sleep(_FLUSH_WINDOW_SECONDS)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - each request's error went to its on_error; keep flushing
+                pass
 
     def _commit_batch(self, batch: list[_WriteRequest]) -> None:
         if self._writer is None:
@@ -324,8 +393,19 @@ class DirectSqlite:
                     req.result = None
         finally:
             cur.close()
+            submitted = 0
             for req in batch:
                 req.done = True
+                submitted += req.submitted
+            if submitted:
+                with self._queue_lock:
+                    self._unfinished -= submitted
+            for req in batch:
+                if req.error is not None and req.on_error is not None:
+                    try:
+                        req.on_error(req.error)
+                    except Exception:  # noqa: BLE001 - a reporter must not break the other requests
+                        pass
 
     @contextmanager
     def read(self) -> Iterator[DirectTx]:
@@ -355,7 +435,12 @@ class DirectSqlite:
                     conn.close()
 
     def close(self) -> None:
-        """Close idle connections (reopened on next use)."""
+        """Commit what :meth:`submit` queued, then close idle connections (reopened on next use).
+
+        Also runs at interpreter exit (the engine's finalizer, see :func:`direct_sqlite`), so a
+        normal exit commits what was queued; only a crash can lose it.
+        """
+        self.flush()
         with self._lock:
             if self._writer is not None:
                 self._writer.close()

@@ -14,6 +14,7 @@ head it leaves with the workload's Ed25519 key: one signature per commit.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from contextlib import AbstractContextManager
@@ -35,7 +36,15 @@ from langgraph_warden.chain import (
     verify_against_head,
     verify_chain,
 )
-from langgraph_warden.events import GENESIS_HASH, Event, EventDraft, EventKind, SignedHead, head_signing_bytes
+from langgraph_warden.events import (
+    GENESIS_HASH,
+    Event,
+    EventDraft,
+    EventKind,
+    EventSummary,
+    SignedHead,
+    head_signing_bytes,
+)
 from langgraph_warden.errors import IntegrityError, LedgerAppendError
 from langgraph_warden.keys import KeyStore, SigningKey, b64u
 
@@ -56,6 +65,7 @@ _EVENT_COLS = (
     schema.events.c.signature,
 )
 
+log = logging.getLogger(__name__)
 
 _SQL_ADVANCE_HEAD = "UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ? AND seq = ? AND hash = ?"
 _EV_INSERT_COLS = "thread_id, seq, checkpoint_ns, kind, subject, ts, body, hash, key_id, key_store, signature"
@@ -436,6 +446,38 @@ class Ledger:
                 f"could not append {[d.kind for d in drafts]} to thread {thread_id!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
+    def append_soon(self, thread_id: str, drafts: Sequence[EventDraft]) -> None:
+        """Append without waiting for the commit, for records whose absence is a safe state.
+
+        On SQLite the drafts join the writer's queue (:meth:`DirectSqlite.submit`): they
+        commit, signed like any append, in the same transaction as or before every write
+        this process queues after them — the checkpoint LangGraph saves next included —
+        and before any read of this ledger in this process. A crash before that commit
+        loses them, which must leave a state the reader already handles (the guard uses
+        it for ``tool.completed``: without it the call is *in doubt*, exactly as when the
+        process dies during the tool). A failed append is logged, never raised.
+        Elsewhere (PostgreSQL) this is :meth:`append`.
+        """
+        if not drafts:
+            return
+        if self._direct is None:
+            self.append(thread_id, drafts)
+            return
+        kinds = [d.kind for d in drafts]
+
+        def report(exc: BaseException) -> None:
+            log.error(
+                "could not record %s on thread %r (appended without waiting): %s: %s; the call stays in doubt "
+                "in the history", kinds, thread_id, type(exc).__name__, exc,
+            )
+
+        self._direct.submit(self.append_in, thread_id, drafts, on_error=report)
+
+    def flush(self) -> None:
+        """Commit whatever :meth:`append_soon` queued (reads of this ledger do this first)."""
+        if self._direct is not None:
+            self._direct.flush()
+
     async def aappend(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
         # One thread hop per append: SQLite's writer and PostgreSQL's one-statement path are sync.
         import asyncio
@@ -462,8 +504,22 @@ class Ledger:
             params.append(subject)
         return [Event.from_body(bytes(body), hash_) for body, hash_ in Raw(conn).all(sql + " ORDER BY seq", params)]
 
+    def summaries(
+        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0
+    ) -> list[EventSummary]:
+        """Like :meth:`events`, as :class:`EventSummary` rows (seq, kind, ts, payload): for folds."""
+        sql = "SELECT seq, kind, body FROM warden_events WHERE thread_id = ? AND seq > ?"
+        params: list[Any] = [thread_id, after_seq]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params.extend(kinds)
+        with self._read_tx() as conn:
+            rows = Raw(conn).all(sql + " ORDER BY seq", params)
+        return EventSummary.from_bodies(rows)
+
     def _read_tx(self) -> AbstractContextManager[Connection | DirectTx]:
         if self._direct is not None:
+            self._direct.flush()  # read-your-writes for append_soon
             return self._direct.read()
         return self._engine.connect()
 
@@ -490,6 +546,7 @@ class Ledger:
 
     def head(self, thread_id: str) -> SignedHead | None:
         """The current signed chain head of a thread (export it to detect truncation later)."""
+        self.flush()
         with self._engine.connect() as conn:
             row = conn.execute(
                 select(*_EVENT_COLS)
@@ -636,6 +693,7 @@ class Ledger:
         """Verify every thread (or one) offline: chain, signatures, rows, and saved heads."""
         result = VerificationReport()
         saved = {h.thread_id: h for h in against}
+        self.flush()
         with self._engine.connect() as conn:
             keys = self.public_keys(conn)
             threads = [thread_id] if thread_id is not None else self.thread_ids(conn)

@@ -46,7 +46,7 @@ from pydantic import PlainValidator, WithJsonSchema
 from langgraph_warden import canonical
 from langgraph_warden.charter import TIER_PROFILES, RunCharter, TierProfile
 from langgraph_warden.errors import ConfigurationError, IntegrityError
-from langgraph_warden.events import Event, EventDraft, EventKind, EventSink
+from langgraph_warden.events import Event, EventDraft, EventKind, EventSink, EventSummary
 from langgraph_warden.keys import key_id_for
 
 from .approval import (
@@ -96,11 +96,11 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
 class _CallRecord:
     """What the ledger says about one (tool call id, argument digest)."""
 
-    decided: Event | None = None
-    denied: Event | None = None
+    decided: EventSummary | None = None
+    denied: EventSummary | None = None
     completed_seq: int | None = None  # seq of the tool.completed whose result a replay returns
-    approval_requested: Event | None = None
-    approval_final: Event | None = None
+    approval_requested: EventSummary | None = None
+    approval_final: EventSummary | None = None
     attempts: dict[int, str] = field(default_factory=dict)  # attempt -> running/completed/failed/aborted/suspended
     started_seq: dict[int, int] = field(default_factory=dict)  # attempt -> seq of its tool.started
 
@@ -110,7 +110,7 @@ class _CallRecord:
             dict(self.attempts), dict(self.started_seq),
         )
 
-    def apply(self, e: Event) -> None:
+    def apply(self, e: EventSummary) -> None:
         k, p = e.kind, e.payload
         if k == EventKind.POLICY_DECIDED:
             self.decided = e
@@ -181,7 +181,7 @@ class _ThreadView:
         self.approvals: list[dict[str, Any]] = []
         self.calls: dict[tuple[str, str], _CallRecord] = {}
 
-    def fold(self, events: Sequence[Event]) -> None:
+    def fold(self, events: Sequence[EventSummary]) -> None:
         """Fold new events (in seq order) in: a fresh thread folds its whole history, so this loop is kept tight."""
         entries, calls = self.entries, self.calls
         for e in events:
@@ -197,12 +197,12 @@ class _ThreadView:
                     "tool": p["tool"],
                     "decision": "deny" if not d["allow"] else ("require_approval" if d["require_approval"] else "allow"),
                     "outcome": None,
-                    "ts": e.ts.isoformat(),
+                    "ts": e.ts,
                 }
             elif kind in _APPROVALS_GIVEN:
                 self.approvals.append(
                     {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"],
-                     "ts": e.ts.isoformat()}
+                     "ts": e.ts}
                 )
             elif kind in _OUTCOME:
                 entry = entries.get(tcid)
@@ -392,6 +392,23 @@ class ToolGuard:
         drafts.append(EventDraft(kind=kind, payload=payload, subject=tool_call_id))
         return self.sink.append(thread_id, drafts)[-1]
 
+    def _record_outcome(self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any]) -> None:
+        """Record a call's outcome (``tool.completed``/``tool.failed``) without waiting for its commit.
+
+        Safe because its absence is already a handled state: a call with ``tool.started`` and no
+        outcome is *in doubt*, which is what a crash during the tool leaves too. The sink commits
+        it before anything this process writes or reads afterwards (the checkpoint holding the
+        tool's result, the next call's view, a replay), so only a crash can lose it. Saves one
+        durable commit (an fsync) on the tool call's path.
+        """
+        drafts = self._take_deferred(thread_id, tool_call_id)
+        drafts.append(EventDraft(kind=kind, payload=payload, subject=tool_call_id))
+        soon = getattr(self.sink, "append_soon", None)  # a DeferringEventSink
+        if soon is not None:
+            soon(thread_id, drafts)
+        else:
+            self.sink.append(thread_id, drafts)
+
     def _defer(self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any]) -> None:
         """Record ``kind`` with the call's next event rather than in a commit of its own.
 
@@ -468,8 +485,14 @@ class ToolGuard:
             else:
                 self._views.move_to_end(thread_id)
         with view.lock:
-            view.fold(self.sink.events(thread_id, kinds=_VIEW_KINDS, after_seq=view.last_seq))
+            view.fold(self._summaries(thread_id, view.last_seq))
             return view.snapshot(call)
+
+    def _summaries(self, thread_id: str, after_seq: int) -> list[EventSummary]:
+        read = getattr(self.sink, "summaries", None)  # a SummarisingEventSink: no Event objects to build
+        if read is not None:
+            return read(thread_id, kinds=_VIEW_KINDS, after_seq=after_seq)
+        return [e.summary() for e in self.sink.events(thread_id, kinds=_VIEW_KINDS, after_seq=after_seq)]
 
     def charter(self, thread_id: str, config: Mapping[str, Any] | None = None) -> RunCharter | None:
         """The thread's charter from its signed ``run.started`` event (recording one from config if new)."""
@@ -1023,14 +1046,14 @@ class ToolGuard:
         }
         if is_error:
             # ToolNode turned the tool's exception into an error message: a failed attempt, result returned as is.
-            self._append(
+            self._record_outcome(
                 plan.thread_id,
                 EventKind.TOOL_FAILED,
                 plan.tool_call_id,
                 {**self._base(plan), "error_type": "ToolError", "error": preview[:2000], "lease_id": payload["lease_id"]},
             )
             return result
-        self._append(plan.thread_id, EventKind.TOOL_COMPLETED, plan.tool_call_id, payload)
+        self._record_outcome(plan.thread_id, EventKind.TOOL_COMPLETED, plan.tool_call_id, payload)
         return result
 
     def _completed_event(self, thread_id: str, tool_call_id: str, seq: int) -> Event:

@@ -43,6 +43,7 @@ __all__ = [
     "decode",
     "digest",
     "digest_bytes",
+    "datetime_text",
 ]
 
 CANONICAL_VERSION = 1
@@ -154,6 +155,13 @@ def _datetime_text(value: datetime) -> str:
     """
     u = value.astimezone(timezone.utc)
     return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond)
+
+
+def datetime_text(value: datetime) -> str:
+    """The text the encoding writes for an aware datetime (inside its ``$datetime`` tag)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise TypeError(f"naive datetime {value.isoformat()}; pass a timezone-aware datetime")
+    return _datetime_text(value)
 
 
 def _default(value: Any) -> Any:

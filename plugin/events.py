@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from . import canonical
 
@@ -36,6 +36,9 @@ __all__ = [
     "EventDraft",
     "SignedHead",
     "EventSink",
+    "DeferringEventSink",
+    "EventSummary",
+    "SummarisingEventSink",
     "event_hash",
     "head_signing_bytes",
 ]
@@ -74,6 +77,49 @@ class EventKind:
     APPROVAL_EDITED = "approval.edited"
     APPROVAL_EXPIRED = "approval.expired"
     APPROVAL_REFUSED = "approval.refused"
+
+
+class EventSummary(NamedTuple):
+    """What a reader folding a thread's history needs of an event, at a fraction of an :class:`Event`'s cost.
+
+    Decoding a stored event into an :class:`Event` costs ~2.6 µs, four fifths of it outside the
+    JSON parse; a guard that folds a long history after a restart reads hundreds at once. No
+    hash and no verification: like :meth:`EventSink.events`, this is for deciding, not proving.
+    """
+
+    seq: int
+    kind: str
+    #: canonical UTC text, as in the event body: ``"2026-11-29T06:40:00.123456Z"``
+    ts: str
+    payload: Mapping[str, Any]
+
+    @classmethod
+    def from_body(cls, seq: int, kind: str, body: bytes) -> EventSummary:
+        doc = _loads(body)
+        payload = doc["payload"]
+        if body.count(b'"$') > 1:  # the ts tag is one; any other is in the payload
+            payload = canonical.revive(payload)
+        return cls(seq, kind, doc["ts"]["$datetime"], payload)
+
+    @classmethod
+    def from_bodies(cls, rows: Sequence[tuple[int, str, bytes]]) -> list[EventSummary]:
+        """Summaries of stored (seq, kind, body) rows, parsed as ONE JSON array (one native call).
+
+        When the joined bodies hold exactly one ``$`` per event (each body's ``ts`` tag), no
+        payload has tags or escaped keys and none needs reviving; otherwise (a ``$`` anywhere
+        else, even inside a string) each row is decoded on its own. A one-byte count is
+        several times cheaper than counting ``"$``.
+        """
+        if not rows:
+            return []
+        bodies = [b if type(b) is bytes else bytes(b) for _, _, b in rows]
+        joined = b"[" + b",".join(bodies) + b"]"
+        if joined.count(b"$") != len(bodies):
+            return [cls.from_body(seq, kind, body) for (seq, kind, _), body in zip(rows, bodies)]
+        return [
+            cls(seq, kind, doc["ts"]["$datetime"], doc["payload"])
+            for (seq, kind, _), doc in zip(rows, _loads(joined))
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +236,10 @@ class Event:
             version=doc["v"],
         )
 
+    def summary(self) -> EventSummary:
+        """The fields a history fold reads (see :class:`EventSummary`)."""
+        return EventSummary(self.seq, self.kind, canonical.datetime_text(self.ts), self.payload)
+
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready dict (for export, display and SIEM ingestion)."""
         return {
@@ -292,3 +342,24 @@ class EventSink(Protocol):
         after_seq: int = 0,
         subject: str | None = None,
     ) -> list[Event]: ...
+
+
+@runtime_checkable
+class DeferringEventSink(EventSink, Protocol):
+    """An :class:`EventSink` that can also append without waiting for the commit.
+
+    ``append_soon`` returns before the events are durable; the sink commits them in
+    order before anything appended or read after them in this process. Callers use
+    it only for records whose loss in a crash leaves a state they already handle.
+    """
+
+    def append_soon(self, thread_id: str, drafts: Sequence[EventDraft]) -> None: ...
+
+
+@runtime_checkable
+class SummarisingEventSink(EventSink, Protocol):
+    """An :class:`EventSink` that can read :class:`EventSummary` rows instead of full events."""
+
+    def summaries(
+        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0
+    ) -> list[EventSummary]: ...

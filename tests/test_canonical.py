@@ -384,3 +384,27 @@ def test_row_digests_are_pinned():
         write_digest("t", "", "cp1", "task", -1, "", "ch", None, None)
         == "sha256:629e0c154e28896b24be0ac7a1069f74a8012eed74ab6a9d0563c16bf83a8376"
     )
+
+
+# ------------------------------------------------------------------ event summaries
+payload_keys = st.text(max_size=8) | st.sampled_from(["$", "$$", "$bytes", "$datetime", "tool_call_id"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(payload_keys, values, max_size=4), min_size=1, max_size=6), aware_datetimes)
+def test_summaries_parsed_together_equal_each_event_decoded_alone(payloads, when):
+    """``EventSummary.from_bodies`` (one JSON parse for all rows) must give what decoding each
+    stored body as an Event gives: tags revived, escaped keys restored, the ts text exact."""
+    from langgraph_warden.events import GENESIS_HASH, Event, EventSummary
+
+    rows, expected = [], []
+    for seq, payload in enumerate(payloads, start=1):
+        event, body = Event.create(
+            thread_id="t", checkpoint_ns="", seq=seq, kind="tool.completed", actor="a",
+            payload=payload, prev_hash=GENESIS_HASH, ts=when,
+        )
+        rows.append((seq, "tool.completed", body))
+        expected.append(Event.from_body(body, event.hash).summary())
+    got = EventSummary.from_bodies(rows)
+    assert all(_same(list(a), list(b)) for a, b in zip(got, expected)) and len(got) == len(expected)
+    assert all(s.ts == canonical.datetime_text(when) for s in got)

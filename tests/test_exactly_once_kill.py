@@ -32,8 +32,8 @@ from .support import proc_trial_kill as trial
 from .support.agents import SideEffects
 
 ROOT = Path(__file__).resolve().parents[1]
-SQLITE_SEEDS = list(range(12))
-PG_SEEDS = list(range(12, 20))
+SQLITE_SEEDS = list(range(14))
+PG_SEEDS = list(range(14, 22))
 SCOPED = {"upsert_contact", "create_ticket", "charge_card"}  # tools that get a just-in-time credential
 runner = CliRunner()
 

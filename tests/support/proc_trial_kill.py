@@ -30,6 +30,7 @@ Kill points (``kind``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -83,7 +84,7 @@ CALLS = {c["id"]: c["name"] for t in SCRIPT for c in t.tool_calls}
 #: The shipped default policy's text, read once by the batch parent (see ``_policy_source``).
 _POLICY_SOURCE: str | None = None
 
-KINDS = ("before_effect", "after_effect", "after_completed", "after_approval", "node", "timer")
+KINDS = ("before_effect", "after_effect", "after_completed", "after_approval", "node", "timer", "completion_queued")
 #: Upper bound of the timer delay (seconds after the process opened the database): a run takes ~0.25-0.4 s.
 TIMER_MAX = 0.35
 
@@ -98,7 +99,7 @@ def plan_for(seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     kind = KINDS[seed % len(KINDS)]
     plan: dict[str, Any] = {"seed": seed, "kind": kind, "async": bool(rng.getrandbits(1))}
-    if kind in ("before_effect", "after_effect", "after_completed"):
+    if kind in ("before_effect", "after_effect", "after_completed", "completion_queued"):
         # Alternate idempotent and non-idempotent targets every round of kinds, so every batch of
         # seeds puts an in-doubt call of each sort in front of the guard.
         # A kill after the side effect of a non-idempotent call hits the approved, irreversible p1.
@@ -178,6 +179,25 @@ class _KillingSink:
             elif e.kind == EventKind.APPROVAL_GRANTED:
                 self._killer.at("after_approval", tcid)
         return out
+
+    def append_soon(self, thread_id: str, drafts: Any) -> None:
+        """The guard records a call's outcome without waiting for the commit (Ledger.append_soon).
+
+        ``completion_queued``: die with ``tool.completed`` queued but provably not committed (the
+        database's write lock is held, so no flusher can commit it): the side effect happened and
+        the history does not say so (on PostgreSQL it is committed: the same as ``after_completed``).
+        ``after_completed``: die once it is committed.
+        """
+        completed = [d.payload.get("tool_call_id") for d in drafts if d.kind == EventKind.TOOL_COMPLETED]
+        direct = self._inner._direct  # None on PostgreSQL, where append_soon commits before it returns
+        with direct._lock if direct is not None else contextlib.nullcontext():
+            self._inner.append_soon(thread_id, drafts)
+            for tcid in completed:
+                self._killer.at("completion_queued", tcid)
+        if completed:
+            self._inner.flush()
+        for tcid in completed:
+            self._killer.at("after_completed", tcid)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
