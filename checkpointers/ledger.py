@@ -275,6 +275,7 @@ class Ledger:
         ``sign=False`` leaves the head unsigned for :meth:`_sign_head_in` to sign before the commit.
         """
         now = datetime.now(timezone.utc)
+        stamped = stamp(now)
         out: list[Event] = []
         rows: list[list[Any]] = []
         for draft in drafts:
@@ -290,7 +291,7 @@ class Ledger:
                 ts=now,
             )
             out.append(ev)
-            rows.append([thread_id, seq, draft.checkpoint_ns, draft.kind, draft.subject, stamp(now), body, ev.hash, None, None, None])
+            rows.append([thread_id, seq, draft.checkpoint_ns, draft.kind, draft.subject, stamped, body, ev.hash, None, None, None])
             prev = ev.hash
         if sign:
             rows[-1][8:11] = [key.key_id, key.store_kind, self._head_signature(key, thread_id, seq, prev)]

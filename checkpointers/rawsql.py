@@ -74,7 +74,9 @@ class Raw:
     def timestamp(self, value: datetime) -> Any:
         """A UTC timestamp as SQLAlchemy's DateTime type stores it on this backend."""
         if self.sqlite:
-            return value.astimezone(timezone.utc).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+            # SQLAlchemy's SQLite DATETIME text, formatted directly: strftime costs ~3x as much.
+            u = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+            return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond)
         return value
 
     @staticmethod

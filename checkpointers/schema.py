@@ -53,7 +53,6 @@ checkpoints = Table(
     Column("metadata", LargeBinary, nullable=False),
     Column("digest", String(80), nullable=False),
 )
-Index("ix_warden_checkpoints_run", checkpoints.c.thread_id, checkpoints.c.run_id)
 
 writes = Table(
     "warden_writes",
@@ -89,7 +88,6 @@ events = Table(
     Column("signature", Text, nullable=True),
 )
 Index("ix_warden_events_subject", events.c.thread_id, events.c.subject)
-Index("ix_warden_events_kind", events.c.kind)
 
 # Chain tip per thread: the row a writer locks to append (threads never contend).
 heads = Table(

@@ -264,3 +264,27 @@ def test_put_writes_partly_stored_keeps_regular_writes_and_records_only_what_cha
             ("task-2", ["__error__"]),
         ]
         assert saver.ledger.verify().ok
+
+
+def test_raw_timestamps_are_stored_as_sqlalchemy_stores_them():
+    """The hot path formats SQLite DATETIME text itself; it must equal SQLAlchemy's own (read back as datetimes)."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import Column, DateTime, MetaData, Table, create_engine, insert
+
+    from langgraph_warden.checkpointers.engine import DirectTx
+    from langgraph_warden.checkpointers.rawsql import Raw
+
+    raw = Raw(DirectTx(None, True))
+    engine = create_engine("sqlite://")
+    table = Table("t", MetaData(), Column("d", DateTime))
+    table.metadata.create_all(engine)
+    for value in (
+        datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=timezone.utc),
+        datetime(999, 1, 2, 3, 4, 5, 7, tzinfo=timezone(timedelta(hours=5))),
+        datetime.now(timezone.utc),
+    ):
+        with engine.begin() as conn:
+            conn.execute(table.delete())
+            conn.execute(insert(table).values(d=value.astimezone(timezone.utc).replace(tzinfo=None)))
+            assert conn.exec_driver_sql("SELECT d FROM t").scalar() == raw.timestamp(value)

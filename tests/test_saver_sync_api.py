@@ -364,3 +364,37 @@ def test_newer_schema_is_refused(db_url):
     # Refused without touching the schema.
     assert _sql(db_url, "SELECT version_num FROM warden_alembic_version")[0][0] == "9999_from_the_future"
     assert _sql(db_url, "SELECT count(*) FROM warden_checkpoints")[0][0] == 1
+
+
+def test_a_database_at_the_first_revision_is_upgraded_in_place(db_url):
+    """0002 drops two indexes no query uses (a page write each per commit); data written before stays."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from langgraph_warden.checkpointers import migrate
+
+    def indexes() -> set[str]:
+        eng = create_engine(db_url)
+        try:
+            insp = inspect(eng)
+            return {i["name"] for t in ("warden_events", "warden_checkpoints") for i in insp.get_indexes(t)}
+        finally:
+            eng.dispose()
+
+    eng = create_engine(db_url)
+    try:
+        with eng.begin() as conn:
+            cfg = migrate._config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001_initial")
+    finally:
+        eng.dispose()
+    assert {"ix_warden_events_kind", "ix_warden_checkpoints_run", "ix_warden_events_subject"} <= indexes()
+    with _open(db_url) as saver:
+        cfgs = _chain(saver, "old", 3)
+        assert _sql(db_url, "SELECT version_num FROM warden_alembic_version")[0][0] == migrate.head_revision()
+        assert not {"ix_warden_events_kind", "ix_warden_checkpoints_run"} & indexes()
+        assert "ix_warden_events_subject" in indexes()
+        saver.delete_for_runs(["no-such-run"])
+        assert saver.get_tuple(_conf("old")).config == cfgs[-1]
+        _verified(saver)
