@@ -18,7 +18,8 @@ or use :class:`~langgraph_warden.guards.middleware.WardenMiddleware` with
    **needs approval** → ``interrupt(ApprovalRequest)``, checked on resume;
 4. **credential** — a just-in-time lease for exactly this step;
 5. ``tool.started`` is committed *before* the side effect; then
-   ``tool.completed`` (with the result) or ``tool.failed``;
+   ``tool.completed`` (with the result) or ``tool.failed``, queued without waiting
+   for its fsync (its loss in a crash leaves the call in doubt, see ``_record_outcome``);
 6. the credential is revoked in ``finally``.
 
 Fail closed: if the ledger cannot record ``tool.started`` the tool does not run.
