@@ -62,6 +62,7 @@ from langgraph_warden.guards.policy import DEFAULT_CEDAR_POLICY, DEFAULT_REGO_PO
 from langgraph_warden.guards.rego import RegoEngine  # noqa: E402
 from langgraph_warden.guards.tools import ToolSpec  # noqa: E402
 from langgraph_warden.warden import Warden  # noqa: E402
+from tests.support.counting_sink import CountingSink  # noqa: E402
 
 #: (step history, guard's view of the thread): the first call of a run, the steady state of a run
 #: 50 calls in, and the first call after a restart 50 calls in (the whole history folded).
@@ -193,40 +194,12 @@ def measure(
     return row
 
 
-class Counting:
-    """The ledger as the guard sees it, counting reads, rows read and commits (used untimed)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.reads = self.rows = self.commits = self.queued = 0
-
-    def append(self, thread_id, drafts):
-        self.commits += 1
-        return self.inner.append(thread_id, drafts)
-
-    def append_soon(self, thread_id, drafts):
-        self.queued += 1
-        return self.inner.append_soon(thread_id, drafts)
-
-    def events(self, thread_id, **kw):
-        out = self.inner.events(thread_id, **kw)
-        self.reads += 1
-        self.rows += len(out)
-        return out
-
-    def summaries(self, thread_id, **kw):
-        out = self.inner.summaries(thread_id, **kw)
-        self.reads += 1
-        self.rows += len(out)
-        return out
-
-
 def round_trips(
     warden: Warden, history: int, charter: RunCharter, view: str = "cold", calls: int = 5
 ) -> tuple[float, float, float, float]:
     """Reads, rows read, commits waited for and appends queued per guarded call (not timed)."""
     guarded = graph(warden.guard)
-    real, counting = warden.guard.sink, Counting(warden.guard.sink)
+    real, counting = warden.guard.sink, CountingSink(warden.guard.sink)
     threads = [f"count-{history}-{view}-{i}-{uuid.uuid4().hex[:6]}" for i in range(calls)]
     for t in threads:
         if view == "warm":
@@ -240,7 +213,7 @@ def round_trips(
             one_call(guarded, t)
     finally:
         warden.guard.sink = real
-    return counting.reads / calls, counting.rows / calls, counting.commits / calls, counting.queued / calls
+    return counting.reads / calls, counting.rows / calls, counting.appends / calls, counting.queued / calls
 
 
 def profile(warden: Warden, rec: Recording, charter: RunCharter, n: int = 200) -> str:

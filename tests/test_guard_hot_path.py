@@ -32,48 +32,9 @@ from langgraph_warden.guards.policy import build_policy_input
 from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
+from .support.counting_sink import CountingSink
+
 CHARTER = RunCharter(owner="alice@example.com", intent="hot path", risk_tier="low")
-
-
-class CountingSink:
-    """The ledger, counting round trips: reads (and rows read), appends waited for and appends queued."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.reads = self.rows = self.appends = self.queued = 0
-
-    def append_soon(self, thread_id, drafts):
-        self.queued += 1
-        return self.inner.append_soon(thread_id, drafts)
-
-    def append(self, thread_id, drafts):
-        self.appends += 1
-        return self.inner.append(thread_id, drafts)
-
-    async def aappend(self, thread_id, drafts):
-        self.appends += 1
-        return await self.inner.aappend(thread_id, drafts)
-
-    def events(self, thread_id, **kw):
-        out = self.inner.events(thread_id, **kw)
-        self.reads += 1
-        self.rows += len(out)
-        return out
-
-    def summaries(self, thread_id, **kw):
-        out = self.inner.summaries(thread_id, **kw)
-        self.reads += 1
-        self.rows += len(out)
-        return out
-
-    async def aevents(self, thread_id, **kw):
-        out = await self.inner.aevents(thread_id, **kw)
-        self.reads += 1
-        self.rows += len(out)
-        return out
-
-    def reset(self) -> None:
-        self.reads = self.rows = self.appends = self.queued = 0
 
 
 class RecordingPolicy:
