@@ -306,7 +306,7 @@ class DirectSqlite:
         Ordering is the guarantee: the request commits in the same transaction as, or
         before, every write queued after it (:meth:`run_write` leaders take the queue
         in order), and before any :meth:`flush` returns. If no writer comes along, a
-        background thread commits it within one fsync. A failure cannot reach the
+        background thread commits it after a short window (``_FLUSH_WINDOW_SECONDS``). A failure cannot reach the
         caller, so it goes to ``on_error`` (the request rolled back alone, as in a batch).
         A crash before the commit loses the request: use it only for records whose
         absence is itself a safe, recorded state (the ledger's ``append_soon``).
@@ -326,8 +326,10 @@ class DirectSqlite:
         """Commit every request submitted so far (no-op when none is): read-your-writes for :meth:`submit`.
 
         Also waits for a batch another thread is committing (its requests have left the queue).
+        A thread already holding the file's write lock (inside a write transaction) does not
+        flush: it cannot open a second transaction; the flusher commits after it.
         """
-        if not self._unfinished:
+        if not self._unfinished or self._lock._is_owned():  # type: ignore[attr-defined]
             return
         with self._lock:
             with self._queue_lock:

@@ -163,3 +163,17 @@ def test_queued_events_are_committed_at_a_normal_exit(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert _committed(url.removeprefix("sqlite:///"), "t") == [1]
+
+
+def test_a_read_inside_a_write_transaction_does_not_flush_into_it(tmp_path):
+    # The writer connection is mid-transaction: flushing there would nest a transaction (and the
+    # failure would roll the outer one back). The read goes on; the queued append commits after.
+    with Warden.open(sqlite_url(tmp_path), ephemeral_keys=True) as w:
+        def inside(tx):
+            w.ledger.append_in(tx, "t", [_draft(1)])
+            w.ledger.append_soon("q", [_draft(2)])
+            return [e.seq for e in w.ledger.events("q")]
+
+        assert w.ledger.transaction(inside) == []
+        assert [e.seq for e in w.ledger.events("t")] == [1] and [e.seq for e in w.ledger.events("q")] == [1]
+        assert w.ledger.verify(signatures="all").ok
