@@ -486,6 +486,21 @@ class Ledger:
         return await asyncio.to_thread(self.append, thread_id, drafts)
 
     # ------------------------------------------------------------------ read
+    @staticmethod
+    def _select_events(
+        columns: str, thread_id: str, kinds: Sequence[str] | None, after_seq: int, subject: str | None = None
+    ) -> tuple[str, list[Any]]:
+        """One thread's events after ``after_seq`` (optionally of ``kinds`` / about ``subject``), in order."""
+        sql = f"SELECT {columns} FROM warden_events WHERE thread_id = ? AND seq > ?"
+        params: list[Any] = [thread_id, after_seq]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params.extend(kinds)
+        if subject is not None:
+            sql += " AND subject = ?"
+            params.append(subject)
+        return sql + " ORDER BY seq", params
+
     def events_in(
         self,
         conn: Connection | DirectTx,
@@ -495,32 +510,21 @@ class Ledger:
         after_seq: int = 0,
         subject: str | None = None,
     ) -> list[Event]:
-        sql = "SELECT body, hash FROM warden_events WHERE thread_id = ? AND seq > ?"
-        params: list[Any] = [thread_id, after_seq]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            params.extend(kinds)
-        if subject is not None:
-            sql += " AND subject = ?"
-            params.append(subject)
-        return [Event.from_body(bytes(body), hash_) for body, hash_ in Raw(conn).all(sql + " ORDER BY seq", params)]
+        sql, params = self._select_events("body, hash", thread_id, kinds, after_seq, subject)
+        return [Event.from_body(bytes(body), hash_) for body, hash_ in Raw(conn).all(sql, params)]
 
     def summaries(
         self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0
     ) -> list[EventSummary]:
         """Like :meth:`events`, as :class:`EventSummary` rows (seq, kind, ts, payload): for folds."""
-        sql = "SELECT seq, kind, body FROM warden_events WHERE thread_id = ? AND seq > ?"
-        params: list[Any] = [thread_id, after_seq]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            params.extend(kinds)
+        sql, params = self._select_events("seq, kind, body", thread_id, kinds, after_seq)
         with self._read_tx() as conn:
-            rows = Raw(conn).all(sql + " ORDER BY seq", params)
+            rows = Raw(conn).all(sql, params)
         return EventSummary.from_bodies(rows)
 
     def _read_tx(self) -> AbstractContextManager[Connection | DirectTx]:
+        self.flush()  # read-your-writes for append_soon
         if self._direct is not None:
-            self._direct.flush()  # read-your-writes for append_soon
             return self._direct.read()
         return self._engine.connect()
 

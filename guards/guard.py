@@ -387,11 +387,15 @@ class ToolGuard:
         done.set()
 
     # -------------------------------------------------------------- helpers
-    def _append(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> Event:
-        """Append one event, preceded (same transaction, one signature) by the call's deferred drafts."""
+    def _drafts(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> list[EventDraft]:
+        """One event, preceded (same transaction, one signature) by the call's deferred drafts."""
         drafts = self._take_deferred(thread_id, tool_call_id)
         drafts.append(EventDraft(kind=kind, payload=payload, subject=tool_call_id))
-        return self.sink.append(thread_id, drafts)[-1]
+        return drafts
+
+    def _append(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> Event:
+        """Append one event (with the call's deferred drafts); durable when this returns."""
+        return self.sink.append(thread_id, self._drafts(thread_id, kind, tool_call_id, payload))[-1]
 
     def _record_outcome(self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any]) -> None:
         """Record a call's outcome (``tool.completed``/``tool.failed``) without waiting for its commit.
@@ -402,13 +406,11 @@ class ToolGuard:
         tool's result, the next call's view, a replay), so only a crash can lose it. Saves one
         durable commit (an fsync) on the tool call's path.
         """
-        drafts = self._take_deferred(thread_id, tool_call_id)
-        drafts.append(EventDraft(kind=kind, payload=payload, subject=tool_call_id))
         soon = getattr(self.sink, "append_soon", None)  # a DeferringEventSink
-        if soon is not None:
-            soon(thread_id, drafts)
+        if soon is None:
+            self._append(thread_id, kind, tool_call_id, payload)
         else:
-            self.sink.append(thread_id, drafts)
+            soon(thread_id, self._drafts(thread_id, kind, tool_call_id, payload))
 
     def _defer(self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any]) -> None:
         """Record ``kind`` with the call's next event rather than in a commit of its own.

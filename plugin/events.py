@@ -79,6 +79,11 @@ class EventKind:
     APPROVAL_REFUSED = "approval.refused"
 
 
+def _payload(doc: Mapping[str, Any], body: bytes) -> Any:
+    """The payload of a parsed body, revived only when the bytes hold a tag besides ``ts``."""
+    return canonical.revive(doc["payload"]) if body.count(b'"$') > 1 else doc["payload"]
+
+
 class EventSummary(NamedTuple):
     """What a reader folding a thread's history needs of an event, at a fraction of an :class:`Event`'s cost.
 
@@ -96,10 +101,7 @@ class EventSummary(NamedTuple):
     @classmethod
     def from_body(cls, seq: int, kind: str, body: bytes) -> EventSummary:
         doc = _loads(body)
-        payload = doc["payload"]
-        if body.count(b'"$') > 1:  # the ts tag is one; any other is in the payload
-            payload = canonical.revive(payload)
-        return cls(seq, kind, doc["ts"]["$datetime"], payload)
+        return cls(seq, kind, doc["ts"]["$datetime"], _payload(doc, body))
 
     @classmethod
     def from_bodies(cls, rows: Sequence[tuple[int, str, bytes]]) -> list[EventSummary]:
@@ -220,9 +222,7 @@ class Event:
         ts = doc["ts"]
         if isinstance(ts, dict) and len(ts) == 1 and "$datetime" in ts:
             ts = datetime.fromisoformat(ts["$datetime"].replace("Z", "+00:00"))
-        payload = doc["payload"]
-        if body.count(b'"$') > 1:
-            payload = canonical.revive(payload)
+        payload = _payload(doc, body)
         return cls(
             thread_id=doc["thread_id"],
             checkpoint_ns=doc["checkpoint_ns"],

@@ -52,6 +52,15 @@ def _held(direct) -> tuple[threading.Event, threading.Event, threading.Thread]:
     return holding, release, t
 
 
+def _read_meanwhile(ledger, thread_id: str) -> tuple[threading.Thread, list[list[int]]]:
+    """Start a reader of the thread's seqs in another thread (it may block on a flush); join it later."""
+    seen: list[list[int]] = []
+    reader = threading.Thread(target=lambda: seen.append([e.seq for e in ledger.events(thread_id)]))
+    reader.start()
+    time.sleep(0.05)
+    return reader, seen
+
+
 def test_the_ledger_is_a_deferring_sink(tmp_path):
     with Warden.open(sqlite_url(tmp_path), ephemeral_keys=True) as w:
         assert isinstance(w.ledger, DeferringEventSink)
@@ -83,10 +92,7 @@ def test_a_read_of_the_ledger_sees_what_was_queued_before_it(tmp_path):
         direct = direct_sqlite(w.saver.engine)
         _, release, holder = _held(direct)
         w.ledger.append_soon("t", [_draft(1)])
-        seen: list[list[int]] = []
-        reader = threading.Thread(target=lambda: seen.append([e.seq for e in w.ledger.events("t")]))
-        reader.start()
-        time.sleep(0.05)
+        reader, seen = _read_meanwhile(w.ledger, "t")
         release.set()
         holder.join()
         reader.join(10)
@@ -107,10 +113,7 @@ def test_a_read_waits_for_a_queued_batch_already_being_committed(tmp_path):
 
         direct.submit(slow)
         assert inside.wait(5)
-        seen: list[list[int]] = []
-        reader = threading.Thread(target=lambda: seen.append([e.seq for e in w.ledger.events("t")]))
-        reader.start()
-        time.sleep(0.05)
+        reader, seen = _read_meanwhile(w.ledger, "t")
         go.set()
         reader.join(10)
         assert seen == [[1]]
