@@ -111,7 +111,7 @@ def opa_server(rego: RegoEngine) -> Iterator[KillableOpa]:
 
 @pytest.fixture(scope="module")
 def opa(opa_server: KillableOpa) -> Iterator[OpaServerEngine]:
-    eng = OpaServerEngine(opa_server.url, deadline_seconds=2.0)
+    eng = OpaServerEngine(opa_server.url, deadline_seconds=5.0)
     yield eng
     eng.close()
 
@@ -337,7 +337,7 @@ def test_opa_requests_carry_the_documented_input(opa_server, opa, tmp_path):
 @pytest.mark.parametrize("hook", ["toolnode", "create_agent"])
 async def test_opa_down_mid_run_fails_closed_through_the_graph(rego, hook, mode, tmp_path):
     srv = KillableOpa(rego)
-    engine = OpaServerEngine(srv.url, deadline_seconds=1.0, failure_threshold=1, reset_seconds=60)
+    engine = OpaServerEngine(srv.url, deadline_seconds=5.0, failure_threshold=1, reset_seconds=60)
     effects = SideEffects(tmp_path / "effects.jsonl")
     script = [
         turn(call("lookup_kb", {"query": "first"}, "c1")),

@@ -20,7 +20,8 @@ from langgraph_warden.guards.rego import RegoEngine
 from langgraph_warden.guards.tools import ToolSpec
 from tests.support.fake_opa import FakeOpaServer
 
-DEADLINE = 0.3
+DEADLINE = 0.3  # for the tests that are about the deadline
+PATIENT = 5.0  # for every other test: a loaded CI machine must not turn an answer into a timeout
 
 
 class FakeClock:
@@ -64,8 +65,15 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def engine(server: FakeOpaServer, clock: FakeClock) -> Iterator[OpaServerEngine]:
-    eng = OpaServerEngine(server.url, deadline_seconds=DEADLINE, failure_threshold=3, reset_seconds=10,
+    eng = OpaServerEngine(server.url, deadline_seconds=PATIENT, failure_threshold=3, reset_seconds=10,
                           clock=clock)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def impatient(server: FakeOpaServer) -> Iterator[OpaServerEngine]:
+    eng = OpaServerEngine(server.url, deadline_seconds=DEADLINE)
     yield eng
     eng.close()
 
@@ -100,18 +108,19 @@ def test_server_failures_deny(engine, server, mode: str, detail: str) -> None:
 
 
 def test_unknown_rule_path_is_undefined(server) -> None:
-    with OpaServerEngine(server.url, path="data.warden.nope", deadline_seconds=DEADLINE) as eng:
+    # the fake server compiles a policy for this new query on the first request: give it time
+    with OpaServerEngine(server.url, path="data.warden.nope", deadline_seconds=PATIENT) as eng:
         d = eng.decide(make_input())
     assert d.reasons == ("policy_unavailable", "opa_undefined")
 
 
-def test_delay_beyond_deadline_denies_on_time(engine, server) -> None:
-    server.delay = DEADLINE * 4
+def test_delay_beyond_deadline_denies_on_time(impatient, server) -> None:
+    server.delay = DEADLINE * 6
     t0 = time.perf_counter()
-    d = engine.decide(make_input())
+    d = impatient.decide(make_input())
     elapsed = time.perf_counter() - t0
     assert d.reasons == ("policy_unavailable", "opa_timeout")
-    assert elapsed < DEADLINE + 0.15
+    assert elapsed < DEADLINE + 0.6  # well before the server's answer at 6x the deadline
 
 
 def test_connection_refused_denies(engine, server) -> None:
@@ -133,7 +142,8 @@ def test_circuit_breaker_opens_answers_fast_and_recovers(engine, server, clock) 
         d = engine.decide(make_input())
         samples.append(time.perf_counter() - t0)
         assert d.reasons == ("policy_unavailable", "circuit_open") and not d.allow
-    assert max(samples) < 0.005, f"open breaker took {max(samples) * 1e3:.2f} ms"
+    median = sorted(samples)[len(samples) // 2]
+    assert median < 0.002, f"open breaker took {median * 1e3:.2f} ms (median of 20)"
     assert len(server.requests) == sent  # nothing reached the server
 
     # half-open: one failed probe re-opens at once
@@ -178,12 +188,15 @@ async def test_async_decisions(engine, server, rego) -> None:
     assert (await engine.adecide(inp)).reasons == ("policy_unavailable", "opa_http_500")
     server.mode = "malformed_json"
     assert (await engine.adecide(inp)).reasons == ("policy_unavailable", "opa_malformed_response")
-    server.mode = "ok"
-    server.delay = DEADLINE * 4
-    t0 = time.perf_counter()
-    assert (await engine.adecide(inp)).reasons == ("policy_unavailable", "opa_timeout")
-    assert time.perf_counter() - t0 < DEADLINE + 0.15
     await engine.aclose()
+
+
+async def test_async_delay_beyond_deadline_denies_on_time(impatient, server) -> None:
+    server.delay = DEADLINE * 6
+    t0 = time.perf_counter()
+    assert (await impatient.adecide(make_input())).reasons == ("policy_unavailable", "opa_timeout")
+    assert time.perf_counter() - t0 < DEADLINE + 0.6  # well before the server's answer at 6x the deadline
+    await impatient.aclose()
 
 
 async def test_async_connection_refused_and_breaker(engine, server) -> None:
@@ -192,7 +205,7 @@ async def test_async_connection_refused_and_breaker(engine, server) -> None:
         assert (await engine.adecide(make_input())).reasons == ("policy_unavailable", "opa_connection_error")
     t0 = time.perf_counter()
     assert (await engine.adecide(make_input())).reasons == ("policy_unavailable", "circuit_open")
-    assert time.perf_counter() - t0 < 0.005
+    assert time.perf_counter() - t0 < 0.05  # no connection attempt, no deadline wait
     await engine.aclose()
 
 
@@ -200,7 +213,7 @@ def test_nothing_listening_at_all_denies() -> None:
     with socket.socket() as s:  # a port that was free a moment ago
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with OpaServerEngine(f"http://127.0.0.1:{port}", deadline_seconds=DEADLINE) as eng:
+    with OpaServerEngine(f"http://127.0.0.1:{port}", deadline_seconds=PATIENT) as eng:
         assert eng.decide(make_input()).reasons == ("policy_unavailable", "opa_connection_error")
 
 
@@ -223,4 +236,4 @@ def test_evaluation_time_is_reported(engine) -> None:
         engine.decide(inp)
     per = (time.perf_counter() - t0) / 50 * 1e6
     print(f"opa (loopback fake server + real rego) decide: {per:.0f} us")
-    assert per < DEADLINE * 1e6
+    assert per < PATIENT * 1e6
