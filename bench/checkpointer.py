@@ -92,53 +92,73 @@ def build_bench_graph():
     return builder
 
 
-def graph_steps_per_second(saver: Any, invocations: int, warmup: int = 2) -> float:
-    graph = build_bench_graph().compile(checkpointer=saver)
-    prefix = uuid.uuid4().hex[:8]
-    for i in range(warmup):
-        graph.invoke({"payload": PAYLOAD, "counter": 0}, {"configurable": {"thread_id": f"w-{prefix}-{i}"}})
-    gc.collect()
-    t0 = time.perf_counter()
-    for i in range(invocations):
-        out = graph.invoke({"payload": PAYLOAD, "counter": 0}, {"configurable": {"thread_id": f"g-{prefix}-{i}"}})
-        assert out["counter"] == NODES
-    return invocations * NODES / (time.perf_counter() - t0)
+def _invoke(graph: Any, thread_id: str) -> None:
+    out = graph.invoke({"payload": PAYLOAD, "counter": 0}, {"configurable": {"thread_id": thread_id}})
+    assert out["counter"] == NODES
 
 
-def paired_graph_rounds(
+@dataclass(frozen=True)
+class GraphPair:
+    """Interleaved graph rounds: median steps/s of each side, median round ratio and its range."""
+
+    warden: float
+    peer: float
+    ratio: float
+    low: float
+    high: float
+
+    def ratio_text(self) -> str:
+        return f"{self.ratio:.2f}× (rounds {self.low:.2f}–{self.high:.2f}×)"
+
+
+def interleaved_graph_rounds(
     label: str,
     open_warden: Callable[[], contextlib.AbstractContextManager[Any]],
     open_peer: Callable[[], contextlib.AbstractContextManager[Any]],
     invocations: int,
     rounds: int,
-) -> tuple[float, float, float]:
-    """Graph steps/s of both savers in paired rounds: (median warden, median peer, median ratio).
+    warmup: int = 2,
+) -> GraphPair:
+    """Graph steps/s of both savers, invocations interleaved, over ``rounds`` rounds.
 
-    Each round runs both savers back to back on fresh databases, in alternating
-    order, and yields one warden/peer ratio. The machine may be shared, so load
-    drifts between rounds; a paired ratio cancels most of that, and the median
-    of the rounds' ratios ignores a round that a burst of load hit on one side.
+    Each round opens both savers on fresh databases and alternates them *per
+    invocation* (warden, peer, peer, warden, ...), timing each invocation. This
+    machine is shared: load changes within a second, so running one saver for a
+    second and then the other (the earlier method) let a burst land on one side
+    and moved single rounds from 0.75x to 1.02x. Interleaved, both sides see the
+    same load to within one invocation (~20 ms); rounds then agree within a few %.
+    The median of the rounds' ratios ignores a round a burst still skewed.
     """
     w_rates: list[float] = []
     p_rates: list[float] = []
     ratios: list[float] = []
     for r in range(rounds):
-        order = [("warden", open_warden), ("peer", open_peer)]
-        if r % 2:
-            order.reverse()
-        rate: dict[str, float] = {}
-        for side, opener in order:
-            with opener() as saver:
-                rate[side] = graph_steps_per_second(saver, invocations)
-        w_rates.append(rate["warden"])
-        p_rates.append(rate["peer"])
-        ratios.append(rate["warden"] / rate["peer"])
+        with contextlib.ExitStack() as stack:
+            graphs = {
+                "warden": build_bench_graph().compile(checkpointer=stack.enter_context(open_warden())),
+                "peer": build_bench_graph().compile(checkpointer=stack.enter_context(open_peer())),
+            }
+            prefix = uuid.uuid4().hex[:8]
+            for i in range(warmup):
+                for graph in graphs.values():
+                    _invoke(graph, f"w-{prefix}-{i}")
+            gc.collect()
+            seconds = {"warden": 0.0, "peer": 0.0}
+            for i in range(invocations):
+                for side in ("warden", "peer") if (i + r) % 2 == 0 else ("peer", "warden"):
+                    t0 = time.perf_counter()
+                    _invoke(graphs[side], f"g-{prefix}-{i}")
+                    seconds[side] += time.perf_counter() - t0
+        w_rates.append(invocations * NODES / seconds["warden"])
+        p_rates.append(invocations * NODES / seconds["peer"])
+        ratios.append(w_rates[-1] / p_rates[-1])
         print(
-            f"  {label}: graph round {r + 1}/{rounds}: warden {rate['warden']:.0f}, peer {rate['peer']:.0f} steps/s "
+            f"  {label}: graph round {r + 1}/{rounds}: warden {w_rates[-1]:.0f}, peer {p_rates[-1]:.0f} steps/s "
             f"(ratio {ratios[-1]:.2f})",
             flush=True,
         )
-    return statistics.median(w_rates), statistics.median(p_rates), statistics.median(ratios)
+    return GraphPair(statistics.median(w_rates), statistics.median(p_rates), statistics.median(ratios),
+                     min(ratios), max(ratios))
 
 
 # ---------------------------------------------------------------------- micro benchmarks
@@ -307,10 +327,10 @@ class Result:
     warden: dict[str, float] = field(default_factory=dict)
     peer: dict[str, float] = field(default_factory=dict)
     peer_name: str = ""
-    #: median of the paired rounds' warden/peer ratios (see paired_graph_rounds)
-    graph_ratio: float = 0.0
-    #: --diagnose-ledger: (warden steps/s, peer steps/s, ratio) with the ledger's appends stubbed out
-    diagnostic: tuple[float, float, float] | None = None
+    #: the interleaved graph rounds (see interleaved_graph_rounds)
+    graph: GraphPair | None = None
+    #: --diagnose-ledger: the same with the ledger's appends stubbed out
+    diagnostic: GraphPair | None = None
 
 
 METRICS = [
@@ -344,14 +364,12 @@ def bench_pair(
         print(f"  {db}: {'WardenSaver' if side == 'warden' else peer_name} micro ({args.n} checkpoints) ...", flush=True)
         with opener() as saver:
             getattr(res, side).update(micro(saver, args.n, args.list_reps, args.get_reps))
-    res.warden["graph"], res.peer["graph"], res.graph_ratio = paired_graph_rounds(
-        db, open_warden, open_peer, args.invocations, args.rounds
-    )
+    res.graph = interleaved_graph_rounds(db, open_warden, open_peer, args.invocations, args.rounds)
+    res.warden["graph"], res.peer["graph"] = res.graph.warden, res.graph.peer
     if args.diagnose_ledger and open_warden_unsigned is not None:
-        w, p, ratio = paired_graph_rounds(
+        res.diagnostic = interleaved_graph_rounds(
             f"{db} (ledger appends stubbed)", open_warden_unsigned, open_peer, args.invocations, args.rounds
         )
-        res.diagnostic = (w, p, ratio)
     return res
 
 
@@ -366,24 +384,26 @@ def render(results: list[Result], command: str, notes: list[str]) -> str:
     for res in results:
         for key, unit in METRICS:
             w, p = res.warden[key], res.peer[key]
-            ratio = res.graph_ratio if key == "graph" else (w / p) if unit == "steps/s" else (p / w)
+            if key == "graph" and res.graph is not None:
+                ratio = res.graph.ratio_text()
+            else:
+                ratio = f"{(w / p) if unit == 'steps/s' else (p / w):.2f}×"
 
             def fmt(v: float, unit: str = unit) -> str:
                 return f"{v:,.0f} {unit}" if unit == "steps/s" or v >= 100 else f"{v:,.1f} {unit}"
 
-            lines.append(
-                f"| {res.db} | {LABELS[key]} | {fmt(w)} | {fmt(p)} | {res.peer_name} | **{ratio:.2f}×** |"
-            )
+            lines.append(f"| {res.db} | {LABELS[key]} | {fmt(w)} | {fmt(p)} | {res.peer_name} | **{ratio}** |")
         if res.diagnostic is not None:
-            w, p, ratio = res.diagnostic
+            d = res.diagnostic
             lines.append(
-                f"| {res.db} | {LABELS['graph']} — diagnostic: ledger appends stubbed out | {w:,.0f} steps/s "
-                f"| {p:,.0f} steps/s | {res.peer_name} | {ratio:.2f}× |"
+                f"| {res.db} | {LABELS['graph']} — diagnostic: ledger appends stubbed out | {d.warden:,.0f} steps/s "
+                f"| {d.peer:,.0f} steps/s | {res.peer_name} | {d.ratio_text()} |"
             )
     lines.append("")
     lines.append(
-        "Times are p50 per call; ratio = peer time / warden time for calls. Graph: median steps/s of each side "
-        "over paired rounds, ratio = median of the rounds' warden/peer ratios."
+        "Times are p50 per call; ratio = peer time / warden time for calls. Graph: both savers open in each "
+        "round, invocations interleaved; median steps/s of each side over the rounds, ratio = median of the "
+        "rounds' warden/peer ratios (range in brackets)."
     )
     lines.extend(notes)
     return "\n".join(lines)
@@ -396,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-url", default=PG_URL_DEFAULT, help=f"PostgreSQL URL (default {PG_URL_DEFAULT})")
     ap.add_argument("--n", type=int, help="checkpoints for the micro benchmarks (default 1000; --quick 200)")
     ap.add_argument("--invocations", type=int, help="graph invocations per round (default 40; --quick 10)")
-    ap.add_argument("--rounds", type=int, help="paired graph rounds, median kept (default 7; --quick 1)")
+    ap.add_argument("--rounds", type=int, help="interleaved graph rounds, median kept (default 7; --quick 1)")
     ap.add_argument(
         "--diagnose-ledger",
         action="store_true",
@@ -417,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "(2 = FULL), WardenSaver sets synchronous=FULL, so both fsync every commit (WardenSaver group-commits "
         "concurrent calls; none returns before the fsync that covers it).",
         f"{args.n:,} checkpoints for put/put_writes/get_tuple/list; graph: {args.invocations} invocations × "
-        f"{NODES} steps per invocation, {args.rounds} paired round(s) on fresh databases, order alternating.",
+        f"{NODES} steps per invocation, {args.rounds} round(s) on fresh databases, the two savers' invocations interleaved.",
     ]
     results: list[Result] = []
     tmp = tempfile.TemporaryDirectory(prefix="warden-bench-")

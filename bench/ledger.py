@@ -47,8 +47,8 @@ _spec.loader.exec_module(cpbench)
 
 
 # ---------------------------------------------------------------------- (a) graph throughput
-def graph_pair(tmp: Path, invocations: int, rounds: int) -> tuple[float, float, float]:
-    """(median warden steps/s, median SqliteSaver steps/s, median paired ratio)."""
+def graph_pair(tmp: Path, invocations: int, rounds: int) -> Any:
+    """Signed WardenSaver vs SqliteSaver, interleaved rounds (a ``GraphPair`` of bench/checkpointer.py)."""
     counter = iter(range(1_000_000))
 
     def warden():
@@ -57,7 +57,7 @@ def graph_pair(tmp: Path, invocations: int, rounds: int) -> tuple[float, float, 
     def peer():
         return cpbench.sqlite_peer(tmp / f"g-peer-{next(counter)}.db")
 
-    return cpbench.paired_graph_rounds("SQLite", warden, peer, invocations, rounds)
+    return cpbench.interleaved_graph_rounds("SQLite", warden, peer, invocations, rounds)
 
 
 # ---------------------------------------------------------------------- (b) build 100k events
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="threads in the verification database (default 100; --quick 10)")
     ap.add_argument("--events", type=int, default=1000, help="events per thread (default 1000)")
     ap.add_argument("--invocations", type=int, help="graph invocations per round (default 40; --quick 10)")
-    ap.add_argument("--rounds", type=int, help="paired graph rounds, median kept (default 7; --quick 1)")
+    ap.add_argument("--rounds", type=int, help="interleaved graph rounds, median kept (default 7; --quick 1)")
     ap.add_argument("--db", type=Path, help="keep the verification database at this path")
     ap.add_argument("--skip-graph", action="store_true", help="only the verification part")
     args = ap.parse_args(argv)
@@ -207,10 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[str] = []
         if not args.skip_graph:
             print("(a) 10-node graph: signed WardenSaver vs SqliteSaver", flush=True)
-            w, p, ratio = graph_pair(tmp, invocations, rounds)
+            g = graph_pair(tmp, invocations, rounds)
             rows.append(
-                f"| 10-node graph, 15 KB state, SQLite ({rounds} paired rounds, medians) | {w:,.0f} steps/s "
-                f"| {p:,.0f} steps/s (SqliteSaver) | **{ratio:.2f}×** | ≥ 0.8× | {'met' if ratio >= 0.8 else 'NOT met'} |"
+                f"| 10-node graph, 15 KB state, SQLite ({rounds} interleaved rounds, medians) | {g.warden:,.0f} "
+                f"steps/s | {g.peer:,.0f} steps/s (SqliteSaver) | **{g.ratio_text()}** | ≥ 0.8× "
+                f"| {'met' if g.ratio >= 0.8 else 'NOT met'} |"
             )
         db = args.db or tmp / "verify.db"
         if args.db:
