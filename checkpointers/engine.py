@@ -257,6 +257,8 @@ class DirectSqlite:
     """
 
     _MAX_IDLE_READERS = 8
+    #: how many times a leader takes requests queued while it ran before it commits (bounds its latency)
+    _LATE_JOIN_ROUNDS = 2
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -356,6 +358,23 @@ class DirectSqlite:
             except Exception:  # noqa: BLE001 - each request's error went to its on_error; keep flushing
                 pass
 
+    @staticmethod
+    def _run_each(tx: DirectTx, requests: list[_WriteRequest]) -> None:
+        """Run each request in its own savepoint: a failing one rolls back alone and keeps its exception."""
+        cur, pending = tx.cursor, tx.before_commit
+        assert pending is not None
+        for req in requests:
+            cur.execute("SAVEPOINT warden_req")
+            kept = dict(pending)
+            try:
+                req.result = req.fn(tx, *req.args)
+            except BaseException as exc:  # noqa: BLE001 - handed to its caller
+                cur.execute("ROLLBACK TO warden_req")
+                pending.clear()
+                pending.update(kept)  # what the rolled-back request registered goes with it
+                req.error = exc
+            cur.execute("RELEASE warden_req")
+
     def _commit_batch(self, batch: list[_WriteRequest]) -> None:
         if self._writer is None:
             self._writer = self._open()
@@ -363,25 +382,26 @@ class DirectSqlite:
         cur = conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
-            single = len(batch) == 1
-            tx = DirectTx(cur, True, None if single else {})
-            pending = tx.before_commit
-            for req in batch:
-                if pending is None:
-                    req.result = req.fn(tx, *req.args)
-                    continue
-                cur.execute("SAVEPOINT warden_req")
-                kept = dict(pending)
-                try:
-                    req.result = req.fn(tx, *req.args)
-                except BaseException as exc:  # noqa: BLE001 - handed to its caller
-                    cur.execute("ROLLBACK TO warden_req")
-                    pending.clear()
-                    pending.update(kept)  # what the rolled-back request registered goes with it
-                    req.error = exc
-                cur.execute("RELEASE warden_req")
-            if pending:
-                for finish in pending.values():
+            if len(batch) == 1:
+                # Alone: no savepoint; a failure rolls the whole (one-request) transaction back.
+                tx = DirectTx(cur, True, None)
+                batch[0].result = batch[0].fn(tx, *batch[0].args)
+            else:
+                tx = DirectTx(cur, True, {})
+                self._run_each(tx, batch)
+            # Requests queued while these ran join this transaction instead of waiting for its
+            # fsync and paying their own (LangGraph queues a step's checkpoint right after its writes).
+            for _ in range(self._LATE_JOIN_ROUNDS):
+                with self._queue_lock:
+                    late, self._queue = self._queue, []
+                if not late:
+                    break
+                if tx.before_commit is None:
+                    tx.before_commit = {}  # heads appended from now on are signed just before COMMIT
+                batch.extend(late)
+                self._run_each(tx, late)
+            if tx.before_commit:
+                for finish in tx.before_commit.values():
                     finish(tx)
             cur.execute("COMMIT")
             self.commits += 1

@@ -80,18 +80,23 @@ def test_group_commit_batches_concurrent_writers_and_keeps_every_write(tmp_path)
             assert again.get_tuple({"configurable": {"thread_id": tid}}) is not None
 
 
-def _one_batch(direct, requests: list[tuple[str, object]]) -> tuple[dict[str, object], int]:
-    """Queue ``requests`` (name, fn), in this order, behind a request holding the writer; then let them run.
+def _one_batch(
+    direct, requests: list[tuple[str, object]], holder: object = None
+) -> tuple[dict[str, object], int]:
+    """Queue ``requests`` (name, fn), in this order, while a request leads a transaction; then let them run.
 
-    Returns each request's result or exception by name, and how many commits carried them
-    (the holder's own commit excluded).
+    Returns each request's result or exception by name (the leader's as "hold"), and how
+    many commits carried them all, the leader's included: requests queued while a leader
+    runs join its transaction. ``holder(tx)`` is what the leader writes first.
     """
     gate, release = threading.Event(), threading.Event()
     results: dict[str, object] = {}
 
     def hold(tx):
+        out = holder(tx) if holder is not None else None
         gate.set()
         release.wait(10)
+        return out
 
     def run(name, fn):
         try:
@@ -111,7 +116,7 @@ def _one_batch(direct, requests: list[tuple[str, object]]) -> tuple[dict[str, ob
     release.set()
     for t in workers:
         t.join(10)
-    return results, direct.commits - commits - 1
+    return results, direct.commits - commits
 
 
 def _appends(ledger, thread_id: str, kind: str):
@@ -135,7 +140,7 @@ def test_group_commit_failing_request_rolls_back_alone(tmp_path):
         )
         assert isinstance(results["bad"], RuntimeError)
         assert [e.kind for e in results["ok"]] == ["test.ok"]
-        assert commits == 1  # both queued requests in one commit
+        assert commits == 1  # both queued requests in the leader's commit
         assert ledger.events("gc-bad") == []  # rolled back to its savepoint
         assert [e.kind for e in ledger.events("gc-ok")] == ["test.ok"]
         assert ledger.verify().ok
@@ -172,6 +177,35 @@ def test_group_commit_signs_each_threads_final_head_once(tmp_path):
         assert ledger.verify().ok
         head = ledger.head("sig-a")
         assert head is not None and head.seq == 2
+
+
+def test_requests_queued_while_a_lone_leader_runs_join_its_commit(tmp_path):
+    """A lone leader signs its head as it appends; requests queued meanwhile join its transaction.
+
+    The joiner's head on the same thread is signed before COMMIT, so the thread ends
+    on a signed head and the leader's signed event stays a valid intermediate head.
+    A joiner that fails rolls back alone, and the leader's write still commits.
+    """
+    with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
+        ledger = saver.ledger
+        direct = direct_sqlite(saver.engine)
+        before = direct.requests
+        results, commits = _one_batch(
+            direct,
+            [("join", _appends(ledger, "lj", "test.join")), ("bad", _fails_after_appending(ledger, "lj"))],
+            holder=_appends(ledger, "lj", "test.lead"),
+        )
+        assert [e.kind for e in results["hold"]] == ["test.lead"]
+        assert [e.kind for e in results["join"]] == ["test.join"]
+        assert isinstance(results["bad"], RuntimeError)
+        assert commits == 1 and direct.requests - before == 3
+        with saver.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT seq, kind, signature IS NOT NULL FROM warden_events WHERE thread_id = 'lj' ORDER BY seq"
+            ).all()
+        assert [tuple(r) for r in rows] == [(1, "test.lead", 1), (2, "test.join", 1)]
+        assert ledger.verify(signatures="all").ok
+        assert ledger.head("lj").seq == 2
 
 
 # ------------------------------------------------------------ PostgreSQL one statement
