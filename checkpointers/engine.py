@@ -204,10 +204,11 @@ def engines_from(
 class DirectTx:
     """An open transaction on a raw DBAPI connection: what :class:`~.rawsql.Raw` executes on.
 
-    ``before_commit`` is set only on a group-commit transaction carrying several
-    requests: work registered there under a key runs once, just before ``COMMIT``,
-    and a later request's entry replaces an earlier one's under the same key
-    (the ledger signs each thread's final chain head of the transaction this way).
+    ``before_commit`` is set on a SQLite write transaction (one or more requests of
+    a group commit): work registered there under a key runs once, just before
+    ``COMMIT``, and a later request's entry replaces an earlier one's under the same
+    key (the ledger signs each thread's final chain head of the transaction this way).
+    It is ``None`` on reads.
     """
 
     __slots__ = ("cursor", "sqlite", "before_commit")
@@ -382,12 +383,13 @@ class DirectSqlite:
         cur = conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
+            # Chain heads are signed just before COMMIT, once per thread (see DirectTx.before_commit),
+            # even for a lone request: requests that join late may move its head.
+            tx = DirectTx(cur, True, {})
             if len(batch) == 1:
                 # Alone: no savepoint; a failure rolls the whole (one-request) transaction back.
-                tx = DirectTx(cur, True, None)
                 batch[0].result = batch[0].fn(tx, *batch[0].args)
             else:
-                tx = DirectTx(cur, True, {})
                 self._run_each(tx, batch)
             # Requests queued while these ran join this transaction instead of waiting for its
             # fsync and paying their own (LangGraph queues a step's checkpoint right after its writes).
@@ -396,13 +398,10 @@ class DirectSqlite:
                     late, self._queue = self._queue, []
                 if not late:
                     break
-                if tx.before_commit is None:
-                    tx.before_commit = {}  # heads appended from now on are signed just before COMMIT
                 batch.extend(late)
                 self._run_each(tx, late)
-            if tx.before_commit:
-                for finish in tx.before_commit.values():
-                    finish(tx)
+            for finish in tx.before_commit.values():
+                finish(tx)
             cur.execute("COMMIT")
             self.commits += 1
             self.requests += len(batch)

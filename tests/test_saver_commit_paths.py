@@ -180,11 +180,11 @@ def test_group_commit_signs_each_threads_final_head_once(tmp_path):
 
 
 def test_requests_queued_while_a_lone_leader_runs_join_its_commit(tmp_path):
-    """A lone leader signs its head as it appends; requests queued meanwhile join its transaction.
+    """Requests queued while a lone leader runs join its transaction; one signature per thread.
 
-    The joiner's head on the same thread is signed before COMMIT, so the thread ends
-    on a signed head and the leader's signed event stays a valid intermediate head.
-    A joiner that fails rolls back alone, and the leader's write still commits.
+    The head is signed just before COMMIT, so the leader's event, superseded by the
+    joiner's on the same thread, carries none. A joiner that fails rolls back alone
+    and hands the signature back; the leader's write still commits.
     """
     with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
         ledger = saver.ledger
@@ -203,7 +203,7 @@ def test_requests_queued_while_a_lone_leader_runs_join_its_commit(tmp_path):
             rows = conn.exec_driver_sql(
                 "SELECT seq, kind, signature IS NOT NULL FROM warden_events WHERE thread_id = 'lj' ORDER BY seq"
             ).all()
-        assert [tuple(r) for r in rows] == [(1, "test.lead", 1), (2, "test.join", 1)]
+        assert [tuple(r) for r in rows] == [(1, "test.lead", 0), (2, "test.join", 1)]
         assert ledger.verify(signatures="all").ok
         assert ledger.head("lj").seq == 2
 
