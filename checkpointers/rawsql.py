@@ -19,18 +19,18 @@ from sqlalchemy import Connection
 
 from .engine import DirectTx
 
-__all__ = ["Raw", "CpRow", "WrRow", "EvRow", "CP_COLS", "WR_COLS", "EV_COLS"]
+__all__ = ["Raw", "CpRow", "WrRow", "CP_COLS", "WR_COLS", "EV_COLS"]
 
 CP_COLS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, type, checkpoint, "
     "metadata_type, metadata, digest"
 )
 WR_COLS = "thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type, blob, digest"
+#: the field order of chain.ChainRow
 EV_COLS = "thread_id, seq, kind, body, hash, key_id, key_store, signature"
 
 CpRow = namedtuple("CpRow", [c.strip() for c in CP_COLS.split(",")])
 WrRow = namedtuple("WrRow", [c.strip() for c in WR_COLS.split(",")])
-EvRow = namedtuple("EvRow", [c.strip() for c in EV_COLS.split(",")])
 
 
 @lru_cache(maxsize=256)

@@ -161,39 +161,45 @@ def verify_chain(
     last_signed_by_key: dict[str, ChainRow] = {}
     sha256 = hashlib.sha256
     loads = _loads
+    bodies = report.bodies
+    fail = report.fail
+    events = 0
+    # One pass, locals only: this loop is what "100,000 events in under 3 s" measures.
     for row in rows:
-        report.events += 1
-        if report.first_seq is None:
-            report.first_seq = row.seq
-        if row.seq != expected_seq:
-            kind = "event_deleted" if row.seq > expected_seq else "event_inserted"
-            report.fail(row.seq, kind, f"expected seq {expected_seq}, found {row.seq} (gap or duplicate)")
-            expected_seq = row.seq
-        computed = "sha256:" + sha256(row.body).hexdigest()
-        if computed != row.hash:
-            report.fail(row.seq, "event_changed", "stored hash is not the SHA-256 of the stored event body")
+        events += 1
+        seq = row.seq
+        if seq != expected_seq:
+            kind = "event_deleted" if seq > expected_seq else "event_inserted"
+            fail(seq, kind, f"expected seq {expected_seq}, found {seq} (gap or duplicate)")
+            expected_seq = seq
+        body = row.body
+        if "sha256:" + sha256(body).hexdigest() != row.hash:
+            fail(seq, "event_changed", "stored hash is not the SHA-256 of the stored event body")
         try:
-            doc = loads(row.body)
+            doc = loads(body)
         except (ValueError, UnicodeDecodeError, TypeError):
-            report.fail(row.seq, "event_corrupt", "event body is not valid canonical JSON")
+            fail(seq, "event_corrupt", "event body is not valid canonical JSON")
             doc = None
-        if doc is not None:
-            if doc.get("seq") != row.seq or doc.get("thread_id") != thread_id:
-                report.fail(
-                    row.seq,
+        if type(doc) is dict:
+            get = doc.get
+            if get("seq") != seq or get("thread_id") != thread_id:
+                fail(
+                    seq,
                     "event_moved",
-                    f"body says thread {doc.get('thread_id')!r} seq {doc.get('seq')!r}; row is {thread_id!r} seq {row.seq}",
+                    f"body says thread {get('thread_id')!r} seq {get('seq')!r}; row is {thread_id!r} seq {seq}",
                 )
-            if doc.get("kind") != row.kind:
-                report.fail(row.seq, "event_changed", f"row kind {row.kind!r} differs from body kind {doc.get('kind')!r}")
-            if prev_hash is not None and doc.get("prev_hash") != prev_hash:
-                report.fail(
-                    row.seq,
+            if get("kind") != row.kind:
+                fail(seq, "event_changed", f"row kind {row.kind!r} differs from body kind {get('kind')!r}")
+            if prev_hash is not None and get("prev_hash") != prev_hash:
+                fail(
+                    seq,
                     "chain_broken",
                     "prev_hash does not match the previous event's hash (event inserted, deleted, changed or reordered)",
                 )
             if keep_bodies:
-                report.bodies[row.seq] = doc
+                bodies[seq] = doc
+        elif doc is not None:
+            fail(seq, "event_corrupt", "event body is not a JSON object")
         prev_hash = row.hash
         expected_seq += 1
         if row.signature:
@@ -204,7 +210,10 @@ def verify_chain(
                 # for the last head of each key below.
                 _check_signature(report, row, keys, trusted, False)
                 last_signed_by_key[row.key_id or ""] = row
+        if last is None:
+            report.first_seq = seq
         last = row
+    report.events = events
     if last is None:
         return report
     report.head_seq = last.seq

@@ -7,6 +7,7 @@ asserts the verifier — Python API and `warden` CLI — names what happened.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 from typing import Annotated, TypedDict
@@ -106,6 +107,17 @@ def test_changed_event_detected(saver):
     res = _cli_verify(saver)
     assert res.exit_code == 1
     assert "event_changed" in res.output and "seq 2" in res.output
+
+
+@pytest.mark.parametrize("forged", [b"[]", b"not json", b"42"])
+def test_event_body_that_is_not_an_object_is_reported_not_a_crash(saver, forged):
+    _run_complete(saver)
+    digest = "sha256:" + hashlib.sha256(forged).hexdigest()  # the attacker fixes the row's hash too
+    _exec(saver, "UPDATE warden_events SET body=:b, hash=:h WHERE thread_id='t1' AND seq=2", b=forged, h=digest)
+    reasons = _reasons(saver)
+    assert "event_corrupt" in reasons and "chain_broken" in reasons
+    res = _cli_verify(saver)
+    assert res.exit_code == 1 and "event_corrupt" in res.output
 
 
 def test_deleted_event_detected(saver):
