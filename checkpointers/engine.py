@@ -430,8 +430,35 @@ class DirectSqlite:
 
     @contextmanager
     def read(self) -> Iterator[DirectTx]:
-        """One read transaction (a consistent snapshot of the WAL)."""
+        """One read transaction (a consistent snapshot of the WAL).
+
+        On the writer's connection when no write is running: SQLite drops a connection's page
+        cache whenever another connection changed the database, so a reader after a commit
+        re-reads every B-tree page it touches, while the connection that made the commit
+        still holds them (a guard's read of a thread's new events: ~130 -> ~50 µs). Otherwise
+        (a write is running, or this thread is inside one) on a pooled reader connection.
+        """
         self._after_fork()
+        lock = self._lock
+        if not lock._is_owned() and lock.acquire(blocking=False):  # type: ignore[attr-defined]
+            try:
+                if self._writer is None:
+                    self._writer = self._open()
+                cur = self._writer.cursor()
+                try:
+                    cur.execute("BEGIN")
+                    yield DirectTx(cur, True)
+                finally:
+                    cur.close()
+                    try:
+                        if self._writer.in_transaction:
+                            self._writer.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        self._writer.close()  # the next write opens a fresh one
+                        self._writer = None
+            finally:
+                lock.release()
+            return
         with self._readers_lock:
             conn = self._readers.pop() if self._readers else None
         if conn is None:

@@ -208,6 +208,62 @@ def test_requests_queued_while_a_lone_leader_runs_join_its_commit(tmp_path):
         assert ledger.head("lj").seq == 2
 
 
+# ------------------------------------------------------------ reads
+def _count(tx, thread_id: str) -> int:
+    return tx.cursor.execute("SELECT count(*) FROM warden_events WHERE thread_id = ?", (thread_id,)).fetchone()[0]
+
+
+def test_read_when_no_write_runs_uses_the_writers_connection(tmp_path):
+    """Its page cache survives its own commits; a reader's is dropped by every commit."""
+    with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
+        direct = direct_sqlite(saver.engine)
+        saver.ledger.append("rd", [EventDraft(kind="test.one", payload={})])
+        with direct.read() as tx:
+            assert _count(tx, "rd") == 1
+        assert direct._readers == []  # no reader connection was opened
+        direct.run_write(lambda tx: saver.ledger.append_in(tx, "rd", [EventDraft(kind="test.two", payload={})]))
+        with direct.read() as tx:
+            assert _count(tx, "rd") == 2
+
+
+def test_read_while_a_write_runs_takes_a_reader_and_sees_the_last_commit(tmp_path):
+    with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
+        direct = direct_sqlite(saver.engine)
+        saver.ledger.append("rw", [EventDraft(kind="test.one", payload={})])
+        inside, release = threading.Event(), threading.Event()
+
+        def slow(tx):
+            saver.ledger.append_in(tx, "rw", [EventDraft(kind="test.two", payload={})])
+            inside.set()
+            release.wait(10)
+
+        writer = threading.Thread(target=direct.run_write, args=(slow,))
+        writer.start()
+        try:
+            assert inside.wait(10)
+            with direct.read() as tx:  # does not wait for the write
+                assert _count(tx, "rw") == 1
+        finally:
+            release.set()
+            writer.join(10)
+        with direct.read() as tx:
+            assert _count(tx, "rw") == 2
+
+
+def test_read_inside_a_write_transaction_does_not_nest_one(tmp_path):
+    with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
+        direct = direct_sqlite(saver.engine)
+        saver.ledger.append("rn", [EventDraft(kind="test.one", payload={})])
+
+        def write_then_read(tx):
+            saver.ledger.append_in(tx, "rn", [EventDraft(kind="test.two", payload={})])
+            with direct.read() as other:
+                return _count(other, "rn")  # a reader's snapshot: the last commit
+
+        assert direct.run_write(write_then_read) == 1
+        assert saver.ledger.verify().ok
+
+
 # ------------------------------------------------------------ PostgreSQL one statement
 @requires_pg
 @pytest.mark.postgres
