@@ -27,7 +27,7 @@ they do not subtract exactly). ``engine.decide`` includes the canonical digest o
 input that every engine wrapper records in its decision; the line under the table gives
 that digest's share. Engines: the embedded Rego engine with default.rego, CedarEngine with
 default.cedar, and OpaServerEngine against the OPA-v1-compatible fake server from the tests
-(loopback HTTP, evaluating default.rego).
+(loopback HTTP, evaluating default.rego), run in a process of its own as a real OPA would.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import io
 import pstats
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -245,12 +246,14 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile the guarded calls (rego, history 50)")
     args = ap.parse_args()
 
-    from tests.support.fake_opa import FakeOpaServer
-
     tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
     rego = RegoEngine(DEFAULT_REGO_POLICY)
-    server = FakeOpaServer(lambda q: rego).start()
-    opa = OpaServerEngine(server.url, deadline_seconds=2.0)
+    # The OPA stand-in runs in its own process, as a real OPA would (in this process its request
+    # threads would compete with the guard for the GIL and bill the guard for it).
+    server = subprocess.Popen([sys.executable, "-m", "tests.support.fake_opa"], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdin is not None
+    opa = OpaServerEngine(server.stdout.readline().strip(), deadline_seconds=2.0)
     engines = {"rego": rego, "cedar": CedarEngine(DEFAULT_CEDAR_POLICY), "opa-fake": opa}
     charter = RunCharter(owner="alice@example.com", intent="benchmark", risk_tier="low")
     rows = []
@@ -269,7 +272,8 @@ def main() -> None:
                     profile_text = profile(warden, rec, charter)
     finally:
         opa.close()
-        server.stop()
+        server.stdin.close()
+        server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
     ms = lambda s: f"{s * 1000:.2f}"  # noqa: E731

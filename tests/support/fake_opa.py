@@ -128,3 +128,26 @@ class FakeOpaServer:
                 self._send(200, json.dumps(answer).encode())
 
         return Handler
+
+
+def main() -> None:
+    """``python -m tests.support.fake_opa``: serve the default Rego policy in its own process.
+
+    Prints the URL on the first line of stdout and serves until stdin closes, so a
+    benchmark's OPA runs beside it like a real OPA would, not inside its interpreter
+    (whose request threads would compete with the client for the GIL).
+    """
+    import sys
+
+    from langgraph_warden.guards.policy import DEFAULT_REGO_POLICY
+
+    rego = RegoEngine(DEFAULT_REGO_POLICY)
+    server = FakeOpaServer(lambda query: rego if query == rego.query else RegoEngine(DEFAULT_REGO_POLICY, query=query))
+    server.start()
+    print(server.url, flush=True)
+    sys.stdin.read()  # until the parent closes it (or exits)
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
