@@ -115,10 +115,10 @@ def _chain_rows(raw: Raw, sql: str, params: Sequence[Any]) -> list[ChainRow]:
     Verification reads every event of a thread; building rows from DBAPI tuples
     instead of SQLAlchemy ``Row`` objects costs a fifth as much per event.
     """
-    return [
-        ChainRow(t, int(s), k, b if type(b) is bytes else bytes(b), h, ki, ks, sig)
-        for t, s, k, b, h, ki, ks, sig in raw.all(sql, params)
-    ]
+    rows = raw.all(sql, params)
+    if rows and (type(rows[0][1]) is not int or type(rows[0][3]) is not bytes):  # e.g. a driver's memoryview
+        rows = [(t, int(s), k, bytes(b), h, ki, ks, sig) for t, s, k, b, h, ki, ks, sig in rows]
+    return list(map(ChainRow._make, rows))
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .events import GENESIS_HASH, SignedHead, head_signing_bytes
 
@@ -44,9 +44,8 @@ __all__ = [
 SignatureMode = Literal["heads", "all"]
 
 
-@dataclass(frozen=True, slots=True)
-class ChainRow:
-    """One stored event row as read from the database."""
+class ChainRow(NamedTuple):
+    """One stored event row as read from the database (a tuple: verification builds one per event)."""
 
     thread_id: str
     seq: int
@@ -167,12 +166,19 @@ def verify_chain(
     # One pass, locals only: this loop is what "100,000 events in under 3 s" measures.
     for row in rows:
         events += 1
-        seq = row.seq
+        seq, body = row.seq, row.body
+        if type(seq) is not int or type(body) is not bytes:  # a row edited with other types
+            try:
+                seq = int(seq)
+                body = body.encode() if isinstance(body, str) else bytes(body)
+            except (TypeError, ValueError):
+                fail(None, "event_corrupt", f"row after seq {expected_seq - 1} has seq {row.seq!r} and a "
+                     f"{type(row.body).__name__} body, which no writer stores")
+                continue
         if seq != expected_seq:
             kind = "event_deleted" if seq > expected_seq else "event_inserted"
             fail(seq, kind, f"expected seq {expected_seq}, found {seq} (gap or duplicate)")
             expected_seq = seq
-        body = row.body
         if "sha256:" + sha256(body).hexdigest() != row.hash:
             fail(seq, "event_changed", "stored hash is not the SHA-256 of the stored event body")
         try:

@@ -24,6 +24,8 @@ from langgraph_warden.errors import IntegrityError
 from langgraph_warden.events import EventDraft, head_signing_bytes
 from langgraph_warden.keys import EphemeralKeyStore, b64u
 
+from .conftest import sqlite_url
+
 runner = CliRunner()
 
 
@@ -118,6 +120,26 @@ def test_event_body_that_is_not_an_object_is_reported_not_a_crash(saver, forged)
     assert "event_corrupt" in reasons and "chain_broken" in reasons
     res = _cli_verify(saver)
     assert res.exit_code == 1 and "event_corrupt" in res.output
+
+
+def test_event_body_stored_as_text_is_checked_like_bytes(saver):
+    _run_complete(saver)
+    with saver.engine.connect() as conn:
+        body = bytes(conn.execute(text("SELECT body FROM warden_events WHERE thread_id='t1' AND seq=2")).scalar_one())
+    forged = body.decode().replace('"checkpoint_ns":""', '"checkpoint_ns":"x"')
+    _exec(saver, "UPDATE warden_events SET body=:b WHERE thread_id='t1' AND seq=2", b=forged)  # TEXT, not a BLOB
+    assert "event_changed" in _reasons(saver)
+
+
+def test_event_row_with_a_non_numeric_seq_is_reported_not_a_crash(tmp_path):
+    # SQLite only: its BIGINT column stores the text as given; PostgreSQL refuses it.
+    with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
+        _run_complete(saver)
+        _exec(saver, "UPDATE warden_events SET seq='x' WHERE thread_id='t1' AND seq=3")
+        reasons = _reasons(saver)
+        assert "event_corrupt" in reasons and "event_deleted" in reasons
+        res = _cli_verify(saver)
+        assert res.exit_code == 1 and "event_corrupt" in res.output
 
 
 def test_deleted_event_detected(saver):
