@@ -435,7 +435,7 @@ class DirectSqlite:
         On the writer's connection when no write is running: SQLite drops a connection's page
         cache whenever another connection changed the database, so a reader after a commit
         re-reads every B-tree page it touches, while the connection that made the commit
-        still holds them (a guard's read of a thread's new events: ~130 -> ~50 µs). Otherwise
+        still holds them (a guard's read of a thread's new events: ~130 -> ~90 µs). Otherwise
         (a write is running, or this thread is inside one) on a pooled reader connection.
         """
         self._after_fork()
@@ -444,18 +444,12 @@ class DirectSqlite:
             try:
                 if self._writer is None:
                     self._writer = self._open()
-                cur = self._writer.cursor()
                 try:
-                    cur.execute("BEGIN")
-                    yield DirectTx(cur, True)
+                    with self._snapshot(self._writer) as tx:
+                        yield tx
                 finally:
-                    cur.close()
-                    try:
-                        if self._writer.in_transaction:
-                            self._writer.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        self._writer.close()  # the next write opens a fresh one
-                        self._writer = None
+                    if not self._ended(self._writer):
+                        self._writer = None  # closed: the next write opens a fresh one
             finally:
                 lock.release()
             return
@@ -463,24 +457,38 @@ class DirectSqlite:
             conn = self._readers.pop() if self._readers else None
         if conn is None:
             conn = self._open()
-        cur = conn.cursor()
         try:
-            cur.execute("BEGIN")
-            yield DirectTx(cur, True)
+            with self._snapshot(conn) as tx:
+                yield tx
         finally:
-            cur.close()
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                conn.close()
-            else:
+            if self._ended(conn):
                 with self._readers_lock:
                     if len(self._readers) < self._MAX_IDLE_READERS:
                         self._readers.append(conn)
                         conn = None
                 if conn is not None:
                     conn.close()
+
+    @staticmethod
+    @contextmanager
+    def _snapshot(conn: sqlite3.Connection) -> Iterator[DirectTx]:
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN")
+            yield DirectTx(cur, True)
+        finally:
+            cur.close()
+
+    @staticmethod
+    def _ended(conn: sqlite3.Connection) -> bool:
+        """End a read transaction on ``conn``; False (and ``conn`` closed) if it is no longer usable."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()
+            return False
+        return True
 
     def close(self) -> None:
         """Commit what :meth:`submit` queued, then close idle connections (reopened on next use).
