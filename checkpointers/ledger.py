@@ -604,6 +604,8 @@ class Ledger:
                 reason=reason,
             )
 
+        if any(type(r.seq) is not int for r in ev_rows):
+            raise fail("event_corrupt", "an event row of this checkpoint has a non-numeric seq (edited row?)")
         saved = [r for r in ev_rows if r.kind in (EventKind.CHECKPOINT_SAVED,)]
         if not saved:
             raise fail("checkpoint_unrecorded", "no checkpoint.saved event records this checkpoint (row inserted?)")

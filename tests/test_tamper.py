@@ -142,6 +142,22 @@ def test_event_row_with_a_non_numeric_seq_is_reported_not_a_crash(tmp_path):
         assert res.exit_code == 1 and "event_corrupt" in res.output
 
 
+def test_resume_refuses_a_checkpoint_whose_event_row_has_a_non_numeric_seq(tmp_path):
+    url, keys = sqlite_url(tmp_path), EphemeralKeyStore()
+    with WardenSaver.from_url(url, key_store=keys) as saver:
+        _graph(saver).invoke({"amount": 10, "log": []}, {"configurable": {"thread_id": "pay-x"}})
+        _exec(
+            saver,
+            "UPDATE warden_events SET seq='x' WHERE thread_id='pay-x' AND seq = "
+            "(SELECT max(seq) FROM warden_events WHERE thread_id='pay-x' AND kind='checkpoint.saved')",
+        )
+    paid: list[int] = []
+    with WardenSaver.from_url(url, key_store=keys) as fresh:  # a new process: nothing trusted yet
+        with pytest.raises(IntegrityError) as info:
+            _graph(fresh, paid).invoke(Command(resume="yes"), {"configurable": {"thread_id": "pay-x"}})
+    assert info.value.reason == "event_corrupt" and paid == []
+
+
 def test_deleted_event_detected(saver):
     _run_complete(saver)
     _exec(saver, "DELETE FROM warden_events WHERE thread_id='t1' AND seq=3")
