@@ -222,3 +222,68 @@ async def test_async_guard_allows_denies_and_pauses(warden, effects):
     assert effects.count("issue_refund") == 1 and effects.count("lookup_customer") == 1
     assert effects.count("delete_everything") == 0
     assert warden.audit("t-async").verified
+
+
+# --------------------------------------------------------------------------- cancellation (async)
+async def _cancel_while(warden: Warden, g, cfg, method: str) -> None:
+    """Run ``g`` as a task, cancel it while the guard's ``method`` runs in its worker thread, then let it finish."""
+    import asyncio
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    original = getattr(warden.guard, method)
+
+    def held(*args):
+        entered.set()
+        release.wait(10)
+        return original(*args)
+
+    setattr(warden.guard, method, held)
+    try:
+        task = asyncio.create_task(g.ainvoke({"messages": [HumanMessage("who is c-9?")]}, cfg))
+        assert await asyncio.to_thread(entered.wait, 10)
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        delattr(warden.guard, method)  # back to the class's method
+
+
+async def test_cancelled_while_recording_the_start_records_that_the_tool_never_ran(warden, effects):
+    """tool.started commits in its thread even though the task was cancelled; the tool never runs.
+
+    The guard then records the attempt as failed (cancelled before the tool ran), so the call is
+    not left in doubt: running the thread again retries it as a normal new attempt.
+    """
+    script = [turn(call("lookup_customer", {"customer_id": "c-9"}, "c9")), turn(text="done")]
+    cfg = warden.start_run("t-cancel-start", owner="alice@example.com", intent="look up a customer", risk_tier="low")
+    await _cancel_while(warden, build(warden, effects, script), cfg, "_started")
+    assert effects.count("lookup_customer") == 0
+    assert kinds(warden, "t-cancel-start")[-2:] == ["tool.started", "tool.failed"]
+    failed = warden.ledger.events("t-cancel-start", kinds=[EventKind.TOOL_FAILED])[0].payload
+    assert failed["error_type"] == "CancelledError" and failed["attempt"] == 1
+
+    out = await build(warden, effects, script[1:]).ainvoke(None, cfg)  # the interrupted step again
+    assert tool_messages(out)["c9"].content.startswith("customer c-9")
+    assert effects.count("lookup_customer") == 1
+    started = warden.ledger.events("t-cancel-start", kinds=[EventKind.TOOL_STARTED])
+    assert [e.payload["attempt"] for e in started] == [1, 2]
+    assert EventKind.TOOL_ABORTED not in kinds(warden, "t-cancel-start")  # never in doubt
+    assert warden.verify().ok
+
+
+async def test_cancelled_while_deciding_releases_the_call(warden, effects):
+    """A call claimed by a cancelled task is released: running it again does not wait for it."""
+    import asyncio
+
+    script = [turn(call("lookup_customer", {"customer_id": "c-9"}, "c9")), turn(text="done")]
+    cfg = warden.start_run("t-cancel-prep", owner="alice@example.com", intent="look up a customer", risk_tier="low")
+    await _cancel_while(warden, build(warden, effects, script), cfg, "_prepare_call")
+    assert warden.guard._inflight == {}
+    assert effects.count("lookup_customer") == 0
+    # The decision made for the cancelled task is on record; the run continues normally.
+    out = await asyncio.wait_for(build(warden, effects, script[1:]).ainvoke(None, cfg), 30)
+    assert tool_messages(out)["c9"].content.startswith("customer c-9")
+    assert effects.count("lookup_customer") == 1
+    assert warden.verify().ok
