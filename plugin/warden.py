@@ -137,6 +137,18 @@ class Warden:
     def close(self) -> None:
         self.saver.close()
 
+    def __repr__(self) -> str:
+        url = self.saver.engine.url.render_as_string(hide_password=True)
+        return (
+            f"<Warden {url} workload={self.ledger.workload_id} policy={self.policy.name}@{self.policy.revision[:19]} "
+            f"tools={len(self.tools)} mode={self.guard.mode} credentials={'on' if self.broker is not None else 'off'}>"
+        )
+
+    def threads(self) -> list[str]:
+        """Ids of the threads (runs) this database holds history for, sorted."""
+        with self.saver.engine.connect() as conn:
+            return self.ledger.thread_ids(conn)
+
     def __enter__(self) -> Warden:
         return self
 

@@ -126,3 +126,17 @@ def test_cli_export_every_thread_and_show(db_url, tmp_path):
     assert res.exit_code == 0, res.output
     for needle in ("authorised+completed", "rejected", "denied", "bob@example.com", "ran without authorisation 0", "verified"):
         assert needle in res.output, needle
+
+
+def test_warden_repr_and_threads_for_notebooks(db_url, tmp_path):
+    with Warden.open(db_url, ephemeral_keys=True) as warden:
+        assert warden.threads() == []
+        _run(warden, SideEffects(tmp_path / "fx.jsonl"), "t-b")
+        warden.start_run("t-a", owner="alice@example.com", intent="nothing yet")
+        assert warden.threads() == ["t-a", "t-b"]
+        shown = repr(warden)
+        assert shown.startswith("<Warden ") and shown.endswith(">")
+        assert f"workload={warden.ledger.workload_id}" in shown and "policy=rego@sha256:" in shown
+        assert "tools=3" in shown and "mode=enforce" in shown and "credentials=on" in shown
+        url = warden.saver.engine.url
+        assert url.password is None or str(url.password) not in shown  # never the password
