@@ -163,6 +163,8 @@ class RevokeReason:
     STEP_INTERRUPTED = "step_interrupted"
     STEP_CANCELLED = "step_cancelled"
     RUN_REVOKED = "run_revoked"
+    #: the call's attempt was cut off (a crashed process) and the guard recorded it aborted
+    CALL_ABORTED = "call_aborted"
     ISSUE_ABORTED = "issue_aborted"
     NOT_REVOCABLE = "not_revocable_step_ended"
 
@@ -622,6 +624,17 @@ class CredentialBroker:
         """Revoke every outstanding lease of a run (crash recovery); returns the lease ids."""
         return revoke_outstanding(self.lease_store, self.event_sink, thread_id, providers=self.providers, clock=self.clock)
 
+    def revoke_call(self, thread_id: str, tool_call_id: str) -> list[str]:
+        """Revoke the outstanding leases of one tool call whose attempt was cut off; returns the lease ids.
+
+        The guard calls this when it records an in-doubt attempt ``tool.aborted``: the process
+        that held the credential is gone, so it is revoked at once rather than left to expire.
+        """
+        return revoke_outstanding(
+            self.lease_store, self.event_sink, thread_id, providers=self.providers, clock=self.clock,
+            reason=RevokeReason.CALL_ABORTED, tool_call_id=tool_call_id,
+        )
+
     # -- the step scope ----------------------------------------------------------
 
     @contextmanager
@@ -793,8 +806,9 @@ def revoke_outstanding(
     providers: Mapping[str, CredentialProvider] | None = None,
     clock: Callable[[], float] = time.time,
     reason: str = RevokeReason.RUN_REVOKED,
+    tool_call_id: str | None = None,
 ) -> list[str]:
-    """Revoke every outstanding lease of a run and record ``credential.revoked`` for each.
+    """Revoke every outstanding lease of a run (or of one of its tool calls) and record ``credential.revoked`` for each.
 
     Crash recovery: works in a process that never saw the leases (no values,
     only the store's rows) and without the providers (a lease with a ``jti`` is
@@ -805,6 +819,8 @@ def revoke_outstanding(
     atomic = getattr(lease_store, "records_atomically", False)
     done: list[str] = []
     for rec in lease_store.outstanding(thread_id):
+        if tool_call_id is not None and rec.tool_call_id != tool_call_id:
+            continue
         lease = Lease.from_record(rec)
         prov = (providers or {}).get(lease.provider)
         if atomic:

@@ -619,6 +619,9 @@ class ToolGuard:
         spec = self.registry.get(tool)
         in_doubt = rec.in_doubt_attempt
         if in_doubt is not None:
+            if self.broker is not None:
+                # The attempt's process is gone; so must be its credential (not left to expire).
+                self.broker.revoke_call(thread_id, tool_call_id)
             self._append(
                 thread_id,
                 EventKind.TOOL_ABORTED,

@@ -367,6 +367,30 @@ def test_sigkilled_run_leases_revoked_on_resume(tmp_path, rego):
         assert trail.verified and trail.summary.credentials_outstanding == []
 
 
+def test_resume_without_start_run_revokes_the_aborted_calls_credential(tmp_path, rego):
+    """Resuming with a bare thread id (no start_run recovery): aborting the in-doubt call revokes its lease."""
+    url = sqlite_url(tmp_path)
+    effects_path = str(tmp_path / "effects.jsonl")
+    script = CHILD.format(repo=str(REPO), url=url, effects=effects_path)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+
+    with Warden.open(url, ephemeral_keys=True, policy=rego) as warden:
+        (left,) = warden.lease_store.outstanding("t-kill")
+        token = left.lease_id
+        graph = crash_graph(warden, effects_path, die=False)
+        out = graph.invoke(None, {"configurable": {"thread_id": "t-kill"}})
+        assert "outcome is unknown" in tool_messages(out)["x1"].content
+        assert warden.lease_store.outstanding("t-kill") == []
+        (rev,) = payloads(warden, "t-kill", EventKind.CREDENTIAL_REVOKED)
+        assert rev["lease_id"] == token and rev["reason"] == "call_aborted" and rev["recovered"] is True
+        kinds = [e.kind for e in warden.ledger.events("t-kill") if e.kind.startswith(("tool.", "credential."))]
+        assert kinds[:4] == ["credential.issued", "tool.started", "credential.revoked", "tool.aborted"]
+        assert len(SideEffects(effects_path).entries()) == 1  # not re-run
+        trail = warden.audit("t-kill")
+        assert trail.verified and trail.summary.credentials_outstanding == []
+
+
 # --------------------------------------------------------------------------- CLI
 
 runner = CliRunner()
