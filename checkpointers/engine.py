@@ -429,18 +429,19 @@ class DirectSqlite:
                         pass
 
     @contextmanager
-    def read(self) -> Iterator[DirectTx]:
-        """One read transaction (a consistent snapshot of the WAL).
+    def read(self, *, short: bool = False) -> Iterator[DirectTx]:
+        """One read transaction (a consistent snapshot of the WAL), on a pooled reader connection.
 
-        On the writer's connection when no write is running: SQLite drops a connection's page
-        cache whenever another connection changed the database, so a reader after a commit
-        re-reads every B-tree page it touches, while the connection that made the commit
-        still holds them (a guard's read of a thread's new events: ~130 -> ~90 µs). Otherwise
-        (a write is running, or this thread is inside one) on a pooled reader connection.
+        ``short=True`` (a hot-path read of a few rows) uses the writer's connection when no
+        write is running: SQLite drops a connection's page cache whenever another connection
+        changed the database, so a reader after a commit re-reads every B-tree page it
+        touches, while the connection that made the commit still holds them (a guard's read
+        of a thread's new events: ~130 -> ~90 µs). Writers of this process wait meanwhile,
+        which is why long reads (a whole history) stay on readers.
         """
         self._after_fork()
         lock = self._lock
-        if not lock._is_owned() and lock.acquire(blocking=False):  # type: ignore[attr-defined]
+        if short and not lock._is_owned() and lock.acquire(blocking=False):  # type: ignore[attr-defined]
             try:
                 if self._writer is None:
                     self._writer = self._open()

@@ -517,14 +517,15 @@ class Ledger:
     ) -> list[EventSummary]:
         """Like :meth:`events`, as :class:`EventSummary` rows (seq, kind, ts, payload): for folds."""
         sql, params = self._select_events("seq, kind, body", thread_id, kinds, after_seq)
-        with self._read_tx() as conn:
+        # The events since a fold a guard made earlier are a few rows: a short read.
+        with self._read_tx(short=after_seq > 0) as conn:
             rows = Raw(conn).all(sql, params)
         return EventSummary.from_bodies(rows)
 
-    def _read_tx(self) -> AbstractContextManager[Connection | DirectTx]:
+    def _read_tx(self, *, short: bool = False) -> AbstractContextManager[Connection | DirectTx]:
         self.flush()  # read-your-writes for append_soon
         if self._direct is not None:
-            return self._direct.read()
+            return self._direct.read(short=short)
         return self._engine.connect()
 
     def events(

@@ -874,7 +874,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         if self._direct is None:
             return self._read(fn, *args)
         try:
-            with self._direct.read() as tx:
+            with self._direct.read(short=True) as tx:
                 return fn(tx, *args)
         except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from None

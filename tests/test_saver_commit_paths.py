@@ -213,17 +213,20 @@ def _count(tx, thread_id: str) -> int:
     return tx.cursor.execute("SELECT count(*) FROM warden_events WHERE thread_id = ?", (thread_id,)).fetchone()[0]
 
 
-def test_read_when_no_write_runs_uses_the_writers_connection(tmp_path):
+def test_short_read_when_no_write_runs_uses_the_writers_connection(tmp_path):
     """Its page cache survives its own commits; a reader's is dropped by every commit."""
     with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
         direct = direct_sqlite(saver.engine)
         saver.ledger.append("rd", [EventDraft(kind="test.one", payload={})])
-        with direct.read() as tx:
+        with direct.read(short=True) as tx:
             assert _count(tx, "rd") == 1
         assert direct._readers == []  # no reader connection was opened
         direct.run_write(lambda tx: saver.ledger.append_in(tx, "rd", [EventDraft(kind="test.two", payload={})]))
-        with direct.read() as tx:
+        with direct.read(short=True) as tx:
             assert _count(tx, "rd") == 2
+        with direct.read() as tx:  # a read of unknown length stays off the writer's connection
+            assert _count(tx, "rd") == 2
+        assert len(direct._readers) == 1
 
 
 def test_read_while_a_write_runs_takes_a_reader_and_sees_the_last_commit(tmp_path):
@@ -241,7 +244,7 @@ def test_read_while_a_write_runs_takes_a_reader_and_sees_the_last_commit(tmp_pat
         writer.start()
         try:
             assert inside.wait(10)
-            with direct.read() as tx:  # does not wait for the write
+            with direct.read(short=True) as tx:  # does not wait for the write
                 assert _count(tx, "rw") == 1
         finally:
             release.set()
@@ -257,7 +260,7 @@ def test_read_inside_a_write_transaction_does_not_nest_one(tmp_path):
 
         def write_then_read(tx):
             saver.ledger.append_in(tx, "rn", [EventDraft(kind="test.two", payload={})])
-            with direct.read() as other:
+            with direct.read(short=True) as other:
                 return _count(other, "rn")  # a reader's snapshot: the last commit
 
         assert direct.run_write(write_then_read) == 1
