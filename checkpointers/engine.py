@@ -296,9 +296,7 @@ class DirectSqlite:
             self._queue.append(req)
         with self._lock:
             if not req.done:  # nobody took it in their batch: lead one
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._commit_batch(batch)
+                self._commit_batch(self._take_queue())
         if req.error is not None:
             raise req.error
         return req.result
@@ -335,8 +333,7 @@ class DirectSqlite:
         if not self._unfinished or self._lock._is_owned():  # type: ignore[attr-defined]
             return
         with self._lock:
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
+            batch = self._take_queue()
             if batch:
                 self._commit_batch(batch)
 
@@ -358,6 +355,12 @@ class DirectSqlite:
                 self.flush()
             except Exception:  # noqa: BLE001 - each request's error went to its on_error; keep flushing
                 pass
+
+    def _take_queue(self) -> list[_WriteRequest]:
+        """Everything queued so far, in order (the caller holds the write lock and commits it)."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        return batch
 
     @staticmethod
     def _run_each(tx: DirectTx, requests: list[_WriteRequest]) -> None:
@@ -394,8 +397,7 @@ class DirectSqlite:
             # Requests queued while these ran join this transaction instead of waiting for its
             # fsync and paying their own (LangGraph queues a step's checkpoint right after its writes).
             for _ in range(self._LATE_JOIN_ROUNDS):
-                with self._queue_lock:
-                    late, self._queue = self._queue, []
+                late = self._take_queue()
                 if not late:
                     break
                 batch.extend(late)

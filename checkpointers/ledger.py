@@ -113,12 +113,11 @@ def _chain_rows(raw: Raw, sql: str, params: Sequence[Any]) -> list[ChainRow]:
     """Rows selected as ``EV_COLS`` (the field order of :class:`ChainRow`), straight from the cursor.
 
     Verification reads every event of a thread; building rows from DBAPI tuples
-    instead of SQLAlchemy ``Row`` objects costs a fifth as much per event.
+    instead of SQLAlchemy ``Row`` objects costs a fifth as much per event. Values are
+    kept as the driver returns them: :func:`~langgraph_warden.chain.verify_chain`
+    normalises (or reports) a row whose seq or body has another type.
     """
-    rows = raw.all(sql, params)
-    if rows and (type(rows[0][1]) is not int or type(rows[0][3]) is not bytes):  # e.g. a driver's memoryview
-        rows = [(t, int(s), k, bytes(b), h, ki, ks, sig) for t, s, k, b, h, ki, ks, sig in rows]
-    return list(map(ChainRow._make, rows))
+    return list(map(ChainRow._make, raw.all(sql, params)))
 
 
 @dataclass(slots=True)

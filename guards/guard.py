@@ -163,8 +163,6 @@ _APPROVALS_GIVEN = frozenset({EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDI
 _OUTCOME = {k: k.split(".", 1)[1] for k in _TOOL_KINDS if k != EventKind.POLICY_DECIDED}
 #: Kinds that make up a call's own record (see ``_CallRecord.apply``).
 _RECORD_KINDS = frozenset({EventKind.POLICY_DECIDED, EventKind.TOOL_DENIED, *_ATTEMPT_STATE, EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL})
-#: What ``_started`` returns once ``tool.started`` is durable.
-_STARTED = object()
 #: Threads whose view is kept between calls (least recently used dropped; rebuilt from the ledger).
 _VIEW_CACHE_SIZE = 1024
 
@@ -338,7 +336,7 @@ class ToolGuard:
         """Async hook: ``ToolNode(tools, awrap_tool_call=guard.awrap)``.
 
         The blocking steps run in worker threads, which a cancelled task cannot stop; each is
-        shielded and, on cancellation, awaited to its end and settled (see ``_settle``).
+        shielded and, on cancellation, awaited to its end and settled (see ``_settled``).
         """
         preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, request))
         try:
@@ -346,8 +344,7 @@ class ToolGuard:
         except asyncio.CancelledError:
             # The call was claimed in this process: release it, or a resume of it here would wait
             # for a call nobody runs. A decision not yet recorded is recorded now.
-            plan = await self._settle(preparing)
-            if plan is not None and plan.final is None:
+            if await self._settled(preparing) and (plan := preparing.result()).final is None:
                 await asyncio.shield(asyncio.to_thread(self._flush, plan.thread_id, plan.tool_call_id))
                 self._land(plan.flight)
             raise
@@ -361,7 +358,7 @@ class ToolGuard:
                 try:
                     await asyncio.shield(starting)
                 except asyncio.CancelledError:
-                    if await self._settle(starting) is _STARTED:
+                    if await self._settled(starting):
                         # tool.started is durable but the tool never ran: say so, so that the call is
                         # a failed attempt (safe to retry), not one in doubt.
                         await asyncio.shield(asyncio.to_thread(
@@ -388,12 +385,13 @@ class ToolGuard:
     awrap_tool_call = awrap
 
     @staticmethod
-    async def _settle(work: asyncio.Future[Any]) -> Any:
-        """After a cancellation: wait for ``work`` (a worker thread) to end; its result, or None if it failed."""
+    async def _settled(work: asyncio.Future[Any]) -> bool:
+        """After a cancellation: wait for ``work`` (a worker thread) to end; whether it succeeded."""
         try:
-            return await work
+            await work
         except BaseException:  # noqa: BLE001 - its own failure is recorded where it happened
-            return None
+            return False
+        return True
 
     # ------------------------------------------------------------- in flight
     # Calls executing in *this* process. LangGraph's async ToolNode gathers a message's calls and
@@ -1021,7 +1019,7 @@ class ToolGuard:
     def _base(self, plan: _Plan) -> dict[str, Any]:
         return {"tool_call_id": plan.tool_call_id, "tool": plan.tool, "args_digest": plan.args_digest, "attempt": plan.attempt}
 
-    def _started(self, plan: _Plan, lease: Lease | None) -> object:
+    def _started(self, plan: _Plan, lease: Lease | None) -> None:
         # Committed before the side effect: if this append fails, the tool does not run.
         self._append(
             plan.thread_id,
@@ -1036,7 +1034,6 @@ class ToolGuard:
                 "lease_id": lease.lease_id if lease is not None else None,
             },
         )
-        return _STARTED
 
     def _suspended(self, plan: _Plan) -> None:
         self._append(plan.thread_id, EventKind.TOOL_SUSPENDED, plan.tool_call_id, self._base(plan))

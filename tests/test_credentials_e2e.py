@@ -338,12 +338,18 @@ def crash_graph(warden: Warden, effects_path: str, *, die: bool):
     return graph_for(warden, [transfer], [turn(call("transfer", {"amount": 5}, "x1")), turn(text="ok")])
 
 
-def test_sigkilled_run_leases_revoked_on_resume(tmp_path, rego):
+def _killed_inside_the_step(tmp_path) -> tuple[str, str]:
+    """Run CHILD: a real process SIGKILLed inside the tool, holding its credential. (db url, effects file)"""
     url = sqlite_url(tmp_path)
     effects_path = str(tmp_path / "effects.jsonl")
     script = CHILD.format(repo=str(REPO), url=url, effects=effects_path)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9, proc.stderr[-2000:]
+    return url, effects_path
+
+
+def test_sigkilled_run_leases_revoked_on_resume(tmp_path, rego):
+    url, effects_path = _killed_inside_the_step(tmp_path)
     (effect,) = SideEffects(effects_path).entries()
 
     with Warden.open(url, ephemeral_keys=True, policy=rego) as warden:
@@ -369,11 +375,7 @@ def test_sigkilled_run_leases_revoked_on_resume(tmp_path, rego):
 
 def test_resume_without_start_run_revokes_the_aborted_calls_credential(tmp_path, rego):
     """Resuming with a bare thread id (no start_run recovery): aborting the in-doubt call revokes its lease."""
-    url = sqlite_url(tmp_path)
-    effects_path = str(tmp_path / "effects.jsonl")
-    script = CHILD.format(repo=str(REPO), url=url, effects=effects_path)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == -9, proc.stderr[-2000:]
+    url, effects_path = _killed_inside_the_step(tmp_path)
 
     with Warden.open(url, ephemeral_keys=True, policy=rego) as warden:
         (left,) = warden.lease_store.outstanding("t-kill")
