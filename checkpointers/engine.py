@@ -226,10 +226,16 @@ _FLUSH_WINDOW_SECONDS = 0.002
 
 
 class _WriteRequest:
-    __slots__ = ("fn", "args", "result", "error", "done", "on_error", "submitted")
+    __slots__ = ("fn", "args", "result", "error", "done", "on_error", "on_commit", "submitted")
 
-    def __init__(self, fn: Any, args: tuple, on_error: Callable[[BaseException], None] | None = None) -> None:
-        self.fn, self.args, self.on_error = fn, args, on_error
+    def __init__(
+        self,
+        fn: Any,
+        args: tuple,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_commit: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.fn, self.args, self.on_error, self.on_commit = fn, args, on_error, on_commit
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
@@ -301,19 +307,27 @@ class DirectSqlite:
             raise req.error
         return req.result
 
-    def submit(self, fn: Any, *args: Any, on_error: Callable[[BaseException], None] | None = None) -> None:
+    def submit(
+        self,
+        fn: Any,
+        *args: Any,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_commit: Callable[[Any], None] | None = None,
+    ) -> None:
         """Queue ``fn(DirectTx, *args)`` and return at once, before it is committed.
 
         Ordering is the guarantee: the request commits in the same transaction as, or
         before, every write queued after it (:meth:`run_write` leaders take the queue
         in order), and before any :meth:`flush` returns. If no writer comes along, a
         background thread commits it after a short window (``_FLUSH_WINDOW_SECONDS``). A failure cannot reach the
-        caller, so it goes to ``on_error`` (the request rolled back alone, as in a batch).
+        caller, so it goes to ``on_error`` (the request rolled back alone, as in a batch);
+        after a successful commit, ``fn``'s result goes to ``on_commit``. Both run in the
+        committing thread, write lock held: they must not block or write.
         A crash before the commit loses the request: use it only for records whose
         absence is itself a safe, recorded state (the ledger's ``append_soon``).
         """
         self._after_fork()
-        req = _WriteRequest(fn, args, on_error)
+        req = _WriteRequest(fn, args, on_error, on_commit)
         req.submitted = True
         with self._queue_lock:
             self._queue.append(req)
@@ -424,9 +438,10 @@ class DirectSqlite:
                 with self._queue_lock:
                     self._unfinished -= submitted
             for req in batch:
-                if req.error is not None and req.on_error is not None:
+                report = req.on_error if req.error is not None else req.on_commit
+                if report is not None:
                     try:
-                        req.on_error(req.error)
+                        report(req.error if req.error is not None else req.result)
                     except Exception:  # noqa: BLE001 - a reporter must not break the other requests
                         pass
 

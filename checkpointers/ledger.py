@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from contextlib import AbstractContextManager
 from functools import lru_cache, partial
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -43,9 +43,10 @@ from langgraph_warden.events import (
     EventKind,
     EventSummary,
     SignedHead,
+    Watermark,
     head_signing_bytes,
 )
-from langgraph_warden.errors import IntegrityError, LedgerAppendError
+from langgraph_warden.errors import IntegrityError, LedgerAppendError, UnseenEventsError
 from langgraph_warden.keys import KeyStore, SigningKey, b64u
 
 from . import schema
@@ -68,6 +69,9 @@ _EVENT_COLS = (
 log = logging.getLogger(__name__)
 
 _SQL_ADVANCE_HEAD = "UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ? AND seq = ? AND hash = ?"
+#: How many unseen events an UnseenEventsError lists (more: the list ends there).
+_UNSEEN_LISTED = 16
+_PG_NONE_UNSEEN = " AND NOT EXISTS (SELECT 1 FROM warden_events WHERE thread_id = %s AND seq > %s AND kind = ANY(%s))"
 _EV_INSERT_COLS = "thread_id, seq, checkpoint_ns, kind, subject, ts, body, hash, key_id, key_store, signature"
 
 
@@ -314,7 +318,9 @@ class Ledger:
     def _thread_lock(self, thread_id: str) -> threading.Lock:
         return self._stripes[hash(thread_id) % len(self._stripes)]
 
-    def append_in(self, conn: Connection | DirectTx, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
+    def append_in(
+        self, conn: Connection | DirectTx, thread_id: str, drafts: Sequence[EventDraft], seen: Watermark | None = None
+    ) -> list[Event]:
         """Append ``drafts`` to ``thread_id``'s chain inside the caller's transaction.
 
         The last appended event carries the signature of the new chain head. In a
@@ -322,12 +328,17 @@ class Ledger:
         just before ``COMMIT`` and only for the head the *transaction* leaves on
         each thread: what commits is still signed, one Ed25519 signature per
         thread per transaction instead of one per request.
+
+        ``seen``: raise :class:`UnseenEventsError`, writing nothing, if the thread has an
+        event of ``seen.kinds`` after ``seen.seq`` (checked while the chain head is locked).
         """
         if not drafts:
             return []
+        raw = Raw(conn)
+        if seen is not None and raw.sqlite:
+            self._check_seen(raw, thread_id, seen)  # the transaction holds the database's write lock
         key = self.signing_key()
         self._ensure_key(conn, key)
-        raw = Raw(conn)
         pending = conn.before_commit if isinstance(conn, DirectTx) else None
         sign = pending is None
         cached = self._heads.get(thread_id) if raw.sqlite else None
@@ -340,6 +351,8 @@ class Ledger:
                 self._appended(pending, key, thread_id, seq, prev)
                 return out
         seq, prev = self._lock_head(raw, thread_id)
+        if seen is not None and not raw.sqlite:
+            self._check_seen(raw, thread_id, seen)  # appends to this thread wait for the head row now
         out, rows, seq, prev = self._chain(key, thread_id, drafts, seq, prev, raw.timestamp, sign=sign)
         raw.many(
             f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -348,6 +361,19 @@ class Ledger:
         raw.run("UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ?", (seq, prev, thread_id))
         self._appended(pending, key, thread_id, seq, prev)
         return out
+
+    @staticmethod
+    def _check_seen(raw: Raw, thread_id: str, seen: Watermark) -> None:
+        found = raw.all(
+            f"SELECT seq, kind, subject FROM warden_events WHERE thread_id = ? AND seq > ? AND kind IN "
+            f"({', '.join('?' * len(seen.kinds))}) ORDER BY seq LIMIT {_UNSEEN_LISTED + 1}",
+            (thread_id, seen.seq, *seen.kinds),
+        )
+        if found:
+            raise UnseenEventsError(
+                thread_id, seen.seq, [(int(r[0]), r[1], r[2]) for r in found[:_UNSEEN_LISTED]],
+                complete=len(found) <= _UNSEEN_LISTED,
+            )
 
     def _appended(self, pending: dict[Any, Any] | None, key: SigningKey, thread_id: str, seq: int, head: str) -> None:
         self._heads.put(thread_id, (seq, head))
@@ -360,6 +386,7 @@ class Ledger:
         thread_id: str,
         drafts: Sequence[EventDraft],
         inserts: Sequence[tuple[str, Sequence[str], Sequence[Any]]] = (),
+        seen: Watermark | None = None,
     ) -> list[Event] | None:
         """PostgreSQL: insert ``inserts`` (table, columns, values) and append ``drafts`` in ONE statement.
 
@@ -370,6 +397,9 @@ class Ledger:
         A duplicate row raises a unique violation, which also writes nothing.
         Either way this returns ``None`` and the caller takes the locking path
         (:meth:`append_in` inside a transaction), which decides idempotency.
+        With ``seen``, the head also advances only if the thread has no event of
+        ``seen.kinds`` after ``seen.seq``: read in the statement's snapshot, which
+        holds every event up to the head it advances from.
         """
         if self._direct_pg is None or not drafts:
             return None
@@ -394,8 +424,10 @@ class Ledger:
                     ]
                     params: list[Any] = [thread_id, seq, prev]
                 else:
-                    parts = [f"hd AS ({_SQL_ADVANCE_HEAD.replace('?', '%s')} RETURNING 1)"]
+                    parts = [f"hd AS ({_SQL_ADVANCE_HEAD.replace('?', '%s')}{_PG_NONE_UNSEEN if seen else ''} RETURNING 1)"]
                     params = [seq, prev, thread_id, seq0, prev0]
+                    if seen is not None:
+                        params += [thread_id, seen.seq, list(seen.kinds)]
                 ev_cols = [c.strip() for c in _EV_INSERT_COLS.split(",")]
                 for i, (table, cols, values) in enumerate(
                     [*inserts, *(("warden_events", ev_cols, r) for r in rows)]
@@ -428,24 +460,38 @@ class Ledger:
             hide_password=False
         )
 
-    def append(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
-        """EventSink: append in its own transaction; durable when this returns."""
+    #: ``append``/``append_soon`` take ``seen=`` (see :class:`~langgraph_warden.events.Watermark`).
+    supports_watermarks = True
+
+    def append(self, thread_id: str, drafts: Sequence[EventDraft], *, seen: Watermark | None = None) -> list[Event]:
+        """EventSink: append in its own transaction; durable when this returns.
+
+        ``seen``: append only if the thread has no event of ``seen.kinds`` after
+        ``seen.seq``; otherwise write nothing and raise :class:`UnseenEventsError`.
+        """
         try:
-            fast = self.try_append_one_statement(thread_id, drafts)
+            fast = self.try_append_one_statement(thread_id, drafts, seen=seen)
             if fast is not None:
                 return fast
             if self._direct is not None:
-                return self._direct.run_write(self.append_in, thread_id, drafts)
+                return self._direct.run_write(self.append_in, thread_id, drafts, seen)
             with self._write_engine.begin() as tx:
-                return self.append_in(tx, thread_id, drafts)
-        except IntegrityError:
+                return self.append_in(tx, thread_id, drafts, seen)
+        except (IntegrityError, UnseenEventsError):
             raise
         except Exception as exc:
             raise LedgerAppendError(
                 f"could not append {[d.kind for d in drafts]} to thread {thread_id!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def append_soon(self, thread_id: str, drafts: Sequence[EventDraft]) -> None:
+    def append_soon(
+        self,
+        thread_id: str,
+        drafts: Sequence[EventDraft],
+        *,
+        seen: Watermark | None = None,
+        on_commit: Callable[[list[Event] | None, bool], None] | None = None,
+    ) -> None:
         """Append without waiting for the commit, for records whose absence is a safe state.
 
         On SQLite the drafts join the writer's queue (:meth:`DirectSqlite.submit`): they
@@ -456,11 +502,24 @@ class Ledger:
         it for ``tool.completed``: without it the call is *in doubt*, exactly as when the
         process dies during the tool). A failed append is logged, never raised.
         Elsewhere (PostgreSQL) this is :meth:`append`.
+
+        ``on_commit(events, current)`` runs once it is settled: ``events`` as committed
+        (``None`` if the append failed) and whether the thread had no event of
+        ``seen.kinds`` after ``seen.seq`` before them. The drafts are appended either
+        way: unlike :meth:`append`, ``seen`` only observes. On SQLite it runs in the
+        committing thread with the write lock held: it must not block or use the ledger.
         """
         if not drafts:
             return
         if self._direct is None:
-            self.append(thread_id, drafts)
+            try:
+                events, current = self._append_observing(None, thread_id, drafts, seen)
+            except BaseException:
+                if on_commit is not None:
+                    on_commit(None, False)
+                raise
+            if on_commit is not None:
+                on_commit(events, current)
             return
         kinds = [d.kind for d in drafts]
 
@@ -469,8 +528,32 @@ class Ledger:
                 "could not record %s on thread %r (appended without waiting): %s: %s; the call stays in doubt "
                 "in the history", kinds, thread_id, type(exc).__name__, exc,
             )
+            if on_commit is not None:
+                on_commit(None, False)
 
-        self._direct.submit(self.append_in, thread_id, drafts, on_error=report)
+        if on_commit is None:
+            self._direct.submit(self.append_in, thread_id, drafts, on_error=report)
+        else:
+            self._direct.submit(
+                self._append_observing, thread_id, drafts, seen, on_error=report, on_commit=lambda r: on_commit(*r)
+            )
+
+    def _append_observing(
+        self, tx: DirectTx | None, thread_id: str, drafts: Sequence[EventDraft], seen: Watermark | None
+    ) -> tuple[list[Event], bool]:
+        """Append ``drafts`` whatever the thread holds; say whether it held nothing unseen (``seen``).
+
+        ``tx=None``: in a transaction of its own, durable when this returns.
+        """
+        if tx is None:
+            try:
+                return self.append(thread_id, drafts, seen=seen), True
+            except UnseenEventsError:
+                return self.append(thread_id, drafts), False
+        try:
+            return self.append_in(tx, thread_id, drafts, seen), True
+        except UnseenEventsError:  # raised before anything was written
+            return self.append_in(tx, thread_id, drafts), False
 
     def flush(self) -> None:
         """Commit whatever :meth:`append_soon` queued (reads of this ledger do this first)."""

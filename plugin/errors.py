@@ -16,6 +16,7 @@ __all__ = [
     "IntegrityError",
     "KeyStoreError",
     "LedgerAppendError",
+    "UnseenEventsError",
 ]
 
 
@@ -69,3 +70,24 @@ class KeyStoreError(WardenError):
 
 class LedgerAppendError(WardenError):
     """The event ledger could not record an event: the step stops before its side effect."""
+
+
+class UnseenEventsError(WardenError):
+    """An append carrying a :class:`~langgraph_warden.events.Watermark` found later events of its kinds.
+
+    Nothing was written. The writer's view of the thread is out of date (another process,
+    or another call of this one, recorded something since it last read): read again, then
+    decide again. The guard does this itself; seeing it elsewhere means a caller passed
+    ``seen=`` without handling it. ``found``: the first unseen events, as (seq, kind, subject);
+    ``complete``: whether that is all of them.
+    """
+
+    def __init__(
+        self, thread_id: str, seen_seq: int, found: list[tuple[int, str, str | None]], *, complete: bool = True
+    ) -> None:
+        seq, kind, _ = found[0]
+        super().__init__(
+            f"thread {thread_id!r} has a {kind!r} event at seq {seq}, after seq {seen_seq} the writer had read up to; "
+            "nothing was appended: read the thread again and retry"
+        )
+        self.thread_id, self.seen_seq, self.found, self.complete = thread_id, seen_seq, found, complete

@@ -39,6 +39,7 @@ __all__ = [
     "DeferringEventSink",
     "EventSummary",
     "SummarisingEventSink",
+    "Watermark",
     "event_hash",
     "head_signing_bytes",
 ]
@@ -312,6 +313,20 @@ def head_signing_bytes(thread_id: str, seq: int, hash_: str, key_id: str, key_st
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """How far a writer has read one thread: every event of ``kinds`` up to ``seq``.
+
+    An append that carries it (``Ledger.append(..., seen=...)``) commits only if the
+    thread has no later event of those kinds, checked in the appending transaction:
+    a decision made on a cached view of the history is recorded only if that view was
+    still the whole history when the record committed.
+    """
+
+    seq: int
+    kinds: tuple[str, ...]
+
+
 @runtime_checkable
 class EventSink(Protocol):
     """Where guards, brokers and approvals record events.
@@ -354,6 +369,9 @@ class DeferringEventSink(EventSink, Protocol):
     """
 
     def append_soon(self, thread_id: str, drafts: Sequence[EventDraft]) -> None: ...
+
+    def flush(self) -> None:
+        """Commit what ``append_soon`` queued; return when it is durable."""
 
 
 @runtime_checkable
