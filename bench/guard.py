@@ -6,13 +6,16 @@ Setup: one SQLite file database (the Warden ledger); one graph ``START -> ToolNo
 whose ToolNode runs the same trivial tool, once with ``wrap_tool_call=warden.guard``
 (guarded) and once without (unguarded). Each measured call is one ``graph.invoke`` with a
 fresh tool call id on a fresh thread whose ledger already holds the run charter and a step
-history of 0 or 50 earlier calls (seeded directly as events, spread over several tools so
-the default policy's rate limit does not deny). Three scenarios: history 0 (the first call
-of a run); history 50 with the guard's view of the thread warm (the steady state of a run:
-the previous call on the thread went through this guard, so only the events since are read);
-and history 50 cold (the first call after a restart: the guard folds the whole history). The tool declares no scopes, so no
-credential is issued: this measures the guard itself (one ledger read of the thread's
-history, the policy input, one durable commit of ``policy.decided`` + ``tool.started`` before
+history of 0 or 50 earlier calls. Three scenarios: history 0 (the first call of a run started
+with ``warden.start_run`` in this process, as a user does: the guard wrote the thread's first
+event, so it knows the whole history without reading); history 50 with the guard's view of
+the thread warm (the steady state of a run: the previous call on the thread went through this
+guard, which decides without reading the ledger and records the decision only if the thread
+has nothing newer, see ``Watermark``); and history 50 cold (the first call after a restart:
+the guard reads and folds the whole history). History 50 is seeded directly as events, spread
+over several tools so the default policy's rate limit does not deny. The tool declares no scopes, so no
+credential is issued: this measures the guard itself (a ledger read of the thread's
+history where its view is not current, the policy input, one durable commit of ``policy.decided`` + ``tool.started`` before
 the tool runs, and ``tool.completed`` queued after it without waiting for its commit, see
 ``Ledger.append_soon``) plus the engine. Guarded and unguarded calls alternate so drift hits
 both; after each guarded call the bench waits (untimed) until the queued commit is done, so
@@ -117,6 +120,9 @@ def graph(wrap: Any | None):
 
 
 def seed(warden: Warden, thread: str, history: int, charter: RunCharter) -> None:
+    if history == 0:
+        warden.start_run(thread, charter)  # as a user starts a run (see the module docstring)
+        return
     drafts = [EventDraft(kind=EventKind.RUN_STARTED, payload={"charter": charter.to_dict(), "workload_id": warden.ledger.workload_id, "source": "api"})]
     for i in range(history):
         tcid = f"h{i}"

@@ -31,7 +31,7 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -46,8 +46,8 @@ from pydantic import PlainValidator, WithJsonSchema
 
 from langgraph_warden import canonical
 from langgraph_warden.charter import TIER_PROFILES, RunCharter, TierProfile
-from langgraph_warden.errors import ConfigurationError, IntegrityError
-from langgraph_warden.events import Event, EventDraft, EventKind, EventSink, EventSummary
+from langgraph_warden.errors import ConfigurationError, IntegrityError, UnseenEventsError
+from langgraph_warden.events import Event, EventDraft, EventKind, EventSink, EventSummary, Watermark
 from langgraph_warden.keys import key_id_for
 
 from .approval import (
@@ -165,6 +165,8 @@ _OUTCOME = {k: k.split(".", 1)[1] for k in _TOOL_KINDS if k != EventKind.POLICY_
 _RECORD_KINDS = frozenset({EventKind.POLICY_DECIDED, EventKind.TOOL_DENIED, *_ATTEMPT_STATE, EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL})
 #: Threads whose view is kept between calls (least recently used dropped; rebuilt from the ledger).
 _VIEW_CACHE_SIZE = 1024
+#: Calls this guard recorded, remembered per thread view to tell its own calls' events from others'.
+_OWN_CALLS_KEPT = 256
 
 
 class _ThreadView:
@@ -181,6 +183,41 @@ class _ThreadView:
         self.entries: dict[str, dict[str, Any]] = {}  # tool call id -> history entry (replaced, never mutated)
         self.approvals: list[dict[str, Any]] = []
         self.calls: dict[tuple[str, str], _CallRecord] = {}
+        #: Every event of _VIEW_KINDS up to last_seq is folded in, and none later is known of: set by
+        #: a read, kept by this guard's own appends that the ledger checked against it (see
+        #: Watermark), cleared by any other append. When set, a call may decide without reading.
+        self.current = False
+        #: This guard's appends queued with append_soon whose commit has not been taken in yet,
+        #: and the settled ones (events or None, whether the ledger vouched for them) to take in.
+        self.pending = 0
+        self.inbox: deque[tuple[list[Event] | None, bool]] = deque()
+        #: Tool call ids of this guard's latest appends to the thread, noted before each append
+        #: (see ToolGuard._commit: a sibling call's events do not make a decision stale).
+        self.own: deque[str] = deque(maxlen=_OWN_CALLS_KEPT)
+
+    def mark(self) -> Watermark | None:
+        """How far this view vouches for the thread, if it does (caller holds ``lock``)."""
+        self.drain()
+        return Watermark(self.last_seq, _VIEW_KINDS) if self.current and not self.pending else None
+
+    def absorb(self, events: Sequence[Event] | None, current: bool) -> None:
+        """Take in events this guard appended (caller holds ``lock``).
+
+        ``current``: the ledger checked that nothing of _VIEW_KINDS lay between this view's
+        watermark and them, so they can be folded in without a read.
+        """
+        if events is not None and (not events or events[-1].seq <= self.last_seq):
+            return  # a read already folded them in
+        if current and events is not None and events[0].seq > self.last_seq:
+            self.fold([e.summary() for e in events])
+        else:
+            self.current = False  # the next call reads
+
+    def drain(self) -> None:
+        while self.inbox:
+            events, current = self.inbox.popleft()
+            self.pending -= 1
+            self.absorb(events, current)
 
     def fold(self, events: Sequence[EventSummary]) -> None:
         """Fold new events (in seq order) in: a fresh thread folds its whole history, so this loop is kept tight."""
@@ -219,10 +256,11 @@ class _ThreadView:
         if events:
             self.last_seq = max(self.last_seq, events[-1].seq)
 
-    def snapshot(self, call: tuple[str, str] | None = None) -> _ThreadSnapshot:
+    def snapshot(self, call: tuple[str, str] | None = None, seen: Watermark | None = None) -> _ThreadSnapshot:
         rec = self.calls.get(call) if call is not None else None
         return _ThreadSnapshot(
-            self.charter, list(self.entries.values()), list(self.approvals), rec.copy() if rec is not None else _CallRecord()
+            self.charter, list(self.entries.values()), list(self.approvals), rec.copy() if rec is not None else _CallRecord(),
+            seen,
         )
 
 
@@ -232,6 +270,16 @@ class _ThreadSnapshot:
     history: list[dict[str, Any]]
     approvals: list[dict[str, Any]]
     call: _CallRecord  # the record of the call asked about (empty if none)
+    #: Set when the snapshot was taken without reading the ledger: a decision made on it is
+    #: recorded only if the thread still has nothing newer (else _StaleDecision).
+    seen: Watermark | None = None
+
+
+class _StaleDecision(Exception):
+    """A decision made on this process's cached view was not recorded: the thread had newer events.
+
+    Nothing was written and the tool did not run; the guard decides again on a fresh read.
+    """
 
 
 @dataclass(slots=True)
@@ -295,8 +343,9 @@ class ToolGuard:
         self._views: OrderedDict[str, _ThreadView] = OrderedDict()
         self._views_lock = threading.Lock()
         self._inflight: dict[tuple[str, str, str], threading.Event] = {}
+        self._inflight_threads: dict[str, int] = {}  # thread id -> calls of it in flight here
         self._inflight_lock = threading.Lock()
-        self._deferred: dict[tuple[str, str], list[EventDraft]] = {}
+        self._deferred: dict[tuple[str, str], tuple[list[EventDraft], Watermark | None]] = {}
         self._deferred_lock = threading.Lock()
 
     # ---------------------------------------------------------------- hooks
@@ -304,7 +353,19 @@ class ToolGuard:
         self, request: Any, execute: Callable[[Any], ToolMessage | Command]
     ) -> ToolMessage | Command:
         """Sync hook: ``ToolNode(tools, wrap_tool_call=guard)``."""
-        plan = self._prepare(request)
+        try:
+            return self._call(request, execute, trust=True)
+        except _StaleDecision:
+            # Decided on this process's view of the thread, which another writer had moved past:
+            # nothing was recorded and the tool did not run. Decide again on a fresh read.
+            return self._call(request, execute, trust=False)
+
+    wrap_tool_call = __call__
+
+    def _call(
+        self, request: Any, execute: Callable[[Any], ToolMessage | Command], *, trust: bool
+    ) -> ToolMessage | Command:
+        plan = self._prepare(request, trust)
         if plan.final is not None:
             return plan.final
         entered = False
@@ -328,8 +389,6 @@ class ToolGuard:
         finally:
             self._land(plan.flight)
 
-    wrap_tool_call = __call__
-
     async def awrap(
         self, request: Any, execute: Callable[[Any], Awaitable[ToolMessage | Command]]
     ) -> ToolMessage | Command:
@@ -338,7 +397,17 @@ class ToolGuard:
         The blocking steps run in worker threads, which a cancelled task cannot stop; each is
         shielded and, on cancellation, awaited to its end and settled (see ``_settled``).
         """
-        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, request))
+        try:
+            return await self._acall(request, execute, trust=True)
+        except _StaleDecision:  # see __call__
+            return await self._acall(request, execute, trust=False)
+
+    awrap_tool_call = awrap
+
+    async def _acall(
+        self, request: Any, execute: Callable[[Any], Awaitable[ToolMessage | Command]], *, trust: bool
+    ) -> ToolMessage | Command:
+        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, request, trust))
         try:
             plan = await asyncio.shield(preparing)
         except asyncio.CancelledError:
@@ -382,8 +451,6 @@ class ToolGuard:
         finally:
             self._land(plan.flight)
 
-    awrap_tool_call = awrap
-
     @staticmethod
     async def _settled(work: asyncio.Future[Any]) -> bool:
         """After a cancellation: wait for ``work`` (a worker thread) to end; whether it succeeded."""
@@ -404,6 +471,7 @@ class ToolGuard:
                 current = self._inflight.get(key)
                 if current is None:
                     done = self._inflight[key] = threading.Event()
+                    self._inflight_threads[key[0]] = self._inflight_threads.get(key[0], 0) + 1
                     return key, done
             if not current.wait(timeout):
                 raise TimeoutError(f"tool call {key[1]!r} on thread {key[0]!r} is still being handled after {timeout}s")
@@ -415,18 +483,76 @@ class ToolGuard:
         with self._inflight_lock:
             if self._inflight.get(key) is done:
                 del self._inflight[key]
+                left = self._inflight_threads[key[0]] - 1
+                if left:
+                    self._inflight_threads[key[0]] = left
+                else:
+                    del self._inflight_threads[key[0]]
         done.set()
 
     # -------------------------------------------------------------- helpers
-    def _drafts(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> list[EventDraft]:
+    def _drafts(
+        self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]
+    ) -> tuple[list[EventDraft], Watermark | None]:
         """One event, preceded (same transaction, one signature) by the call's deferred drafts."""
-        drafts = self._take_deferred(thread_id, tool_call_id)
+        drafts, decided_on = self._take_deferred(thread_id, tool_call_id)
         drafts.append(EventDraft(kind=kind, payload=payload, subject=tool_call_id))
-        return drafts
+        return drafts, decided_on
 
     def _append(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> Event:
         """Append one event (with the call's deferred drafts); durable when this returns."""
-        return self.sink.append(thread_id, self._drafts(thread_id, kind, tool_call_id, payload))[-1]
+        return self._commit(thread_id, *self._drafts(thread_id, kind, tool_call_id, payload))[-1]
+
+    def _commit(self, thread_id: str, drafts: list[EventDraft], decided_on: Watermark | None) -> list[Event]:
+        """Append, keeping the thread's view current where the ledger vouches for it (see _ThreadView).
+
+        ``decided_on``: the drafts carry a policy decision made on a view taken without reading
+        the ledger at that watermark. If the thread has newer events, nothing is written and
+        ``_StaleDecision`` is raised: the caller decides again on a fresh read.
+        """
+        view = self._views.get(thread_id) if self._watermarks else None
+        if view is None:
+            events = self.sink.append(thread_id, drafts)
+            if self._watermarks and events and events[0].seq == 1:
+                # The thread's first events: this guard knows its whole history.
+                view = self._view_of(thread_id)
+                with view.lock:
+                    if not view.last_seq and not view.pending:
+                        view.absorb(events, True)
+                        view.current = True
+            return events
+        with view.lock:
+            seen = decided_on or view.mark()
+            view.own.extend(d.subject for d in drafts if d.subject)
+        current = seen is not None
+        if current:
+            try:
+                events = self.sink.append(thread_id, drafts, seen=seen)
+            except UnseenEventsError as exc:
+                if decided_on is not None:
+                    this_call = drafts[-1].subject
+                    with view.lock:
+                        siblings = exc.complete and all(
+                            subject is not None and subject != this_call and subject in view.own
+                            for _, _, subject in exc.found
+                        )
+                        if not siblings:
+                            view.current = False
+                    if not siblings:
+                        raise _StaleDecision() from None
+                    # What is new is only about other calls this guard handled alongside this one
+                    # (parallel tool calls of one step): a decision need not see its siblings'.
+                    return self._commit(thread_id, drafts, None)
+                current = False
+        if not current:
+            events = self.sink.append(thread_id, drafts)
+        with view.lock:
+            view.absorb(events, current)
+        return events
+
+    @property
+    def _watermarks(self) -> bool:
+        return getattr(self.sink, "supports_watermarks", False) is True
 
     def _record_outcome(self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any]) -> None:
         """Record a call's outcome (``tool.completed``/``tool.failed``) without waiting for its commit.
@@ -438,38 +564,63 @@ class ToolGuard:
         durable commit (an fsync) on the tool call's path.
         """
         soon = getattr(self.sink, "append_soon", None)  # a DeferringEventSink
-        if soon is None:
-            self._append(thread_id, kind, tool_call_id, payload)
+        drafts, decided_on = self._drafts(thread_id, kind, tool_call_id, payload)
+        view = self._views.get(thread_id) if self._watermarks else None
+        if soon is None or decided_on is not None:
+            self._commit(thread_id, drafts, decided_on)
+        elif view is None:
+            soon(thread_id, drafts)
         else:
-            soon(thread_id, self._drafts(thread_id, kind, tool_call_id, payload))
+            with view.lock:
+                seen = view.mark()
+                view.pending += 1  # mark() vouches for nothing until the commit is taken in
+                view.own.extend(d.subject for d in drafts if d.subject)
+            try:
+                # The ledger calls back from the committing thread: just post (deque.append is atomic).
+                soon(thread_id, drafts, seen=seen, on_commit=lambda events, current: view.inbox.append(
+                    (events, current and seen is not None)))
+            except BaseException:
+                with view.lock:
+                    view.pending -= 1
+                raise
 
-    def _defer(self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any]) -> None:
+    def _defer(
+        self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any], decided_on: Watermark | None
+    ) -> None:
         """Record ``kind`` with the call's next event rather than in a commit of its own.
 
         Used for ``policy.decided``: nothing depends on it being durable before the next event of
         the same call (deny, approval request or ``tool.started``), and one durable, signed commit
-        per guarded call is saved.
+        per guarded call is saved. ``decided_on``: see :meth:`_commit`.
         """
         with self._deferred_lock:
-            self._deferred.setdefault((thread_id, tool_call_id), []).append(
-                EventDraft(kind=kind, payload=payload, subject=tool_call_id)
-            )
+            drafts, _ = self._deferred.get((thread_id, tool_call_id), ([], None))
+            drafts.append(EventDraft(kind=kind, payload=payload, subject=tool_call_id))
+            self._deferred[(thread_id, tool_call_id)] = (drafts, decided_on)
 
-    def _take_deferred(self, thread_id: str, tool_call_id: str | None) -> list[EventDraft]:
+    def _take_deferred(self, thread_id: str, tool_call_id: str | None) -> tuple[list[EventDraft], Watermark | None]:
         if tool_call_id is None:
-            return []
+            return [], None
         with self._deferred_lock:
-            return self._deferred.pop((thread_id, tool_call_id), [])
+            return self._deferred.pop((thread_id, tool_call_id), ([], None))
 
-    def _flush(self, thread_id: str, tool_call_id: str) -> None:
-        drafts = self._take_deferred(thread_id, tool_call_id)
+    def _flush(self, thread_id: str, tool_call_id: str, *, redecide: bool = False) -> None:
+        """Commit the call's deferred drafts now. ``redecide``: see :meth:`_commit`; otherwise a
+        decision is recorded even if the thread moved on since it was made (it was made)."""
+        drafts, decided_on = self._take_deferred(thread_id, tool_call_id)
         if drafts:
-            self.sink.append(thread_id, drafts)
+            try:
+                self._commit(thread_id, drafts, decided_on)
+            except _StaleDecision:
+                if redecide:
+                    raise
+                self._commit(thread_id, drafts, None)
 
-    def _prepare(self, request: Any) -> _Plan:
+    def _prepare(self, request: Any, trust: bool = False) -> _Plan:
         """Everything before the side effect, for a call this process now owns (see ``_claim``).
 
-        Deferred events are flushed if it ends without a further event.
+        Deferred events are flushed if it ends without a further event. ``trust``: decide on
+        this process's view of the thread without reading the ledger when the view is current.
         """
         call = request.tool_call
         thread_id = str((self._config(request).get("configurable") or {}).get("thread_id") or "")
@@ -479,13 +630,16 @@ class ToolGuard:
         if thread_id and tool_call_id:
             flight = self._claim((thread_id, tool_call_id, args_digest))
         try:
-            plan = self._prepare_call(request, args_digest)
-        except BaseException:
-            self._flush(thread_id, tool_call_id)
+            plan = self._prepare_call(request, args_digest, trust)
+            if plan.final is None and plan.decision is not None and self._wants_credential(plan):
+                # Credentials are issued (and recorded) after the decision: keep the history in that order.
+                self._flush(thread_id, tool_call_id, redecide=True)
+        except BaseException as exc:
+            if not isinstance(exc, _StaleDecision):
+                self._flush(thread_id, tool_call_id)
             self._land(flight)
             raise
-        if plan.final is not None or (plan.decision is not None and self._wants_credential(plan)):
-            # Credentials are issued (and recorded) after the decision: keep the history in that order.
+        if plan.final is not None:
             self._flush(thread_id, tool_call_id)
         if plan.final is not None:
             self._land(flight)
@@ -503,13 +657,31 @@ class ToolGuard:
             config = get_config()
         return config
 
-    def _view(self, thread_id: str, call: tuple[str, str] | None = None) -> _ThreadSnapshot:
+    def _view(self, thread_id: str, call: tuple[str, str] | None = None, *, trust: bool = False) -> _ThreadSnapshot:
         """This thread's charter, step history, approvals and (``call``) one call's record.
 
-        One ledger read per call, refreshed incrementally: only events after the last one seen
-        are read, so a long run does not re-decode its whole history on every call (other
-        processes' events are picked up the same way).
+        At most one ledger read per call, refreshed incrementally: only events after the last one
+        seen are read, so a long run does not re-decode its whole history on every call (other
+        processes' events are picked up the same way). ``trust``: no read at all when the view is
+        current and no other call of the thread is in flight here; the snapshot then carries the
+        watermark its decision is recorded against (see :meth:`_commit`).
         """
+        view = self._view_of(thread_id)
+        with view.lock:
+            if trust and self._watermarks and self._inflight_threads.get(thread_id, 0) <= 1:
+                view.drain()
+                flush = getattr(self.sink, "flush", None)
+                if view.pending and flush is not None:  # an outcome this guard queued: commit it (a read would)
+                    flush()
+                seen = view.mark()
+                if seen is not None:
+                    return view.snapshot(call, seen)
+            view.fold(self._summaries(thread_id, view.last_seq))
+            view.current = True
+            view.drain()  # appends the read committed: folded in already
+            return view.snapshot(call)
+
+    def _view_of(self, thread_id: str) -> _ThreadView:
         with self._views_lock:
             view = self._views.get(thread_id)
             if view is None:
@@ -518,9 +690,12 @@ class ToolGuard:
                     self._views.popitem(last=False)
             else:
                 self._views.move_to_end(thread_id)
-        with view.lock:
-            view.fold(self._summaries(thread_id, view.last_seq))
-            return view.snapshot(call)
+        return view
+
+    def record(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
+        """Append events about a run through the guard (``Warden.start_run`` records the charter
+        here), so that its view of the thread stays current without a read."""
+        return self._commit(thread_id, list(drafts), None)
 
     def _summaries(self, thread_id: str, after_seq: int) -> list[EventSummary]:
         read = getattr(self.sink, "summaries", None)  # a SummarisingEventSink: no Event objects to build
@@ -578,7 +753,7 @@ class ToolGuard:
         return ToolMessage(content=content, name=tool, tool_call_id=tool_call_id, status="error")
 
     # ------------------------------------------------------------- prepare
-    def _prepare_call(self, request: Any, args_digest: str) -> _Plan:
+    def _prepare_call(self, request: Any, args_digest: str, trust: bool = False) -> _Plan:
         call = request.tool_call
         tool_call_id = str(call.get("id") or "")
         tool = call["name"]
@@ -594,7 +769,7 @@ class ToolGuard:
         if not tool_call_id:
             raise ConfigurationError(f"tool call to {tool!r} has no id; exactly-once recording needs the tool call id")
         # One read: this call's record, the charter, the step history and prior approvals.
-        view = self._view(thread_id, (tool_call_id, args_digest))
+        view = self._view(thread_id, (tool_call_id, args_digest), trust=trust)
         rec = view.call
         base = dict(tool_call_id=tool_call_id, tool=tool, args_digest=args_digest)
 
@@ -661,6 +836,7 @@ class ToolGuard:
                 EventKind.POLICY_DECIDED,
                 tool_call_id,
                 {**base, "decision": decision.to_dict(), "enforced": self.mode == "enforce", "retry_of_in_doubt": in_doubt is not None},
+                view.seen,
             )
         if not decision.allow and self.mode == "enforce":
             return self._deny(

@@ -203,7 +203,7 @@ class Warden:
             self.recover(thread_id)
         existing = self.ledger.events(thread_id, kinds=[EventKind.RUN_STARTED])
         if not existing or existing[-1].payload.get("charter") != charter.to_dict():
-            self.ledger.append(
+            self.guard.record(
                 thread_id,
                 [
                     EventDraft(

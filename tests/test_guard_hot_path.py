@@ -1,11 +1,12 @@
 """The guard's per-call cost contract and the cached thread view it relies on.
 
-Per allowed call the guard makes ONE ledger read (charter, step history, approvals and the
-call's own record together), ONE durable commit it waits for (``policy.decided`` +
-``tool.started`` before the side effect) and ONE append it does not wait for
-(``tool.completed`` after it, see ``Ledger.append_soon``). The thread view it keeps between calls
-must never change a decision: a cold guard (nothing cached, whole history read) and a warm
-one build the same policy input, and an evicted view is rebuilt from the ledger.
+Per allowed call the guard makes at most ONE ledger read (charter, step history, approvals and
+the call's own record together) and none once its view of the thread is current (it wrote or
+read everything since; see tests/test_watermark.py for why that is safe), ONE durable commit it
+waits for (``policy.decided`` + ``tool.started`` before the side effect) and ONE append it does
+not wait for (``tool.completed`` after it, see ``Ledger.append_soon``). The thread view it keeps
+between calls must never change a decision: a cold guard (nothing cached, whole history read)
+and a warm one build the same policy input, and an evicted view is rebuilt from the ledger.
 """
 
 from __future__ import annotations
@@ -123,11 +124,12 @@ def test_allowed_call_on_a_fresh_thread_is_one_read_one_commit_and_one_queued_ap
     started = warden.ledger.events(thread, kinds=[EventKind.TOOL_STARTED], subject="c1")[0].payload
     assert started["executed_args_digest"] == canonical.digest({"text": "hi"}) == started["args_digest"]
 
-    # The next call on the thread reads only what was appended since (its own three events).
+    # The next call on the thread reads nothing: the guard wrote everything since its read.
     sink.reset()
     assert invoke(g, thread, "c2") == "hi"
-    assert (sink.reads, sink.appends, sink.queued, sink.rows) == (1, 1, 1, 3)
+    assert (sink.reads, sink.appends, sink.queued, sink.rows) == (0, 1, 1, 0)
     assert len(policy.inputs[-1]["history"]) == history + 1
+    assert policy.inputs[-1]["history"][-1] == {**policy.inputs[-1]["history"][-1], "tool": "echo", "outcome": "completed"}
 
 
 def test_cold_and_warm_guards_build_the_same_policy_input(warden):

@@ -12,17 +12,24 @@ class CountingSink:
         self.inner = inner
         self.reads = self.rows = self.appends = self.queued = 0
 
-    def append_soon(self, thread_id, drafts):
-        self.queued += 1
-        return self.inner.append_soon(thread_id, drafts)
+    @property
+    def supports_watermarks(self) -> bool:
+        return getattr(self.inner, "supports_watermarks", False)
 
-    def append(self, thread_id, drafts):
+    def append_soon(self, thread_id, drafts, **kw):
+        self.queued += 1
+        return self.inner.append_soon(thread_id, drafts, **kw)
+
+    def append(self, thread_id, drafts, **kw):
         self.appends += 1
-        return self.inner.append(thread_id, drafts)
+        return self.inner.append(thread_id, drafts, **kw)
 
     async def aappend(self, thread_id, drafts):
         self.appends += 1
         return await self.inner.aappend(thread_id, drafts)
+
+    def flush(self):
+        return self.inner.flush()
 
     def events(self, thread_id, **kw):
         out = self.inner.events(thread_id, **kw)

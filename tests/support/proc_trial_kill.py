@@ -170,8 +170,8 @@ class _KillingSink:
         self._inner = inner
         self._killer = killer
 
-    def append(self, thread_id: str, drafts: Any) -> Any:
-        out = self._inner.append(thread_id, drafts)
+    def append(self, thread_id: str, drafts: Any, **kw: Any) -> Any:
+        out = self._inner.append(thread_id, drafts, **kw)
         for e in out:
             tcid = e.payload.get("tool_call_id")
             if e.kind == EventKind.TOOL_COMPLETED:
@@ -180,7 +180,7 @@ class _KillingSink:
                 self._killer.at("after_approval", tcid)
         return out
 
-    def append_soon(self, thread_id: str, drafts: Any) -> None:
+    def append_soon(self, thread_id: str, drafts: Any, **kw: Any) -> None:
         """The guard records a call's outcome without waiting for the commit (Ledger.append_soon).
 
         ``completion_queued``: die with ``tool.completed`` queued but provably not committed (the
@@ -191,7 +191,7 @@ class _KillingSink:
         completed = [d.payload.get("tool_call_id") for d in drafts if d.kind == EventKind.TOOL_COMPLETED]
         direct = self._inner._direct  # None on PostgreSQL, where append_soon commits before it returns
         with direct._lock if direct is not None else contextlib.nullcontext():
-            self._inner.append_soon(thread_id, drafts)
+            self._inner.append_soon(thread_id, drafts, **kw)
             for tcid in completed:
                 self._killer.at("completion_queued", tcid)
         if completed:
