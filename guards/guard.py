@@ -512,6 +512,11 @@ class ToolGuard:
         """
         view = self._views.get(thread_id) if self._watermarks else None
         if view is None:
+            if decided_on is not None:  # the view was dropped from the cache meanwhile
+                try:
+                    return self.sink.append(thread_id, drafts, seen=decided_on)
+                except UnseenEventsError:
+                    raise _StaleDecision() from None
             events = self.sink.append(thread_id, drafts)
             if self._watermarks and events and events[0].seq == 1:
                 # The thread's first events: this guard knows its whole history.

@@ -15,7 +15,6 @@ import math
 import re
 import uuid
 from datetime import datetime, timezone
-from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage
@@ -33,30 +32,9 @@ from langgraph_warden.guards.policy import build_policy_input
 from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
-from .support.counting_sink import CountingSink
+from .support.guard_probe import make_guard
 
 CHARTER = RunCharter(owner="alice@example.com", intent="hot path", risk_tier="low")
-
-
-class RecordingPolicy:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.inputs: list[dict[str, Any]] = []
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def revision(self) -> str:
-        return self.inner.revision
-
-    def decide(self, policy_input):
-        self.inputs.append(policy_input)
-        return self.inner.decide(policy_input)
-
-    async def adecide(self, policy_input):
-        return self.decide(policy_input)
 
 
 RUNS: list[str] = []
@@ -101,12 +79,6 @@ def warden(db_url):
     with Warden.open(db_url, ephemeral_keys=True) as w:
         w.tools.register(ToolSpec("echo", sensitivity="public"))
         yield w
-
-
-def make_guard(warden: Warden) -> tuple[ToolGuard, CountingSink, RecordingPolicy]:
-    sink = CountingSink(warden.ledger)
-    policy = RecordingPolicy(warden.guard.policy)
-    return ToolGuard(sink, policy, warden.tools, workload_id=warden.guard.workload_id), sink, policy
 
 
 @pytest.mark.parametrize("history", [0, 20])

@@ -33,7 +33,7 @@ from langgraph_warden.guards.guard import ToolGuard
 from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
-from .support.counting_sink import CountingSink
+from .support.guard_probe import RecordingPolicy, make_guard
 
 CHARTER = RunCharter(owner="alice@example.com", intent="watermarks", risk_tier="low")
 TOOL_KINDS = (EventKind.TOOL_COMPLETED,)
@@ -47,39 +47,11 @@ def echo(text: str) -> str:
     return text
 
 
-class RecordingPolicy:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.inputs: list[dict[str, Any]] = []
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def revision(self) -> str:
-        return self.inner.revision
-
-    def decide(self, policy_input):
-        self.inputs.append(policy_input)
-        return self.inner.decide(policy_input)
-
-    async def adecide(self, policy_input):
-        return self.decide(policy_input)
-
-
 @pytest.fixture
 def warden(db_url):
     with Warden.open(db_url, ephemeral_keys=True) as w:
         w.tools.register(ToolSpec("echo", sensitivity="public"))
         yield w
-
-
-def make_guard(warden: Warden) -> tuple[ToolGuard, CountingSink, RecordingPolicy]:
-    """A guard of its own (own cache of thread views), as another worker would have."""
-    sink = CountingSink(warden.ledger)
-    policy = RecordingPolicy(warden.guard.policy)
-    return ToolGuard(sink, policy, warden.tools, workload_id=warden.guard.workload_id), sink, policy
 
 
 def graph(guard: ToolGuard):
@@ -290,3 +262,26 @@ def test_a_sibling_recorded_while_a_call_was_deciding_does_not_make_its_decision
     (recorded,) = decided(warden, thread, "a")
     assert recorded["input_digest"] == canonical.digest(guard.policy.inputs[1])
     assert warden.verify(thread_id=thread).ok
+
+
+def test_a_view_dropped_from_the_cache_while_deciding_still_checks_the_decision(warden, monkeypatch):
+    guard, sink, policy = make_guard(warden)
+    g = graph(guard)
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    warden.start_run(thread, CHARTER)
+    g.invoke(message("c1"), cfg(thread))
+    view = guard._view
+
+    def view_then_drop(thread_id, call=None, *, trust=False):
+        snap = view(thread_id, call, trust=trust)
+        if snap.seen is not None:  # decided without a read: now the view is evicted and another writer records
+            guard._views.pop(thread_id)
+            _record_new_charter(warden, thread_id)
+        return snap
+
+    monkeypatch.setattr(guard, "_view", view_then_drop)
+    policy.inputs.clear()
+    g.invoke(message("c2"), cfg(thread))
+    assert [i["run"]["owner"] for i in policy.inputs] == ["alice@example.com", "bob@example.com"]
+    (recorded,) = decided(warden, thread, "c2")
+    assert recorded["input_digest"] == canonical.digest(policy.inputs[1])
