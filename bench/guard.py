@@ -67,6 +67,7 @@ from langgraph_warden.guards.rego import RegoEngine  # noqa: E402
 from langgraph_warden.guards.tools import ToolSpec  # noqa: E402
 from langgraph_warden.warden import Warden  # noqa: E402
 from tests.support.counting_sink import CountingSink  # noqa: E402
+from tests.support.guard_probe import PolicyWrapper  # noqa: E402
 
 #: (step history, guard's view of the thread): the first call of a run, the steady state of a run
 #: 50 calls in, and the first call after a restart 50 calls in (the whole history folded).
@@ -75,22 +76,14 @@ VIEW_LABEL = {(0, "cold"): "first call of a run", (50, "warm"): "in a run (stead
 HISTORY_TOOLS = [f"earlier_{i}" for i in range(6)]  # 50 entries over 6 tools: under the per-tool limit of 20
 
 
-class Recording:
+class Recording(PolicyWrapper):
     """Passes decisions through; keeps each input and the time spent inside the engine."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.inputs: list[Any] = []
         self.seconds: list[float] = []  # time inside inner.decide, per decision
         self.denied = 0
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def revision(self) -> str:
-        return self.inner.revision
 
     def decide(self, policy_input):
         t0 = time.perf_counter()
@@ -99,9 +92,6 @@ class Recording:
         self.inputs.append(policy_input)
         self.denied += not d.allow
         return d
-
-    async def adecide(self, policy_input):
-        return self.decide(policy_input)
 
 
 @tool

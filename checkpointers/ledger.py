@@ -362,13 +362,9 @@ class Ledger:
         self._appended(pending, key, thread_id, seq, prev)
         return out
 
-    @staticmethod
-    def _check_seen(raw: Raw, thread_id: str, seen: Watermark) -> None:
-        found = raw.all(
-            f"SELECT seq, kind, subject FROM warden_events WHERE thread_id = ? AND seq > ? AND kind IN "
-            f"({', '.join('?' * len(seen.kinds))}) ORDER BY seq LIMIT {_UNSEEN_LISTED + 1}",
-            (thread_id, seen.seq, *seen.kinds),
-        )
+    def _check_seen(self, raw: Raw, thread_id: str, seen: Watermark) -> None:
+        sql, params = self._select_events("seq, kind, subject", thread_id, seen.kinds, seen.seq)
+        found = raw.all(f"{sql} LIMIT {_UNSEEN_LISTED + 1}", params)
         if found:
             raise UnseenEventsError(
                 thread_id, seen.seq, [(int(r[0]), r[1], r[2]) for r in found[:_UNSEEN_LISTED]],

@@ -200,6 +200,11 @@ class _ThreadView:
         self.drain()
         return Watermark(self.last_seq, _VIEW_KINDS) if self.current and not self.pending else None
 
+    def vouch_for(self, drafts: Sequence[EventDraft]) -> Watermark | None:
+        """The watermark to append ``drafts`` against, noting the calls they are about (caller holds ``lock``)."""
+        self.own.extend(d.subject for d in drafts if d.subject)
+        return self.mark()
+
     def absorb(self, events: Sequence[Event] | None, current: bool) -> None:
         """Take in events this guard appended (caller holds ``lock``).
 
@@ -343,7 +348,6 @@ class ToolGuard:
         self._views: OrderedDict[str, _ThreadView] = OrderedDict()
         self._views_lock = threading.Lock()
         self._inflight: dict[tuple[str, str, str], threading.Event] = {}
-        self._inflight_threads: dict[str, int] = {}  # thread id -> calls of it in flight here
         self._inflight_lock = threading.Lock()
         self._deferred: dict[tuple[str, str], tuple[list[EventDraft], Watermark | None]] = {}
         self._deferred_lock = threading.Lock()
@@ -471,7 +475,6 @@ class ToolGuard:
                 current = self._inflight.get(key)
                 if current is None:
                     done = self._inflight[key] = threading.Event()
-                    self._inflight_threads[key[0]] = self._inflight_threads.get(key[0], 0) + 1
                     return key, done
             if not current.wait(timeout):
                 raise TimeoutError(f"tool call {key[1]!r} on thread {key[0]!r} is still being handled after {timeout}s")
@@ -483,12 +486,12 @@ class ToolGuard:
         with self._inflight_lock:
             if self._inflight.get(key) is done:
                 del self._inflight[key]
-                left = self._inflight_threads[key[0]] - 1
-                if left:
-                    self._inflight_threads[key[0]] = left
-                else:
-                    del self._inflight_threads[key[0]]
         done.set()
+
+    def _alone(self, thread_id: str) -> bool:
+        """Whether at most one call of the thread (the caller's) is in flight in this process."""
+        with self._inflight_lock:
+            return sum(1 for key in self._inflight if key[0] == thread_id) <= 1
 
     # -------------------------------------------------------------- helpers
     def _drafts(
@@ -527,8 +530,8 @@ class ToolGuard:
                         view.current = True
             return events
         with view.lock:
-            seen = decided_on or view.mark()
-            view.own.extend(d.subject for d in drafts if d.subject)
+            vouched = view.vouch_for(drafts)  # noted even when the decision brings its own watermark
+        seen = decided_on or vouched
         current = seen is not None
         if current:
             try:
@@ -577,9 +580,8 @@ class ToolGuard:
             soon(thread_id, drafts)
         else:
             with view.lock:
-                seen = view.mark()
+                seen = view.vouch_for(drafts)
                 view.pending += 1  # mark() vouches for nothing until the commit is taken in
-                view.own.extend(d.subject for d in drafts if d.subject)
             try:
                 # The ledger calls back from the committing thread: just post (deque.append is atomic).
                 soon(thread_id, drafts, seen=seen, on_commit=lambda events, current: view.inbox.append(
@@ -673,7 +675,7 @@ class ToolGuard:
         """
         view = self._view_of(thread_id)
         with view.lock:
-            if trust and self._watermarks and self._inflight_threads.get(thread_id, 0) <= 1:
+            if trust and self._watermarks and self._alone(thread_id):
                 view.drain()
                 flush = getattr(self.sink, "flush", None)
                 if view.pending and flush is not None:  # an outcome this guard queued: commit it (a read would)

@@ -44,6 +44,7 @@ from langgraph_warden.warden import Warden
 
 from .conftest import sqlite_url
 from .support.agents import ScriptedChatModel, SideEffects, call, turn
+from .support.guard_probe import PolicyWrapper
 from .support.resource_service import ResourceService
 from .support.resource_service import call as http_get
 
@@ -60,27 +61,16 @@ def rego() -> RegoEngine:
     return RegoEngine(DEFAULT_REGO_POLICY)
 
 
-class Reshaped:
+class Reshaped(PolicyWrapper):
     """A real engine whose allowed decisions are changed (e.g. narrower scopes, longer TTL)."""
 
     def __init__(self, inner: RegoEngine, **changes: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.changes = changes
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def revision(self) -> str:
-        return self.inner.revision
 
     def decide(self, policy_input) -> PolicyDecision:
         d = self.inner.decide(policy_input)
         return dataclasses.replace(d, **self.changes) if d.allow else d
-
-    async def adecide(self, policy_input) -> PolicyDecision:
-        return self.decide(policy_input)
 
 
 def graph_for(warden: Warden, tools, script):

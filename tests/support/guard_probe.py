@@ -10,12 +10,14 @@ from langgraph_warden.warden import Warden
 from .counting_sink import CountingSink
 
 
-class RecordingPolicy:
-    """Passes decisions through; keeps every policy input it was asked about."""
+class PolicyWrapper:
+    """A policy engine around a real one: same name and revision; ``adecide`` is ``decide``.
+
+    Subclasses change what ``decide`` does (record, time, reshape the decision).
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.inputs: list[dict[str, Any]] = []
 
     @property
     def name(self) -> str:
@@ -26,11 +28,22 @@ class RecordingPolicy:
         return self.inner.revision
 
     def decide(self, policy_input):
-        self.inputs.append(policy_input)
         return self.inner.decide(policy_input)
 
     async def adecide(self, policy_input):
         return self.decide(policy_input)
+
+
+class RecordingPolicy(PolicyWrapper):
+    """Passes decisions through; keeps every policy input it was asked about."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.inputs: list[dict[str, Any]] = []
+
+    def decide(self, policy_input):
+        self.inputs.append(policy_input)
+        return self.inner.decide(policy_input)
 
 
 def make_guard(warden: Warden) -> tuple[ToolGuard, CountingSink, RecordingPolicy]:
