@@ -400,8 +400,9 @@ class DirectSqlite:
         cur = conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
-            # Chain heads are signed just before COMMIT, once per thread (see DirectTx.before_commit),
-            # even for a lone request: requests that join late may move its head.
+            # Chain heads are signed just before COMMIT, once per thread (see DirectTx.before_commit), even
+            # for a lone request: requests that join late may move its head. (A lone Ledger.append signs
+            # its head in its row and registers that; a joiner on its thread registers the newer head.)
             tx = DirectTx(cur, True, {})
             if len(batch) == 1:
                 # Alone: no savepoint; a failure rolls the whole (one-request) transaction back.

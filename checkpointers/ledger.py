@@ -76,6 +76,17 @@ _EV_INSERT_COLS = "thread_id, seq, checkpoint_ns, kind, subject, ts, body, hash,
 
 
 @lru_cache(maxsize=None)
+def _sqlite_advance_head_unseen(kinds: int) -> str:
+    """SQLite: the conditional head advance that also requires no event of ``kinds`` kinds after a watermark."""
+    marks = ", ".join("?" * kinds)
+    return f"{_SQL_ADVANCE_HEAD} AND NOT EXISTS (SELECT 1 FROM warden_events WHERE thread_id = ? AND seq > ? AND kind IN ({marks}))"
+
+
+def _signed_already(_tx: DirectTx) -> None:
+    """A group commit's entry for a thread whose head was signed in its own row (nothing to do)."""
+
+
+@lru_cache(maxsize=None)
 def _pg_type(table: str, column: str) -> str:
     """The PostgreSQL type of a schema column (the one-statement append casts its parameters)."""
     from sqlalchemy.dialects import postgresql
@@ -319,7 +330,13 @@ class Ledger:
         return self._stripes[hash(thread_id) % len(self._stripes)]
 
     def append_in(
-        self, conn: Connection | DirectTx, thread_id: str, drafts: Sequence[EventDraft], seen: Watermark | None = None
+        self,
+        conn: Connection | DirectTx,
+        thread_id: str,
+        drafts: Sequence[EventDraft],
+        seen: Watermark | None = None,
+        *,
+        sign_now: bool = False,
     ) -> list[Event]:
         """Append ``drafts`` to ``thread_id``'s chain inside the caller's transaction.
 
@@ -327,7 +344,11 @@ class Ledger:
         SQLite group commit carrying several requests, the signature is written
         just before ``COMMIT`` and only for the head the *transaction* leaves on
         each thread: what commits is still signed, one Ed25519 signature per
-        thread per transaction instead of one per request.
+        thread per transaction instead of one per request. ``sign_now``: sign this
+        head in the inserted row instead (no ``UPDATE`` before the commit), for a
+        request expected to be its transaction's last on the thread (a lone
+        :meth:`append`); a later append to the thread in the same transaction still
+        signs the head it leaves.
 
         ``seen``: raise :class:`UnseenEventsError`, writing nothing, if the thread has an
         event of ``seen.kinds`` after ``seen.seq`` (checked while the chain head is locked).
@@ -335,21 +356,30 @@ class Ledger:
         if not drafts:
             return []
         raw = Raw(conn)
-        if seen is not None and raw.sqlite:
-            self._check_seen(raw, thread_id, seen)  # the transaction holds the database's write lock
         key = self.signing_key()
-        self._ensure_key(conn, key)
         pending = conn.before_commit if isinstance(conn, DirectTx) else None
-        sign = pending is None
+        sign = pending is None or sign_now
         cached = self._heads.get(thread_id) if raw.sqlite else None
         if cached is not None:
             # SQLite: this transaction holds the database's write lock, so if the head is still the one
-            # this process committed last, advancing it conditionally saves reading it first.
+            # this process committed last, advancing it conditionally saves reading it first. With
+            # ``seen`` the same statement checks the watermark (a miss takes the path below, which says why).
             out, rows, seq, prev = self._chain(key, thread_id, drafts, *cached, raw.timestamp, sign=sign)
-            if raw.run(_SQL_ADVANCE_HEAD, (seq, prev, thread_id, *cached)) == 1:
+            if seen is None:
+                advanced = raw.run(_SQL_ADVANCE_HEAD, (seq, prev, thread_id, *cached))
+            else:
+                advanced = raw.run(
+                    _sqlite_advance_head_unseen(len(seen.kinds)),
+                    (seq, prev, thread_id, *cached, thread_id, seen.seq, *seen.kinds),
+                )
+            if advanced == 1:
+                self._ensure_key(conn, key)
                 raw.many(f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                self._appended(pending, key, thread_id, seq, prev)
+                self._appended(pending, key, thread_id, seq, prev, signed=sign)
                 return out
+        if seen is not None and raw.sqlite:
+            self._check_seen(raw, thread_id, seen)  # the transaction holds the database's write lock
+        self._ensure_key(conn, key)  # after the check: a stale append writes nothing, key included
         seq, prev = self._lock_head(raw, thread_id)
         if seen is not None and not raw.sqlite:
             self._check_seen(raw, thread_id, seen)  # appends to this thread wait for the head row now
@@ -359,7 +389,7 @@ class Ledger:
             rows,
         )
         raw.run("UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ?", (seq, prev, thread_id))
-        self._appended(pending, key, thread_id, seq, prev)
+        self._appended(pending, key, thread_id, seq, prev, signed=sign)
         return out
 
     def _check_seen(self, raw: Raw, thread_id: str, seen: Watermark) -> None:
@@ -371,11 +401,15 @@ class Ledger:
                 complete=len(found) <= _UNSEEN_LISTED,
             )
 
-    def _appended(self, pending: dict[Any, Any] | None, key: SigningKey, thread_id: str, seq: int, head: str) -> None:
+    def _appended(
+        self, pending: dict[Any, Any] | None, key: SigningKey, thread_id: str, seq: int, head: str, *, signed: bool
+    ) -> None:
         self._heads.put(thread_id, (seq, head))
         if pending is not None:
-            # A later append to this thread in the same transaction replaces this entry.
-            pending[(id(self), thread_id)] = partial(self._sign_head_in, key, thread_id, seq, head)
+            # A later append to this thread in the same transaction replaces this entry; a head signed
+            # in its row replaces an earlier append's entry (that head is no longer the last).
+            pending[(id(self), thread_id)] = _signed_already if signed else partial(
+                self._sign_head_in, key, thread_id, seq, head)
 
     def try_append_one_statement(
         self,
@@ -470,7 +504,7 @@ class Ledger:
             if fast is not None:
                 return fast
             if self._direct is not None:
-                return self._direct.run_write(self.append_in, thread_id, drafts, seen)
+                return self._direct.run_write(self._append_alone, thread_id, drafts, seen)
             with self._write_engine.begin() as tx:
                 return self.append_in(tx, thread_id, drafts, seen)
         except (IntegrityError, UnseenEventsError):
@@ -479,6 +513,10 @@ class Ledger:
             raise LedgerAppendError(
                 f"could not append {[d.kind for d in drafts]} to thread {thread_id!r}: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def _append_alone(self, tx: DirectTx, thread_id: str, drafts: Sequence[EventDraft], seen: Watermark | None) -> list[Event]:
+        # Usually the transaction's only request: its head is signed in its row (see append_in).
+        return self.append_in(tx, thread_id, drafts, seen, sign_now=True)
 
     def append_soon(
         self,

@@ -208,6 +208,48 @@ def test_requests_queued_while_a_lone_leader_runs_join_its_commit(tmp_path):
         assert ledger.head("lj").seq == 2
 
 
+def test_a_lone_append_signs_its_head_in_its_row_and_a_joiner_on_its_thread_signs_the_head_it_leaves(tmp_path):
+    """``append_in(sign_now=True)`` (what a lone ``Ledger.append`` uses) signs in the inserted row.
+
+    A request that joins the transaction on the same thread leaves a newer head, which is
+    signed before COMMIT; a joiner that fails rolls back and the lone append's head, signed in
+    its row, is the one that commits. An earlier request's pending signature on the thread is
+    dropped: its head is no longer the last.
+    """
+    with WardenSaver.from_url(sqlite_url(tmp_path), key_store=EphemeralKeyStore()) as saver:
+        ledger = saver.ledger
+        direct = direct_sqlite(saver.engine)
+
+        def lone(thread_id: str, kind: str):
+            return lambda tx: ledger.append_in(tx, thread_id, [EventDraft(kind=kind, payload={})], sign_now=True)
+
+        def signed(thread_id: str) -> list[tuple]:
+            with saver.engine.connect() as conn:
+                return [tuple(r) for r in conn.exec_driver_sql(
+                    "SELECT seq, kind, signature IS NOT NULL FROM warden_events WHERE thread_id = ? ORDER BY seq",
+                    (thread_id,),
+                ).all()]
+
+        results, commits = _one_batch(direct, [("join", _appends(ledger, "sn-join", "test.join"))],
+                                      holder=lone("sn-join", "test.lead"))
+        assert commits == 1 and [e.kind for e in results["join"]] == ["test.join"]
+        assert signed("sn-join") == [(1, "test.lead", 1), (2, "test.join", 1)]
+
+        results, commits = _one_batch(direct, [("bad", _fails_after_appending(ledger, "sn-bad"))],
+                                      holder=lone("sn-bad", "test.lead"))
+        assert commits == 1 and isinstance(results["bad"], RuntimeError)
+        assert signed("sn-bad") == [(1, "test.lead", 1)]
+
+        results, commits = _one_batch(
+            direct, [("first", _appends(ledger, "sn-last", "test.first")), ("lone", lone("sn-last", "test.lone"))])
+        assert commits == 1
+        assert signed("sn-last") == [(1, "test.first", 0), (2, "test.lone", 1)]
+
+        report = ledger.verify(signatures="all")
+        assert report.ok, report.findings
+        assert [ledger.head(t).seq for t in ("sn-join", "sn-bad", "sn-last")] == [2, 1, 2]
+
+
 # ------------------------------------------------------------ reads
 def _count(tx, thread_id: str) -> int:
     return tx.cursor.execute("SELECT count(*) FROM warden_events WHERE thread_id = ?", (thread_id,)).fetchone()[0]
