@@ -193,6 +193,12 @@ class Ledger:
         return self._key_store.signing_key()
 
     def _ensure_key(self, conn: Connection | DirectTx, key: SigningKey) -> None:
+        """Register ``key`` in the caller's transaction unless this process knows it is committed.
+
+        Not remembered here: the transaction may still roll back (a request of a group commit
+        rolls back to its savepoint), and with it the key's row. Keys are remembered once a
+        transaction of their own has committed them (:meth:`register_key`).
+        """
         if key.key_id in self._registered:
             return
         raw = Raw(conn)
@@ -203,15 +209,24 @@ class Ledger:
                 (key.key_id, "Ed25519", key.public_key, self.workload_id, key.store_kind,
                  raw.timestamp(datetime.now(timezone.utc))),
             )
+
+    def _remember(self, key_id: str) -> None:
         with self._lock:
-            self._registered.add(key.key_id)
+            self._registered.add(key_id)
 
     def register_key(self) -> str:
         """Register the current public key (idempotent); returns its key id."""
         key = self.signing_key()
         with write_lock(self._engine), self._write_engine.begin() as conn:
             self._ensure_key(conn, key)
+        self._remember(key.key_id)  # committed
         return key.key_id
+
+    def _register_signing_key(self) -> None:
+        """Before an append in a transaction of its own: make sure the current key is registered
+        and known to be (once per key and process), so the append need not register it."""
+        if self.signing_key().key_id not in self._registered:
+            self.register_key()
 
     def rotate_key(self) -> str:
         """Rotate the signing key. The old public key stays registered (retired) for verification."""
@@ -224,6 +239,7 @@ class Ledger:
                 .where(schema.keys.c.key_id == old.key_id, schema.keys.c.retired_at.is_(None))
                 .values(retired_at=datetime.now(timezone.utc))
             )
+        self._remember(new.key_id)  # committed
         return new.key_id
 
     def public_keys(self, conn: Connection) -> dict[str, PublicKeyInfo]:
@@ -436,7 +452,11 @@ class Ledger:
         import psycopg  # the optional 'postgres' extra: only a PostgreSQL ledger gets here
         key = self.signing_key()
         if key.key_id not in self._registered:
-            return None  # the locking path registers the key first
+            # Once per key, in a transaction of its own (this statement does not insert the key's row).
+            self.register_key()
+            key = self.signing_key()
+            if key.key_id not in self._registered:  # rotated meanwhile: let the locking path register it
+                return None
         try:
             # Appends of one thread from this process take turns (LangGraph saves a step's writes and
             # its checkpoint from different threads): only another process can move the head under us.
@@ -500,6 +520,7 @@ class Ledger:
         ``seen.seq``; otherwise write nothing and raise :class:`UnseenEventsError`.
         """
         try:
+            self._register_signing_key()
             fast = self.try_append_one_statement(thread_id, drafts, seen=seen)
             if fast is not None:
                 return fast
@@ -555,6 +576,7 @@ class Ledger:
             if on_commit is not None:
                 on_commit(events, current)
             return
+        self._register_signing_key()
         kinds = [d.kind for d in drafts]
 
         def report(exc: BaseException) -> None:

@@ -250,6 +250,25 @@ def test_a_lone_append_signs_its_head_in_its_row_and_a_joiner_on_its_thread_sign
         assert [ledger.head(t).seq for t in ("sn-join", "sn-bad", "sn-last")] == [2, 1, 2]
 
 
+def test_a_key_registered_by_a_request_that_rolls_back_is_registered_again(tmp_path):
+    """A new signing key is registered in the first transaction that signs with it.
+
+    If that request rolls back (its savepoint, in a group commit), so does the key's row: the
+    ledger must not remember the key as registered, or later heads are signed by a key the
+    database does not hold and the history no longer verifies.
+    """
+    store = EphemeralKeyStore()
+    with WardenSaver.from_url(sqlite_url(tmp_path), key_store=store) as saver:
+        ledger = saver.ledger
+        store.rotate()  # a key the database has never seen (not via ledger.rotate_key)
+        results, commits = _one_batch(direct_sqlite(saver.engine), [("bad", _fails_after_appending(ledger, "kr-a"))])
+        assert isinstance(results["bad"], RuntimeError) and commits == 1
+        ledger.append("kr-b", [EventDraft(kind="test.after", payload={})])
+        report = ledger.verify()
+        assert report.ok, report.findings
+        assert [e.kind for e in ledger.events("kr-b")] == ["test.after"] and ledger.events("kr-a") == []
+
+
 # ------------------------------------------------------------ reads
 def _count(tx, thread_id: str) -> int:
     return tx.cursor.execute("SELECT count(*) FROM warden_events WHERE thread_id = ?", (thread_id,)).fetchone()[0]
