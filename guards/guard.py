@@ -86,6 +86,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _history_decision(allow: bool, require_approval: bool) -> str:
+    """A decision as the policy input's step history states it."""
+    return "deny" if not allow else ("require_approval" if require_approval else "allow")
+
+
 def _scrub(text: str, secrets: Sequence[str]) -> str:
     for s in secrets:
         if s:
@@ -194,6 +199,14 @@ class _ThreadView:
         #: Tool call ids of this guard's latest appends to the thread, noted before each append
         #: (see ToolGuard._commit: a sibling call's events do not make a decision stale).
         self.own: deque[str] = deque(maxlen=_OWN_CALLS_KEPT)
+        #: Held while a call of the thread is decided here (snapshot, engine, noting the decision), so
+        #: parallel calls of one step are decided one after another (their tools still run together).
+        self.deciding = threading.Lock()
+        #: Decisions made here, by tool call id, as history entries: they count in the history of every
+        #: later decision from the moment they are made, before their record commits (a per-run rate
+        #: limit holds under parallel calls). Dropped when the call ends (ToolGuard._land); by then
+        #: the record is folded in, or the next call reads it.
+        self.decided_here: dict[str, dict[str, Any]] = {}
 
     def mark(self) -> Watermark | None:
         """How far this view vouches for the thread, if it does (caller holds ``lock``)."""
@@ -236,12 +249,8 @@ class _ThreadView:
             # The policy's step history and approvals.
             if kind == _POLICY_DECIDED:
                 d = p["decision"]
-                entries[tcid] = {
-                    "tool": p["tool"],
-                    "decision": "deny" if not d["allow"] else ("require_approval" if d["require_approval"] else "allow"),
-                    "outcome": None,
-                    "ts": e.ts,
-                }
+                entries[tcid] = {"tool": p["tool"], "decision": _history_decision(d["allow"], d["require_approval"]),
+                                 "outcome": None, "ts": e.ts}
             elif kind in _APPROVALS_GIVEN:
                 self.approvals.append(
                     {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"],
@@ -263,9 +272,10 @@ class _ThreadView:
 
     def snapshot(self, call: tuple[str, str] | None = None, seen: Watermark | None = None) -> _ThreadSnapshot:
         rec = self.calls.get(call) if call is not None else None
+        # A call decided here again (a retry) keeps its place in the history with its latest decision.
+        history = list({**self.entries, **self.decided_here}.values() if self.decided_here else self.entries.values())
         return _ThreadSnapshot(
-            self.charter, list(self.entries.values()), list(self.approvals), rec.copy() if rec is not None else _CallRecord(),
-            seen,
+            self.charter, history, list(self.approvals), rec.copy() if rec is not None else _CallRecord(), seen,
         )
 
 
@@ -483,6 +493,10 @@ class ToolGuard:
         if flight is None:
             return
         key, done = flight
+        view = self._views.get(key[0])
+        if view is not None and view.decided_here:
+            with view.lock:
+                view.decided_here.pop(key[1], None)
         with self._inflight_lock:
             if self._inflight.get(key) is done:
                 del self._inflight[key]
@@ -494,6 +508,14 @@ class ToolGuard:
             return sum(1 for key in self._inflight if key[0] == thread_id) <= 1
 
     # -------------------------------------------------------------- helpers
+    def _note_decision(self, thread_id: str, tool_call_id: str, tool: str, decision: PolicyDecision) -> None:
+        """Count ``decision`` in the thread's history from now on (see _ThreadView.decided_here)."""
+        view = self._view_of(thread_id)
+        entry = {"tool": tool, "decision": _history_decision(decision.allow, decision.require_approval),
+                 "outcome": None, "ts": canonical.datetime_text(_now())}
+        with view.lock:
+            view.decided_here[tool_call_id] = entry
+
     def _drafts(
         self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]
     ) -> tuple[list[EventDraft], Watermark | None]:
@@ -548,8 +570,9 @@ class ToolGuard:
                             view.current = False
                     if not siblings:
                         raise _StaleDecision() from None
-                    # What is new is only about other calls this guard handled alongside this one
-                    # (parallel tool calls of one step): a decision need not see its siblings'.
+                    # What is new is only about other calls this guard handled alongside this one (parallel
+                    # tool calls of one step): each was decided before this one, and counted in its history,
+                    # or after it (see _ThreadView.deciding); what they did next is not this decision's input.
                     return self._commit(thread_id, drafts, None)
                 current = False
         if not current:
@@ -637,7 +660,10 @@ class ToolGuard:
         if thread_id and tool_call_id:
             flight = self._claim((thread_id, tool_call_id, args_digest))
         try:
-            plan = self._prepare_call(request, args_digest, trust)
+            # One decision at a time per thread (see _ThreadView.deciding); waiting for our own call
+            # (_claim, above) happens before, so no call holds this while waiting for another.
+            with self._view_of(thread_id).deciding if flight is not None else nullcontext():
+                plan = self._prepare_call(request, args_digest, trust)
             if plan.final is None and plan.decision is not None and self._wants_credential(plan):
                 # Credentials are issued (and recorded) after the decision: keep the history in that order.
                 self._flush(thread_id, tool_call_id, redecide=True)
@@ -845,6 +871,7 @@ class ToolGuard:
                 {**base, "decision": decision.to_dict(), "enforced": self.mode == "enforce", "retry_of_in_doubt": in_doubt is not None},
                 view.seen,
             )
+            self._note_decision(thread_id, tool_call_id, tool, decision)
         if not decision.allow and self.mode == "enforce":
             return self._deny(
                 thread_id, base, decision, list(decision.reasons),

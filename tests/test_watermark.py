@@ -6,7 +6,7 @@ no event of the view's kinds after the view's watermark, checked in the appendin
 (``Ledger.append(..., seen=Watermark(...))``). If another writer got there first, nothing is
 written and the guard decides again on a fresh read, so every recorded decision was made on
 the whole history. Only other calls the guard handled alongside (parallel tool calls of one
-step) do not count: a decision never saw its siblings'.
+step) do not count: they were decided after it (see tests/test_parallel_calls.py).
 """
 
 from __future__ import annotations
@@ -213,14 +213,15 @@ def test_parallel_calls_of_one_step_are_each_decided_once(warden, mode):
 
 
 def test_a_sibling_recorded_while_a_call_was_deciding_does_not_make_its_decision_stale(warden, monkeypatch):
-    """Forced order: call a decides on the cached view; its sibling b is decided, recorded and run
-    meanwhile; then a's decision is recorded. Only b's events are new, so a is decided once."""
+    """Forced order: call a decides on the cached view; its sibling b is then decided (on a history
+    holding a), recorded and run before a's decision is recorded. Only b's events are new, and b
+    was decided after a, so a is decided once."""
     guard, _, policy = make_guard(warden)
     thread = f"t-{uuid.uuid4().hex[:8]}"
     warden.start_run(thread, CHARTER)
     graph(guard).invoke(message("warm-up"), cfg(thread))
     a_viewed, b_ran = threading.Event(), threading.Event()
-    view, prepare = guard._view, guard._prepare
+    view, prepare, started = guard._view, guard._prepare, guard._started
 
     def view_then_signal(thread_id, call=None, *, trust=False):
         snap = view(thread_id, call, trust=trust)
@@ -234,11 +235,10 @@ def test_a_sibling_recorded_while_a_call_was_deciding_does_not_make_its_decision
             assert a_viewed.wait(10)
         return prepare(request, trust)
 
-    class AWaitsForB(RecordingPolicy):
-        def decide(self, policy_input):
-            if policy_input["args"]["text"] == "a":
-                assert b_ran.wait(10)
-            return super().decide(policy_input)
+    def record_a_after_b_ran(plan, lease):
+        if plan.tool_call_id == "a":
+            assert b_ran.wait(10)
+        return started(plan, lease)
 
     @tool
     def signal(text: str) -> str:
@@ -247,20 +247,23 @@ def test_a_sibling_recorded_while_a_call_was_deciding_does_not_make_its_decision
             b_ran.set()
         return text
 
-    guard.policy = AWaitsForB(guard.policy.inner)
     monkeypatch.setattr(guard, "_view", view_then_signal)
     monkeypatch.setattr(guard, "_prepare", prepare_b_after_a_viewed)
+    monkeypatch.setattr(guard, "_started", record_a_after_b_ran)
     warden.tools.register(ToolSpec("signal", sensitivity="public"))
     b = StateGraph(MessagesState)
     b.add_node("tools", ToolNode([signal], wrap_tool_call=guard))
     b.add_edge(START, "tools")
     b.add_edge("tools", END)
     calls = [{"name": "signal", "args": {"text": t}, "id": t, "type": "tool_call"} for t in ("a", "b")]
+    policy.inputs.clear()
     out = b.compile().invoke({"messages": [AIMessage(content="", tool_calls=calls)]}, cfg(thread))
     assert [m.content for m in out["messages"][1:]] == ["a", "b"]
-    assert [i["args"]["text"] for i in guard.policy.inputs] == ["b", "a"]  # a decided once
+    a_input, b_input = policy.inputs  # a decided once, then b
+    assert [i["args"]["text"] for i in policy.inputs] == ["a", "b"]
+    assert [h["tool"] for h in b_input["history"]] == [h["tool"] for h in a_input["history"]] + ["signal"]
     (recorded,) = decided(warden, thread, "a")
-    assert recorded["input_digest"] == canonical.digest(guard.policy.inputs[1])
+    assert recorded["input_digest"] == canonical.digest(a_input)
     assert warden.verify(thread_id=thread).ok
 
 
