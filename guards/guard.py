@@ -13,7 +13,9 @@ or use :class:`~langgraph_warden.guards.middleware.WardenMiddleware` with
    never finished is *in doubt*: it is recorded ``tool.aborted`` and re-run only
    if the tool is idempotent, the policy allows it (obligation
    ``retry_in_doubt``) or a person approves the retry;
-2. **policy** — one versioned input document → ``policy.decided``;
+2. **policy** — one versioned input document → ``policy.decided``. The calls of one
+   thread are decided one at a time, each on a history holding the decisions made
+   before it, recorded or not yet (parallel calls of one step cannot overrun a limit);
 3. **deny** → ``tool.denied`` and an error ``ToolMessage`` with the reasons;
    **needs approval** → ``interrupt(ApprovalRequest)``, checked on resume;
 4. **credential** — a just-in-time lease for exactly this step;
