@@ -16,7 +16,8 @@ import uuid
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
@@ -30,6 +31,7 @@ from langgraph_warden.guards.rego import RegoEngine
 from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
+from .support.agents import ScriptedChatModel, call, turn
 from .support.guard_probe import RecordingPolicy
 
 CHARTER = RunCharter(owner="alice@example.com", intent="parallel calls", risk_tier="low")
@@ -93,6 +95,30 @@ def test_a_rate_limit_holds_when_one_step_issues_several_calls(db_url, engine, m
         history = {(h["decision"], h["outcome"]) for h in policy.inputs[-1]["history"][1:]}
         assert len(policy.inputs[-1]["history"]) == 5
         assert history == {("allow", "completed"), ("deny", "denied")}
+        assert warden.verify(thread_id=thread).ok
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_limit_holds_through_create_agent_where_each_call_is_a_task_of_its_own(db_url, mode):
+    script = [
+        turn(call("echo", {"text": "first"}, "first")),
+        turn(*(call("echo", {"text": t}, t) for t in ("p1", "p2", "p3", "p4"))),
+        turn(text="done"),
+    ]
+    with Warden.open(db_url, ephemeral_keys=True, policy=engines()["rego"]()) as warden:
+        warden.tools.register(ToolSpec("echo", sensitivity="public"))
+        agent = create_agent(ScriptedChatModel(script=script), [echo], middleware=[warden.middleware()],
+                             checkpointer=warden.checkpointer)
+        thread = f"t-{uuid.uuid4().hex[:8]}"
+        warden.start_run(thread, CHARTER)
+        RAN.clear()
+        inputs, cfg = {"messages": [HumanMessage("go")]}, {"configurable": {"thread_id": thread}}
+        out = agent.invoke(inputs, cfg) if mode == "sync" else asyncio.run(agent.ainvoke(inputs, cfg))
+
+        replies = [m for m in out["messages"] if isinstance(m, ToolMessage) and m.tool_call_id != "first"]
+        refused = [m for m in replies if m.status == "error"]
+        assert sorted(RAN) == ["first", *sorted(m.tool_call_id for m in replies if m.status != "error")]
+        assert len(RAN) == 3 and len(refused) == 2 and all("rate_limited" in m.content for m in refused)
         assert warden.verify(thread_id=thread).ok
 
 
