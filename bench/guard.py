@@ -235,6 +235,33 @@ def profile(warden: Warden, rec: Recording, charter: RunCharter, n: int = 200) -
     return "\n".join(out)
 
 
+def machine_speed() -> float:
+    """ms for ``sum(range(100000))`` (best of 5 x 20): this VM's speed drifts, so each run says where it ran."""
+    import timeit
+
+    return min(timeit.repeat("sum(range(100000))", number=20, repeat=5)) / 20 * 1000
+
+
+def fsync_p50(path: Path, n: int = 200) -> float:
+    """µs for an fdatasync after overwriting 16 KiB of a preallocated file: the disk's share of a commit."""
+    import os
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, b"\0" * (1 << 22))
+        os.fsync(fd)
+        times = []
+        for i in range(n):
+            os.pwrite(fd, os.urandom(16384), (i * 16384) % (1 << 22))
+            t0 = time.perf_counter()
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(times) * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=300, help="measured calls per engine and history size")
@@ -243,6 +270,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
+    speed_before, fsync_before = machine_speed(), fsync_p50(tmp / "fsync-probe")
     rego = RegoEngine(DEFAULT_REGO_POLICY)
     # The OPA stand-in runs in its own process, as a real OPA would (in this process its request
     # threads would compete with the guard for the GIL and bill the guard for it).
@@ -266,6 +294,7 @@ def main() -> None:
                     rows.append(row)
                 if args.profile and label == "rego":
                     profile_text = profile(warden, rec, charter)
+        speed_after, fsync_after = machine_speed(), fsync_p50(tmp / "fsync-probe")
     finally:
         opa.close()
         server.stdin.close()
@@ -274,7 +303,9 @@ def main() -> None:
 
     ms = lambda s: f"{s * 1000:.2f}"  # noqa: E731
     print(f"command: python bench/guard.py --n {args.n} --warmup {args.warmup}{' --profile' if args.profile else ''}")
-    print(f"python {sys.version.split()[0]}, SQLite file DB, {args.n} calls per row, times in ms per tool call\n")
+    print(f"python {sys.version.split()[0]}, SQLite file DB, {args.n} calls per row, times in ms per tool call")
+    print(f"machine: sum(range(100000)) {speed_before:.2f} ms before, {speed_after:.2f} ms after; "
+          f"fdatasync of a 16 KiB overwrite p50 {fsync_before:.0f} us before, {fsync_after:.0f} us after\n")
     print("| engine | history | view | guarded p50 | unguarded p50 | engine eval p50 | **guard overhead p50** | guarded p95 | unguarded p95 | engine eval p95 | guard overhead p95 |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
