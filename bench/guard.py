@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import shutil
 import statistics
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 import uuid
 from pathlib import Path
 from typing import Any
@@ -237,15 +239,11 @@ def profile(warden: Warden, rec: Recording, charter: RunCharter, n: int = 200) -
 
 def machine_speed() -> float:
     """ms for ``sum(range(100000))`` (best of 5 x 20): this VM's speed drifts, so each run says where it ran."""
-    import timeit
-
     return min(timeit.repeat("sum(range(100000))", number=20, repeat=5)) / 20 * 1000
 
 
 def fsync_p50(path: Path, n: int = 200) -> float:
     """µs for an fdatasync after overwriting 16 KiB of a preallocated file: the disk's share of a commit."""
-    import os
-
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
         os.write(fd, b"\0" * (1 << 22))

@@ -71,15 +71,7 @@ log = logging.getLogger(__name__)
 _SQL_ADVANCE_HEAD = "UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ? AND seq = ? AND hash = ?"
 #: How many unseen events an UnseenEventsError lists (more: the list ends there).
 _UNSEEN_LISTED = 16
-_PG_NONE_UNSEEN = " AND NOT EXISTS (SELECT 1 FROM warden_events WHERE thread_id = %s AND seq > %s AND kind = ANY(%s))"
 _EV_INSERT_COLS = "thread_id, seq, checkpoint_ns, kind, subject, ts, body, hash, key_id, key_store, signature"
-
-
-@lru_cache(maxsize=None)
-def _sqlite_advance_head_unseen(kinds: int) -> str:
-    """SQLite: the conditional head advance that also requires no event of ``kinds`` kinds after a watermark."""
-    marks = ", ".join("?" * kinds)
-    return f"{_SQL_ADVANCE_HEAD} AND NOT EXISTS (SELECT 1 FROM warden_events WHERE thread_id = ? AND seq > ? AND kind IN ({marks}))"
 
 
 def _signed_already(_tx: DirectTx) -> None:
@@ -381,14 +373,7 @@ class Ledger:
             # this process committed last, advancing it conditionally saves reading it first. With
             # ``seen`` the same statement checks the watermark (a miss takes the path below, which says why).
             out, rows, seq, prev = self._chain(key, thread_id, drafts, *cached, raw.timestamp, sign=sign)
-            if seen is None:
-                advanced = raw.run(_SQL_ADVANCE_HEAD, (seq, prev, thread_id, *cached))
-            else:
-                advanced = raw.run(
-                    _sqlite_advance_head_unseen(len(seen.kinds)),
-                    (seq, prev, thread_id, *cached, thread_id, seen.seq, *seen.kinds),
-                )
-            if advanced == 1:
+            if raw.run(*self._advance_head(thread_id, (seq, prev), cached, seen)) == 1:
                 self._ensure_key(conn, key)
                 raw.many(f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 self._appended(pending, key, thread_id, seq, prev, signed=sign)
@@ -407,6 +392,19 @@ class Ledger:
         raw.run("UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ?", (seq, prev, thread_id))
         self._appended(pending, key, thread_id, seq, prev, signed=sign)
         return out
+
+    @classmethod
+    def _advance_head(
+        cls, thread_id: str, new: tuple[int, str], old: tuple[int, str], seen: Watermark | None
+    ) -> tuple[str, list[Any]]:
+        """The conditional head advance (``?`` placeholders) from ``old`` to ``new`` (seq, hash): it
+        matches only if the head is still ``old`` and, with ``seen``, the thread has no event of
+        ``seen.kinds`` after ``seen.seq``."""
+        sql, params = _SQL_ADVANCE_HEAD, [*new, thread_id, *old]
+        if seen is not None:
+            unseen, more = cls._select_events("1", thread_id, seen.kinds, seen.seq)
+            sql, params = f"{sql} AND NOT EXISTS ({unseen})", params + more
+        return sql, params
 
     def _check_seen(self, raw: Raw, thread_id: str, seen: Watermark) -> None:
         sql, params = self._select_events("seq, kind, subject", thread_id, seen.kinds, seen.seq)
@@ -450,13 +448,10 @@ class Ledger:
         if self._direct_pg is None or not drafts:
             return None
         import psycopg  # the optional 'postgres' extra: only a PostgreSQL ledger gets here
+        self._register_signing_key()  # this statement does not insert the key's row
         key = self.signing_key()
-        if key.key_id not in self._registered:
-            # Once per key, in a transaction of its own (this statement does not insert the key's row).
-            self.register_key()
-            key = self.signing_key()
-            if key.key_id not in self._registered:  # rotated meanwhile: let the locking path register it
-                return None
+        if key.key_id not in self._registered:  # rotated meanwhile: the locking path registers it
+            return None
         try:
             # Appends of one thread from this process take turns (LangGraph saves a step's writes and
             # its checkpoint from different threads): only another process can move the head under us.
@@ -474,10 +469,8 @@ class Ledger:
                     ]
                     params: list[Any] = [thread_id, seq, prev]
                 else:
-                    parts = [f"hd AS ({_SQL_ADVANCE_HEAD.replace('?', '%s')}{_PG_NONE_UNSEEN if seen else ''} RETURNING 1)"]
-                    params = [seq, prev, thread_id, seq0, prev0]
-                    if seen is not None:
-                        params += [thread_id, seen.seq, list(seen.kinds)]
+                    advance, params = self._advance_head(thread_id, (seq, prev), (seq0, prev0), seen)
+                    parts = [f"hd AS ({advance.replace('?', '%s')} RETURNING 1)"]
                 ev_cols = [c.strip() for c in _EV_INSERT_COLS.split(",")]
                 for i, (table, cols, values) in enumerate(
                     [*inserts, *(("warden_events", ev_cols, r) for r in rows)]

@@ -676,7 +676,6 @@ class ToolGuard:
             raise
         if plan.final is not None:
             self._flush(thread_id, tool_call_id)
-        if plan.final is not None:
             self._land(flight)
         else:
             plan.flight = flight

@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 
 import pytest
 from langchain_core.messages import AIMessage
-from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
@@ -33,18 +32,12 @@ from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
 from .support.guard_probe import make_guard
+from .support.tools import recording_echo
 
 CHARTER = RunCharter(owner="alice@example.com", intent="hot path", risk_tier="low")
 
 
-RUNS: list[str] = []
-
-
-@tool
-def echo(text: str) -> str:
-    """Return the text."""
-    RUNS.append(text)
-    return text
+echo, RUNS = recording_echo()
 
 
 def graph(guard: ToolGuard):

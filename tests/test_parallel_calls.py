@@ -33,16 +33,10 @@ from langgraph_warden.warden import Warden
 
 from .support.agents import ScriptedChatModel, call, turn
 from .support.guard_probe import RecordingPolicy
+from .support.tools import recording_echo
 
 CHARTER = RunCharter(owner="alice@example.com", intent="parallel calls", risk_tier="low")
-RAN: list[str] = []
-
-
-@tool
-def echo(text: str) -> str:
-    """Return the text."""
-    RAN.append(text)
-    return text
+echo, RAN = recording_echo()
 
 
 def graph(warden: Warden, tools: list[Any] = (echo,)):  # type: ignore[assignment]

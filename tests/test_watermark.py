@@ -33,18 +33,12 @@ from langgraph_warden.guards.guard import ToolGuard
 from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
-from .support.guard_probe import RecordingPolicy, make_guard
+from .support.guard_probe import make_guard
+from .support.tools import recording_echo
 
 CHARTER = RunCharter(owner="alice@example.com", intent="watermarks", risk_tier="low")
 TOOL_KINDS = (EventKind.TOOL_COMPLETED,)
-RUNS: list[str] = []
-
-
-@tool
-def echo(text: str) -> str:
-    """Return the text."""
-    RUNS.append(text)
-    return text
+echo, RUNS = recording_echo()
 
 
 @pytest.fixture
