@@ -31,11 +31,7 @@ __all__ = [
     "heads",
     "keys",
     "leases",
-    "SCHEMA_REVISION",
 ]
-
-#: The Alembic revision this code expects (head of migrations/versions).
-SCHEMA_REVISION = "0001_initial"
 
 metadata = MetaData()
 

@@ -398,3 +398,26 @@ def test_a_database_at_the_first_revision_is_upgraded_in_place(db_url):
         saver.delete_for_runs(["no-such-run"])
         assert saver.get_tuple(_conf("old")).config == cfgs[-1]
         _verified(saver)
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_describes(db_url):
+    """``schema.metadata`` (what the runtime code queries) and the Alembic migrations (what
+    ``setup()`` creates) are written separately: any drift between them, a column, type, index
+    or table in one and not the other, is a schema the code does not expect."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from langgraph_warden.checkpointers import migrate, schema
+
+    with _open(db_url):
+        pass  # setup() ran the migrations
+    eng = create_engine(db_url)
+    try:
+        with eng.connect() as conn:
+            assert set(schema.metadata.tables) <= set(conn.dialect.get_table_names(conn))
+            ctx = MigrationContext.configure(
+                conn, opts={"version_table": migrate.VERSION_TABLE, "compare_type": True}
+            )
+            assert compare_metadata(ctx, schema.metadata) == []
+    finally:
+        eng.dispose()
