@@ -1003,21 +1003,43 @@ class ToolGuard:
             )
             raise
         answer = got.decision
-        if answer is None:  # expired
-            msg = (
-                f"The approval request {req.request_id} for {tool!r} expired at {req.expires_at}; the tool was not run. "
+        if decided is None:
+            drafts, refusal = self._closing_drafts(base, req, answer, got.approver)
+            deferred, decided_on = self._take_deferred(thread_id, tool_call_id)
+            self._commit(thread_id, deferred + drafts, decided_on)
+        else:
+            refusal = self._refusal(req, answer)
+        if refusal is not None:
+            return self._message(None, refusal, tool=tool, tool_call_id=tool_call_id)
+        assert answer is not None
+        return answer, (dict(answer.args) if answer.decision == "edit" else args)
+
+    @staticmethod
+    def _refusal(req: ApprovalRequest, answer: ApprovalDecision | None) -> str | None:
+        """What the call returns instead of running, if ``answer`` (``None``: expired) stops it."""
+        if answer is None:
+            return (
+                f"The approval request {req.request_id} for {req.tool!r} expired at {req.expires_at}; the tool was not run. "
                 "Ask again to get a new approval request."
             )
-            if decided is None:
-                self._append(
-                    thread_id, EventKind.APPROVAL_EXPIRED, tool_call_id,
-                    {**base, "request_id": req.request_id, "expires_at": req.expires_at, "approver": got.approver},
-                )
-                # Final for this call: a re-run of its task returns the same refusal (see _prepare).
-                self._append(thread_id, EventKind.TOOL_DENIED, tool_call_id, {**base, "reasons": ["approval_expired"], "message": msg, "decision_id": None})
-            return self._message(None, msg, tool=tool, tool_call_id=tool_call_id)
-        kind = {"approve": EventKind.APPROVAL_GRANTED, "reject": EventKind.APPROVAL_REJECTED, "edit": EventKind.APPROVAL_EDITED}[answer.decision]
-        if decided is None:
+        if answer.decision == "reject":
+            return f"Rejected by {answer.approver}: {answer.message or 'no reason given'}. The tool was not run."
+        return None
+
+    def _closing_drafts(
+        self, base: Mapping[str, Any], req: ApprovalRequest, answer: ApprovalDecision | None, approver: str | None
+    ) -> tuple[list[EventDraft], str | None]:
+        """The events that close ``req`` with ``answer`` (``None``: it came after expiry), and the
+        refusal the call returns if it does not run (then also recorded as ``tool.denied``: final
+        for the call, so a re-run of its task returns the same refusal, see ``_prepare_call``)."""
+        tcid = base["tool_call_id"]
+        refusal = self._refusal(req, answer)
+        if answer is None:
+            drafts = [EventDraft(EventKind.APPROVAL_EXPIRED, {**base, "request_id": req.request_id, "expires_at": req.expires_at,
+                                                              "approver": approver}, subject=tcid)]
+            reason = "approval_expired"
+        else:
+            kind = {"approve": EventKind.APPROVAL_GRANTED, "reject": EventKind.APPROVAL_REJECTED, "edit": EventKind.APPROVAL_EDITED}[answer.decision]
             payload = {
                 **base,
                 "request_id": req.request_id,
@@ -1030,38 +1052,50 @@ class ToolGuard:
             }
             if answer.decision == "edit":
                 payload["edited_args"] = dict(answer.args or {})
-                payload["edited_action_digest"] = action_digest(tool, answer.args or {}, thread_id, tool_call_id)
-            self._append(thread_id, kind, tool_call_id, payload)
-        if answer.decision == "reject":
-            msg = f"Rejected by {answer.approver}: {answer.message or 'no reason given'}. The tool was not run."
-            if decided is None:
-                self._append(thread_id, EventKind.TOOL_DENIED, tool_call_id, {**base, "reasons": ["rejected_by_approver"], "message": msg, "decision_id": None})
-            return self._message(None, msg, tool=tool, tool_call_id=tool_call_id)
-        return answer, (dict(answer.args) if answer.decision == "edit" else args)
+                payload["edited_action_digest"] = action_digest(req.tool, answer.args or {}, req.thread_id, tcid)
+            drafts = [EventDraft(kind, payload, subject=tcid)]
+            reason = "rejected_by_approver"
+        if refusal is not None:
+            drafts.append(EventDraft(EventKind.TOOL_DENIED, {**base, "reasons": [reason], "message": refusal, "decision_id": None},
+                                     subject=tcid))
+        return drafts, refusal
 
-    def _approval_requests(self, thread_id: str) -> tuple[dict[str, ApprovalRequest], set[str]]:
-        """The thread's open approval requests (by id) and the ids already decided."""
-        open_: dict[str, ApprovalRequest] = {}
+    def _approval_requests(
+        self, thread_id: str
+    ) -> tuple[dict[str, tuple[ApprovalRequest, dict[str, Any]]], set[str]]:
+        """The thread's open approval requests (by id, with their call: ``tool_call_id``, ``tool``,
+        ``args_digest``) and the ids already decided."""
+        open_: dict[str, tuple[ApprovalRequest, dict[str, Any]]] = {}
         final: set[str] = set()
         for e in self.sink.events(thread_id, kinds=[EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL]):
             rid = e.payload.get("request_id")
             if e.kind == EventKind.APPROVAL_REQUESTED:
-                open_[rid] = ApprovalRequest.from_dict(e.payload["request"])
+                p = e.payload
+                open_[rid] = (ApprovalRequest.from_dict(p["request"]),
+                              {"tool_call_id": p["tool_call_id"], "tool": p["tool"], "args_digest": p["args_digest"]})
             else:
                 open_.pop(rid, None)
                 final.add(rid)
         return open_, final
 
     def _await_answer(
-        self, thread_id: str, req: ApprovalRequest, charter: RunCharter | None, decided: Event | None
+        self, thread_id: str, req: ApprovalRequest, charter: RunCharter | None, decided: EventSummary | None
     ) -> _Answer:
         """Pause for (or find) the answer to ``req``; a ``None`` decision means it arrived after expiry.
+
+        ``decided``: the answer the ledger already holds for ``req`` (this call's task re-ran after a
+        sibling paused or the process died, or a sibling took the answer from LangGraph and recorded
+        it, see ``_validate_resume``). It stands, and nothing is asked: the resume value that brought
+        it may be gone (consumed by the sibling, or never saved by a process that died).
 
         Every resume value is checked inside ``interrupt()`` (its ``response_schema``), so a
         refused one is never recorded by LangGraph and the interrupt stays pending. The calls
         of one ToolNode task share one interrupt counter, so they ask one at a time (a lock)
         and each takes the answer addressed to its own request id, whichever index it sits at.
         """
+        if decided is not None:
+            answer = None if decided.kind == EventKind.APPROVAL_EXPIRED else ApprovalDecision.parse(decided.payload["answer"])
+            return _Answer(answer, decided.payload.get("approver"))
         from langgraph.config import get_config
 
         conf = get_config().get("configurable", {})
@@ -1072,13 +1106,13 @@ class ToolGuard:
             for raw in walked:
                 mine = _addressed_to(raw, req.request_id)
                 if mine is not None:
-                    return _Answer(self._recorded_or_checked(req, mine, charter, decided), _approver_of(mine))
+                    return _Answer(self._check_answer(req, mine, charter), _approver_of(mine))
 
             # 2. ask; answers meant for other calls are recorded and skipped.
             def validate(raw: Any) -> Any:
                 new = _is_new_resume(raw, scratchpad, conf)
                 try:
-                    result = self._validate_resume(thread_id, req, charter, decided, raw, new)
+                    result = self._validate_resume(thread_id, req, charter, raw, new)
                 except InvalidApprovalError as exc:
                     mine = _addressed_to(raw, req.request_id)
                     setattr(exc, "approver", _approver_of(mine if mine is not None else raw))
@@ -1096,7 +1130,7 @@ class ToolGuard:
                     return result
 
     def _validate_resume(
-        self, thread_id: str, req: ApprovalRequest, charter: RunCharter | None, decided: Event | None, raw: Any, new: bool
+        self, thread_id: str, req: ApprovalRequest, charter: RunCharter | None, raw: Any, new: bool
     ) -> Any:
         """Check one resume value for ``req``: ``_Answer`` if it answers it, ``_NOT_MINE`` if it answers another call."""
         mine = _addressed_to(raw, req.request_id)
@@ -1107,12 +1141,15 @@ class ToolGuard:
             others = {raw["request_id"]: raw}
         else:
             others = {}
+        closing: list[EventDraft] = []  # events that close the other requests answered here
         if others:
             # Every answer in the value must be sound before LangGraph records it.
             open_, final = self._approval_requests(thread_id)
             for rid, payload in others.items():
                 if rid in open_:
-                    self._check_answer(open_[rid], payload, charter)
+                    other, call = open_[rid]
+                    closing += self._closing_drafts(call, other, self._check_answer(other, payload, charter),
+                                                    _approver_of(payload))[0]
                 elif new and rid in final:
                     raise InvalidApprovalError(
                         f"approval field 'request_id': request {rid!r} was already decided; an approval is used once "
@@ -1125,22 +1162,18 @@ class ToolGuard:
                         f"{req.tool!r} (call {req.tool_call_id}) is {req.request_id!r}",
                         field="request_id", reason="unknown_request",
                     )
-        if mine is None:
-            if not others:
-                ApprovalDecision.parse(raw)  # raises, naming the field
-            return _NOT_MINE
-        return _Answer(self._recorded_or_checked(req, mine, charter, decided), _approver_of(mine))
-
-    def _recorded_or_checked(
-        self, req: ApprovalRequest, value: Any, charter: RunCharter | None, decided: Event | None
-    ) -> ApprovalDecision | None:
-        if decided is None:
-            return self._check_answer(req, value, charter)
-        # The ledger's decision is authoritative; the value only has to be an answer to this request.
-        ApprovalDecision.parse(value)
-        if decided.kind == EventKind.APPROVAL_EXPIRED:
-            return None
-        return ApprovalDecision.parse(decided.payload["answer"])
+        result: Any = _NOT_MINE
+        if mine is not None:
+            result = _Answer(self._check_answer(req, mine, charter), _approver_of(mine))
+        elif not others:
+            ApprovalDecision.parse(raw)  # raises, naming the field
+        if closing:
+            # Recorded now, not when the other call runs: in a sync ToolNode a call the pool had not
+            # started when this one paused is cancelled (Executor.map), and the answer must not wait
+            # for its task's next run to count. That call finds the answer recorded (_await_answer).
+            # Only once every answer in the value checked out, ours included.
+            self._commit(thread_id, closing, None)
+        return result
 
     def _check_answer(self, req: ApprovalRequest, value: Any, charter: RunCharter | None) -> ApprovalDecision | None:
         answer = ApprovalDecision.parse(value)

@@ -11,11 +11,14 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.runnables.config import ContextThreadPoolExecutor
+from langgraph.prebuilt import tool_node as tool_node_module
 from langgraph.types import Command
 
 from langgraph_warden import canonical
@@ -392,6 +395,69 @@ def test_toolnode_parallel_gated_calls_answered_one_by_one(warden, effects_path,
     assert effects.count("issue_refund") == 1 and effects.count("send_email") == 1
     assert not events(warden, thread, EventKind.APPROVAL_REFUSED)
     assert warden.audit(thread).summary.side_effects_executed_twice == []
+
+
+@contextmanager
+def _later_calls_never_start(config):
+    """``get_executor_for_config`` for the schedule a loaded machine produces: each call starts only
+    after the one before it returned, so a call that pauses leaves the later ones never started
+    (``Executor.map`` cancels them), deterministically."""
+    with ContextThreadPoolExecutor(max_workers=1) as pool:
+
+        class OneAfterAnother:
+            def map(self, fn, *iterables):
+                return (pool.submit(fn, *args).result() for args in zip(*iterables))
+
+        yield OneAfterAnother()
+
+
+@pytest.mark.parametrize("answer", ["approve", "reject"])
+def test_toolnode_sibling_answer_is_recorded_even_when_its_call_does_not_run(
+    warden, effects_path, effects, answer, monkeypatch
+):
+    """A sync ToolNode runs a step's calls through ``Executor.map``: when the first call pauses
+    again, calls the pool has not started yet are cancelled (seen under CPU load). An answer to
+    such a sibling was taken from LangGraph by the call that did run: it is recorded in the
+    ledger then, so the request is no longer pending, and the sibling uses the recorded answer
+    when its task runs again (once, no second record)."""
+    g, cfg, intr = start(warden, effects_path, "t-tn-sib-" + answer, script=PARALLEL_SCRIPT)
+    thread = cfg["configurable"]["thread_id"]
+    by_call = {p.tool_call_id: p for p in warden.pending_approvals(thread)}
+    assert intr.value["tool_call_id"] == "r1" and set(by_call) == {"r1", "e1"}
+    e1 = by_call["e1"]
+    payload = (approvals.approve(e1, "bob@example.com") if answer == "approve"
+               else approvals.reject(e1, "bob@example.com", message="not now"))
+
+    with monkeypatch.context() as m:
+        m.setattr(tool_node_module, "get_executor_for_config", _later_calls_never_start)
+        out = g.invoke(Command(resume={e1.request_id: payload}), cfg)
+    (again,) = out["__interrupt__"]
+    assert again.value["tool_call_id"] == "r1"
+    assert effects.count("send_email") == 0  # e1's call was cancelled before it started
+    assert [p.tool_call_id for p in warden.pending_approvals(thread)] == ["r1"]
+    final = EventKind.APPROVAL_GRANTED if answer == "approve" else EventKind.APPROVAL_REJECTED
+    (recorded,) = events(warden, thread, final)
+    assert recorded["tool_call_id"] == "e1" and recorded["request_id"] == e1.request_id
+    assert recorded["approver"] == "bob@example.com"
+
+    out = g.invoke(Command(resume=approvals.approve(by_call["r1"], "bob@example.com")), cfg)
+    assert "__interrupt__" not in out
+    msgs = tool_messages(out)
+    assert msgs["r1"].content == "refunded 10 on o-1"
+    if answer == "approve":
+        assert msgs["e1"].content == "sent to ada@example.com"
+        assert effects.count("send_email") == 1
+    else:
+        assert "Rejected by bob@example.com: not now" in msgs["e1"].content
+        assert effects.count("send_email") == 0
+        assert [p["tool_call_id"] for p in events(warden, thread, EventKind.TOOL_DENIED)] == ["e1"]
+    assert effects.count("issue_refund") == 1
+    assert sorted(p["tool_call_id"] for p in events(warden, thread, final)) == sorted(
+        ["e1", "r1"] if answer == "approve" else ["e1"])
+    assert not events(warden, thread, EventKind.APPROVAL_REFUSED)
+    assert warden.pending_approvals(thread) == []
+    audit = warden.audit(thread)
+    assert audit.verified and audit.summary.side_effects_executed_twice == []
 
 
 # ------------------------------------------------------------------------- crash between approve and run
