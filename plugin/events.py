@@ -100,28 +100,26 @@ class EventSummary(NamedTuple):
     payload: Mapping[str, Any]
 
     @classmethod
-    def from_body(cls, seq: int, kind: str, body: bytes) -> EventSummary:
-        doc = _loads(body)
-        return cls(seq, kind, doc["ts"]["$datetime"], _payload(doc, body))
-
-    @classmethod
     def from_bodies(cls, rows: Sequence[tuple[int, str, bytes]]) -> list[EventSummary]:
         """Summaries of stored (seq, kind, body) rows, parsed as ONE JSON array (one native call).
 
-        When the joined bodies hold exactly one ``$`` per event (each body's ``ts`` tag), no
-        payload has tags or escaped keys and none needs reviving; otherwise (a ``$`` anywhere
-        else, even inside a string) each row is decoded on its own. A one-byte count is
-        several times cheaper than counting ``"$``.
+        A body holding exactly one ``$`` (its ``ts`` tag) has a payload with no tags and no
+        escaped keys: it is used as parsed. Any other (a ``bytes`` result, a datetime, a key
+        starting with ``$``, or just a ``$`` inside a string) is revived, which is exact in every
+        case. A one-byte count is several times cheaper than counting ``"$``; when the joined
+        bodies hold one per event, no row is counted on its own.
         """
         if not rows:
             return []
         bodies = [b if type(b) is bytes else bytes(b) for _, _, b in rows]
         joined = b"[" + b",".join(bodies) + b"]"
-        if joined.count(b"$") != len(bodies):
-            return [cls.from_body(seq, kind, body) for (seq, kind, _), body in zip(rows, bodies)]
+        docs = _loads(joined)
+        if joined.count(b"$") == len(bodies):
+            return [cls(seq, kind, doc["ts"]["$datetime"], doc["payload"]) for (seq, kind, _), doc in zip(rows, docs)]
+        revive = canonical.revive
         return [
-            cls(seq, kind, doc["ts"]["$datetime"], doc["payload"])
-            for (seq, kind, _), doc in zip(rows, _loads(joined))
+            cls(seq, kind, doc["ts"]["$datetime"], doc["payload"] if body.count(b"$") == 1 else revive(doc["payload"]))
+            for (seq, kind, _), body, doc in zip(rows, bodies, docs)
         ]
 
 
