@@ -13,7 +13,8 @@ the thread warm (the steady state of a run: the previous call on the thread went
 guard, which decides without reading the ledger and records the decision only if the thread
 has nothing newer, see ``Watermark``); and history 50 cold (the first call after a restart:
 the guard reads and folds the whole history). History 50 is seeded directly as events, spread
-over several tools so the default policy's rate limit does not deny. The tool declares no scopes, so no
+over several tools so the default policy's rate limit does not deny; each earlier call's
+``tool.completed`` carries its serialised result (~400 bytes of text), as the guard records it. The tool declares no scopes, so no
 credential is issued: this measures the guard itself (a ledger read of the thread's
 history where its view is not current, the policy input, one durable commit of ``policy.decided`` + ``tool.started`` before
 the tool runs, and ``tool.completed`` queued after it without waiting for its commit, see
@@ -55,8 +56,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from langchain_core.messages import AIMessage  # noqa: E402
+from langchain_core.messages import AIMessage, ToolMessage  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer  # noqa: E402
 from langgraph.graph import END, START, MessagesState, StateGraph  # noqa: E402
 from langgraph.prebuilt import ToolNode  # noqa: E402
 
@@ -77,6 +79,9 @@ from tests.support.guard_probe import PolicyWrapper  # noqa: E402
 SCENARIOS = [(0, "cold"), (50, "warm"), (50, "cold")]
 VIEW_LABEL = {(0, "cold"): "first call of a run", (50, "warm"): "in a run (steady state)", (50, "cold"): "first call after a restart"}
 HISTORY_TOOLS = [f"earlier_{i}" for i in range(6)]  # 50 entries over 6 tools: under the per-tool limit of 20
+#: What each earlier call returned (~400 bytes, recorded in its tool.completed as the guard records results).
+RESULT_TEXT = "row 17: status=ok, owner=alice@example.com, region=eu-west-1, updated=2026-11-29T10:00:00Z; " * 4
+SERDE = JsonPlusSerializer()
 
 
 class Recording(PolicyWrapper):
@@ -112,6 +117,14 @@ def graph(wrap: Any | None):
     return b.compile()
 
 
+def completed_payload(base: dict[str, Any], tcid: str, tool_name: str) -> dict[str, Any]:
+    """A ``tool.completed`` payload as the guard records it: the serialised ToolMessage (bytes) included."""
+    result = ToolMessage(content=RESULT_TEXT, name=tool_name, tool_call_id=tcid)
+    type_, data = SERDE.dumps_typed(result)
+    return {**base, "attempt": 1, "status": "success", "result_digest": canonical.digest_bytes(data),
+            "result": {"type": type_, "data": data}, "preview": RESULT_TEXT[:300], "lease_id": None}
+
+
 def seed(warden: Warden, thread: str, history: int, charter: RunCharter) -> None:
     if history == 0:
         warden.start_run(thread, charter)  # as a user starts a run (see the module docstring)
@@ -125,7 +138,7 @@ def seed(warden: Warden, thread: str, history: int, charter: RunCharter) -> None
                     "obligations": {}, "engine": "seed", "policy_revision": "seed", "decision_id": None, "input_digest": "seed"}
         drafts.append(EventDraft(kind=EventKind.POLICY_DECIDED, payload={**base, "decision": decision, "enforced": True}, subject=tcid))
         drafts.append(EventDraft(kind=EventKind.TOOL_STARTED, payload={**base, "attempt": 1}, subject=tcid))
-        drafts.append(EventDraft(kind=EventKind.TOOL_COMPLETED, payload={**base, "attempt": 1, "status": "success"}, subject=tcid))
+        drafts.append(EventDraft(kind=EventKind.TOOL_COMPLETED, payload=completed_payload(base, tcid, tool_name), subject=tcid))
     warden.ledger.append(thread, drafts)
 
 
