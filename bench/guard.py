@@ -14,10 +14,11 @@ guard, which decides without reading the ledger and records the decision only if
 has nothing newer, see ``Watermark``); and history 50 cold (the first call after a restart:
 the guard reads and folds the whole history). History 50 is seeded directly as events, spread
 over several tools so the default policy's rate limit does not deny; each earlier call's
-``tool.completed`` carries its serialised result (~400 bytes of text), as the guard records it. The tool declares no scopes, so no
-credential is issued: this measures the guard itself (a ledger read of the thread's
-history where its view is not current, the policy input, one durable commit of ``policy.decided`` + ``tool.started`` before
-the tool runs, and ``tool.completed`` queued after it without waiting for its commit, see
+``tool.completed`` carries its serialised result (~400 bytes of text), as the guard records it.
+The tool declares no scopes, so no credential is issued: this measures the guard itself (a
+ledger read of the thread's history where its view is not current, the policy input, one
+durable commit of ``policy.decided`` + ``tool.started`` before the tool runs, and
+``tool.completed`` queued after it without waiting for its commit, see
 ``Ledger.append_soon``) plus the engine. Guarded and unguarded calls alternate so drift hits
 both; after each guarded call the bench waits (untimed) until the queued commit is done, so
 its fsync and CPU never land inside the next measurement. After the timed calls, a few more run through a counting
