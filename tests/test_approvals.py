@@ -11,14 +11,11 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage, ToolMessage
-from langchain_core.runnables.config import ContextThreadPoolExecutor
-from langgraph.prebuilt import tool_node as tool_node_module
 from langgraph.types import Command
 
 from langgraph_warden import canonical
@@ -30,6 +27,7 @@ from langgraph_warden.warden import Warden
 
 from .support.agents import ScriptedChatModel, SideEffects, call, turn
 from .support.proc_approval_crash import SCRIPT as CRASH_SCRIPT
+from .support.schedules import every_call_starts, later_calls_never_start, tool_node
 from .support.graphs_approval import CRASH_ENV, DEFAULT_SCRIPT, PARALLEL_SCRIPT, build, policy, register, tools
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,9 +362,10 @@ def test_create_agent_parallel_interrupts_resume_by_interrupt_id(warden, effects
     assert warden.pending_approvals("t-agent") == []
 
 
-def test_toolnode_parallel_gated_calls_resume_by_request_id(warden, effects_path, effects):
+def test_toolnode_parallel_gated_calls_resume_by_request_id(warden, effects_path, effects, monkeypatch):
     """One ToolNode task, two gated calls: LangGraph surfaces one interrupt, the ledger lists both;
     a {request_id: payload} resume answers both at once, whichever order the threads run in."""
+    monkeypatch.setattr(tool_node, "get_executor_for_config", every_call_starts)  # both calls ask (see schedules)
     g, cfg, intr = start(warden, effects_path, "t-tn-map", script=PARALLEL_SCRIPT)
     pending = warden.pending_approvals("t-tn-map")
     assert sorted(p.tool_call_id for p in pending) == ["e1", "r1"]
@@ -381,7 +380,8 @@ def test_toolnode_parallel_gated_calls_resume_by_request_id(warden, effects_path
 
 
 @pytest.mark.parametrize("order", [["e1", "r1"], ["r1", "e1"]])
-def test_toolnode_parallel_gated_calls_answered_one_by_one(warden, effects_path, effects, order):
+def test_toolnode_parallel_gated_calls_answered_one_by_one(warden, effects_path, effects, order, monkeypatch):
+    monkeypatch.setattr(tool_node, "get_executor_for_config", every_call_starts)  # both calls ask (see schedules)
     g, cfg, intr = start(warden, effects_path, f"t-tn-{order[0]}", script=PARALLEL_SCRIPT)
     thread = cfg["configurable"]["thread_id"]
     by_call = {p.tool_call_id: p for p in warden.pending_approvals(thread)}
@@ -397,29 +397,17 @@ def test_toolnode_parallel_gated_calls_answered_one_by_one(warden, effects_path,
     assert warden.audit(thread).summary.side_effects_executed_twice == []
 
 
-@contextmanager
-def _later_calls_never_start(config):
-    """``get_executor_for_config`` for the schedule a loaded machine produces: each call starts only
-    after the one before it returned, so a call that pauses leaves the later ones never started
-    (``Executor.map`` cancels them), deterministically."""
-    with ContextThreadPoolExecutor(max_workers=1) as pool:
-
-        class OneAfterAnother:
-            def map(self, fn, *iterables):
-                return (pool.submit(fn, *args).result() for args in zip(*iterables))
-
-        yield OneAfterAnother()
-
-
 @pytest.mark.parametrize("answer", ["approve", "reject"])
 def test_toolnode_sibling_answer_is_recorded_even_when_its_call_does_not_run(
     warden, effects_path, effects, answer, monkeypatch
 ):
     """A sync ToolNode runs a step's calls through ``Executor.map``: when the first call pauses
-    again, calls the pool has not started yet are cancelled (seen under CPU load). An answer to
+    again, calls the pool has not started yet are cancelled (seen under CPU load; pinned here, see
+    ``tests/support/schedules.py``). An answer to
     such a sibling was taken from LangGraph by the call that did run: it is recorded in the
     ledger then, so the request is no longer pending, and the sibling uses the recorded answer
     when its task runs again (once, no second record)."""
+    monkeypatch.setattr(tool_node, "get_executor_for_config", every_call_starts)  # both calls ask first
     g, cfg, intr = start(warden, effects_path, "t-tn-sib-" + answer, script=PARALLEL_SCRIPT)
     thread = cfg["configurable"]["thread_id"]
     by_call = {p.tool_call_id: p for p in warden.pending_approvals(thread)}
@@ -429,7 +417,7 @@ def test_toolnode_sibling_answer_is_recorded_even_when_its_call_does_not_run(
                else approvals.reject(e1, "bob@example.com", message="not now"))
 
     with monkeypatch.context() as m:
-        m.setattr(tool_node_module, "get_executor_for_config", _later_calls_never_start)
+        m.setattr(tool_node, "get_executor_for_config", later_calls_never_start)
         out = g.invoke(Command(resume={e1.request_id: payload}), cfg)
     (again,) = out["__interrupt__"]
     assert again.value["tool_call_id"] == "r1"

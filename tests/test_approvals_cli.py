@@ -18,6 +18,7 @@ from langgraph_warden.warden import Warden
 
 from .support.agents import SideEffects
 from .support.graphs_approval import DEFAULT_SCRIPT, EFFECTS_ENV, PARALLEL_SCRIPT, build
+from .support.schedules import every_call_starts, tool_node
 
 GRAPH = "tests.support.graphs_approval:graph"
 runner = CliRunner()
@@ -133,6 +134,7 @@ def test_decide_signed_with_key_file(db_url, env, tmp_path):
 
 def test_decide_parallel_toolnode_calls_by_request_id(db_url, env, monkeypatch):
     monkeypatch.setenv("WARDEN_TEST_SCRIPT", "parallel")
+    monkeypatch.setattr(tool_node, "get_executor_for_config", every_call_starts)  # both calls ask (see schedules)
     pending = pause(db_url, env, "t-cli-par", script=PARALLEL_SCRIPT)
     assert len(pending) == 2
     common = ["--db", db_url, "--graph", GRAPH, "--ephemeral-keys", "--format", "json"]
