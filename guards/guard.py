@@ -519,16 +519,17 @@ class ToolGuard:
             view.decided_here[tool_call_id] = entry
 
     def _drafts(
-        self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]
+        self, thread_id: str, tool_call_id: str | None, drafts: list[EventDraft]
     ) -> tuple[list[EventDraft], Watermark | None]:
-        """One event, preceded (same transaction, one signature) by the call's deferred drafts."""
-        drafts, decided_on = self._take_deferred(thread_id, tool_call_id)
-        drafts.append(EventDraft(kind=kind, payload=payload, subject=tool_call_id))
-        return drafts, decided_on
+        """``drafts`` about one call, preceded (same transaction, one signature) by the call's
+        deferred drafts, and the watermark a deferred decision was made on (see :meth:`_commit`)."""
+        deferred, decided_on = self._take_deferred(thread_id, tool_call_id)
+        return deferred + drafts, decided_on
 
     def _append(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> Event:
         """Append one event (with the call's deferred drafts); durable when this returns."""
-        return self._commit(thread_id, *self._drafts(thread_id, kind, tool_call_id, payload))[-1]
+        draft = EventDraft(kind=kind, payload=payload, subject=tool_call_id)
+        return self._commit(thread_id, *self._drafts(thread_id, tool_call_id, [draft]))[-1]
 
     def _commit(self, thread_id: str, drafts: list[EventDraft], decided_on: Watermark | None) -> list[Event]:
         """Append, keeping the thread's view current where the ledger vouches for it (see _ThreadView).
@@ -597,7 +598,7 @@ class ToolGuard:
         durable commit (an fsync) on the tool call's path.
         """
         soon = getattr(self.sink, "append_soon", None)  # a DeferringEventSink
-        drafts, decided_on = self._drafts(thread_id, kind, tool_call_id, payload)
+        drafts, decided_on = self._drafts(thread_id, tool_call_id, [EventDraft(kind=kind, payload=payload, subject=tool_call_id)])
         view = self._views.get(thread_id) if self._watermarks else None
         if soon is None or decided_on is not None:
             self._commit(thread_id, drafts, decided_on)
@@ -1004,11 +1005,8 @@ class ToolGuard:
             raise
         answer = got.decision
         if decided is None:
-            drafts, refusal = self._closing_drafts(base, req, answer, got.approver)
-            deferred, decided_on = self._take_deferred(thread_id, tool_call_id)
-            self._commit(thread_id, deferred + drafts, decided_on)
-        else:
-            refusal = self._refusal(req, answer)
+            self._commit(thread_id, *self._drafts(thread_id, tool_call_id, self._closing_drafts(base, req, answer, got.approver)))
+        refusal = self._refusal(req, answer)
         if refusal is not None:
             return self._message(None, refusal, tool=tool, tool_call_id=tool_call_id)
         assert answer is not None
@@ -1028,10 +1026,10 @@ class ToolGuard:
 
     def _closing_drafts(
         self, base: Mapping[str, Any], req: ApprovalRequest, answer: ApprovalDecision | None, approver: str | None
-    ) -> tuple[list[EventDraft], str | None]:
-        """The events that close ``req`` with ``answer`` (``None``: it came after expiry), and the
-        refusal the call returns if it does not run (then also recorded as ``tool.denied``: final
-        for the call, so a re-run of its task returns the same refusal, see ``_prepare_call``)."""
+    ) -> list[EventDraft]:
+        """The events that close ``req`` with ``answer`` (``None``: it came after expiry). A refusal
+        (see :meth:`_refusal`) is also recorded as ``tool.denied``: final for the call, so a re-run
+        of its task returns the same refusal (see ``_prepare_call``)."""
         tcid = base["tool_call_id"]
         refusal = self._refusal(req, answer)
         if answer is None:
@@ -1058,7 +1056,7 @@ class ToolGuard:
         if refusal is not None:
             drafts.append(EventDraft(EventKind.TOOL_DENIED, {**base, "reasons": [reason], "message": refusal, "decision_id": None},
                                      subject=tcid))
-        return drafts, refusal
+        return drafts
 
     def _approval_requests(
         self, thread_id: str
@@ -1149,7 +1147,7 @@ class ToolGuard:
                 if rid in open_:
                     other, call = open_[rid]
                     closing += self._closing_drafts(call, other, self._check_answer(other, payload, charter),
-                                                    _approver_of(payload))[0]
+                                                    _approver_of(payload))
                 elif new and rid in final:
                     raise InvalidApprovalError(
                         f"approval field 'request_id': request {rid!r} was already decided; an approval is used once "
