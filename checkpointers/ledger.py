@@ -513,10 +513,10 @@ class Ledger:
         ``seen.seq``; otherwise write nothing and raise :class:`UnseenEventsError`.
         """
         try:
-            self._register_signing_key()
-            fast = self.try_append_one_statement(thread_id, drafts, seen=seen)
+            fast = self.try_append_one_statement(thread_id, drafts, seen=seen)  # registers the key itself
             if fast is not None:
                 return fast
+            self._register_signing_key()
             if self._direct is not None:
                 return self._direct.run_write(self._append_alone, thread_id, drafts, seen)
             with self._write_engine.begin() as tx:
