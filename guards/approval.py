@@ -28,6 +28,13 @@ shape, unknown or already-used request id (``reason="reused"``), wrong digest,
 separation of duties, missing or bad signature — raises
 :class:`InvalidApprovalError`, appends ``approval.refused``, and leaves the run
 paused at the same interrupt, to be answered again.
+
+Approver names: an unsigned name is *self-declared* — whoever can resume the run
+can type any name; only a signed approval (checked against ``approver_keys``)
+proves who answered. Names are compared as identities (:func:`normalize_identity`:
+NFKC, case-folded), so the owner cannot pass separation of duties by changing case
+or width, and a name holding a control or invisible character (or surrounding
+whitespace) is refused, naming the field ``approver``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any, Literal
 from langgraph_warden import canonical
 from langgraph_warden.errors import WardenError
 from langgraph_warden.keys import SigningKey, b64u, b64u_decode, verify_signature
+from langgraph_warden.names import describe_character, forbidden_characters, identity_key
 
 __all__ = [
     "APPROVAL_REQUEST_KIND",
@@ -52,6 +60,9 @@ __all__ = [
     "edit",
     "decision_signing_bytes",
     "is_request_map",
+    "normalize_identity",
+    "same_identity",
+    "is_party",
     "RESPONSE_JSON_SCHEMA",
 ]
 
@@ -75,6 +86,59 @@ class InvalidApprovalError(WardenError, ValueError):
         self.reason = reason or "invalid_payload"
         # ToolNode never turns an invalid resume into a tool error message: the run stays paused.
         setattr(self, "_langgraph_invalid_resume", True)
+
+
+def normalize_identity(name: Any, *, field: str = "approver") -> str:
+    """The identity key of an approver's name; raise :class:`InvalidApprovalError` naming ``field`` if it is no name.
+
+    The key is NFKC-normalised and case-folded (whitespace runs collapsed), so ``ALICE@example.com``,
+    ``alice@EXAMPLE.com`` and fullwidth ``ａｌｉｃｅ@example.com`` are one person. Refused: a name that
+    is not a non-empty string, holds a control, format or other invisible character (a zero-width
+    space, a bidi control, a BOM ...; see :mod:`langgraph_warden.names`), or starts or ends with
+    whitespace. A refused name is never compared: two strings that look alike must not count as
+    two people, and a name must read the same in the record as on the screen.
+
+    The name itself stays as given (it is what a signature covers and what the record shows);
+    only comparisons use the key. An unsigned name is self-declared: see authenticated approvals.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidApprovalError(
+            f"approval field {field!r} must be a non-empty string (the approver's name)", field=field
+        )
+    bad = forbidden_characters(name)
+    if bad:
+        where, ch = bad[0]
+        raise InvalidApprovalError(
+            f"approval field {field!r}: the name {name!r} holds {describe_character(ch)} at position {where}; "
+            "control and invisible characters are not allowed in a name (they make two different names look like "
+            "one person): send the name exactly as it is displayed, without them",
+            field=field,
+        )
+    if name != name.strip():
+        raise InvalidApprovalError(
+            f"approval field {field!r}: the name {name!r} starts or ends with whitespace; send it without",
+            field=field,
+        )
+    return identity_key(name)
+
+
+def same_identity(a: str | None, b: str | None) -> bool:
+    """Whether two names denote the same person (equal identity keys). ``None`` or an empty key is nobody."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    ka, kb = identity_key(a), identity_key(b)
+    return bool(ka) and ka == kb
+
+
+def is_party(approver: str, *identities: str | None) -> bool:
+    """Whether ``approver`` is one of ``identities`` (e.g. the run's owner and its workload id).
+
+    The approver's name is checked first (:func:`normalize_identity` raises on a name that cannot be
+    compared safely); ``identities`` are compared leniently (their invisible characters dropped), so
+    the answer errs towards "same person". ``None`` entries are skipped.
+    """
+    key = normalize_identity(approver)
+    return any(isinstance(other, str) and identity_key(other) == key for other in identities)
 
 
 def is_request_map(value: Any) -> bool:
@@ -255,16 +319,21 @@ class ApprovalDecision:
             canonical.encode(dict(args)) if args is not None else None
         except canonical.CanonicalEncodingError as exc:
             raise InvalidApprovalError(f"edited args are not JSON data: {exc}", field="args") from None
+        normalize_identity(value["approver"])  # refuses a name that cannot be compared safely
         return cls(
             request_id=value["request_id"],
             action_digest=value["action_digest"],
             decision=value["decision"],
-            approver=value["approver"].strip(),
+            approver=value["approver"],
             message=message,
             args=dict(args) if args is not None else None,
             key_id=key_id,
             signature=signature,
         )
+
+    def approver_is(self, *identities: str | None) -> bool:
+        """Whether this decision's approver is one of ``identities`` (see :func:`is_party`)."""
+        return is_party(self.approver, *identities)
 
     def signature_valid(self, public_key: bytes) -> bool:
         if not self.signature:
@@ -313,6 +382,7 @@ def _build(
     args: Mapping[str, Any] | None = None,
     key: SigningKey | None = None,
 ) -> dict[str, Any]:
+    normalize_identity(approver)  # a bad name is refused here, not first by the paused run
     request_id, digest = _request_fields(request)
     d = ApprovalDecision(
         request_id=request_id,

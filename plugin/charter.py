@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .errors import ConfigurationError
+from .names import describe_character, forbidden_characters
 
 __all__ = ["RiskTier", "TierProfile", "TIER_PROFILES", "RunCharter", "APPROVAL_TRIGGERS"]
 
@@ -98,7 +99,9 @@ class RunCharter:
     """Owner, declared intent and risk tier of one run (thread).
 
     Args:
-        owner: the accountable person or team (e.g. ``"alice@example.com"``).
+        owner: the accountable person or team (e.g. ``"alice@example.com"``), kept as given; a
+            name holding a control or invisible character is refused (separation of duties
+            compares names case- and width-insensitively, see :mod:`langgraph_warden.names`).
         intent: what the run is for, in words a reviewer understands.
         risk_tier: ``"low"``, ``"medium"`` or ``"high"``.
         purpose: optional structured purpose (e.g. ``{"ticket": "OPS-12"}``).
@@ -119,6 +122,14 @@ class RunCharter:
         if not isinstance(self.owner, str) or not self.owner.strip():
             raise ConfigurationError(
                 "charter.owner is empty; every governed run needs an accountable owner (a person or team)"
+            )
+        bad = forbidden_characters(self.owner)
+        if bad:
+            where, ch = bad[0]
+            raise ConfigurationError(
+                f"charter.owner {self.owner!r} holds {describe_character(ch)} at position {where}; control and "
+                "invisible characters are not allowed in an owner's name (separation of duties compares names): "
+                "pass the name exactly as it is displayed, without them"
             )
         if not isinstance(self.intent, str) or not self.intent.strip():
             raise ConfigurationError("charter.intent is empty; say what the run is for, e.g. 'refund order 1234'")

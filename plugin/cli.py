@@ -5,6 +5,11 @@ otherwise, printing each failure (thread, seq, what). ``warden audit head``
 prints the signed chain heads as JSON; keep that file somewhere the database's
 writers cannot reach and pass it back with ``verify --against`` to detect a
 truncated tail or a rewritten history.
+
+The ``audit`` commands only read: they open an existing warden database and never
+create, migrate or write one (see :mod:`langgraph_warden.cli_db`). A missing, empty,
+foreign, corrupt, too-new or unreachable database, or an unknown ``--thread``, exits 2
+with one line on stderr.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import WardenError
+from .cli_db import fail, open_for_reading, require_thread
+from .errors import IntegrityError, WardenError
 from .events import SignedHead
 
 app = typer.Typer(
@@ -39,16 +45,8 @@ DbOption = Annotated[
 ]
 
 
-def _open_saver(db: str):
-    from .checkpointers import WardenSaver
-
-    # setup=False: a verifier never migrates or writes; no signing key is needed to verify.
-    return WardenSaver.from_url(db, setup=False)
-
-
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=2)
+    fail(exc)
 
 
 @audit_app.command("verify")
@@ -75,15 +73,18 @@ def audit_verify(
             heads = [SignedHead.from_dict(h) for h in items]
         except (ValueError, KeyError, TypeError) as exc:
             _fail(WardenError(f"{against} is not a head file from `warden audit head` ({type(exc).__name__}: {exc})"))
-    try:
-        with _open_saver(db) as saver:
-            if trust_key:
-                saver.ledger.trusted_key_ids = frozenset(trust_key)
-            report = saver.ledger.verify(
-                thread_id=thread, signatures="all" if all_signatures else "heads", against=heads
-            )
-    except WardenError as exc:
-        _fail(exc)
+    if output not in ("text", "json"):
+        _fail(WardenError(f"--format {output!r}: use text or json"))
+    # No signing key is needed to verify: the public keys are in the database.
+    with open_for_reading(db) as saver:
+        if thread is not None and not any(h.thread_id == thread for h in heads):
+            # A thread with a saved head but no history is a deleted history: verify reports it (exit 1).
+            require_thread(saver, thread)
+        if trust_key:
+            saver.ledger.trusted_key_ids = frozenset(trust_key)
+        report = saver.ledger.verify(
+            thread_id=thread, signatures="all" if all_signatures else "heads", against=heads
+        )
     if output == "json":
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -105,13 +106,12 @@ def audit_head(
     thread: Annotated[Optional[str], typer.Option("--thread", help="One thread only.")] = None,
 ) -> None:
     """Print the signed chain head of every thread as JSON (save it outside the database)."""
-    try:
-        with _open_saver(db) as saver:
-            with saver.engine.connect() as conn:
-                threads = [thread] if thread else saver.ledger.thread_ids(conn)
-            heads = [h.to_dict() for t in threads if (h := saver.ledger.head(t)) is not None]
-    except WardenError as exc:
-        _fail(exc)
+    with open_for_reading(db) as saver:
+        if thread is not None:
+            require_thread(saver, thread)
+        with saver.engine.connect() as conn:
+            threads = [thread] if thread else saver.ledger.thread_ids(conn)
+        heads = [h.to_dict() for t in threads if (h := saver.ledger.head(t)) is not None]
     typer.echo(json.dumps({"format": "langgraph-warden/heads/v1", "heads": heads}, indent=2))
 
 
@@ -126,12 +126,21 @@ def audit_show(
     """
     from .audit import reconstruct
 
-    try:
-        with _open_saver(db) as saver:
-            report = saver.ledger.verify(thread_id=thread)
+    with open_for_reading(db) as saver:
+        require_thread(saver, thread)
+        report = saver.ledger.verify(thread_id=thread)
+        try:
             trail = reconstruct(thread, saver.ledger.events(thread), report.threads.get(thread))
-    except WardenError as exc:
-        _fail(exc)
+        except IntegrityError:
+            if report.ok:
+                raise  # a failure the full verification did not report: one line, exit 1
+            trail = None  # a ledger that refuses to read a history failing verification: show the verdict
+    if trail is None:
+        for f in report.findings:
+            console.print(f"[red]FAIL[/] {f}", highlight=False)
+        console.print("[red]NOT verified[/]: the trail is not shown because its history failed verification",
+                      highlight=False)
+        raise typer.Exit(code=1)
     if not trail.events:
         _fail(WardenError(f"thread {thread!r} has no recorded events in this database"))
     console.print(trail.rich_table())
@@ -162,14 +171,13 @@ def audit_export(
 
     if fmt != "jsonl":
         _fail(WardenError(f"--format {fmt!r} is not supported; use --format jsonl"))
-    try:
-        with _open_saver(db) as saver:
-            with saver.engine.connect() as conn:
-                threads = [thread] if thread else saver.ledger.thread_ids(conn)
-            report = saver.ledger.verify(thread_id=thread)
-            trails = [reconstruct(t, saver.ledger.events(t), report.threads.get(t)) for t in threads]
-    except WardenError as exc:
-        _fail(exc)
+    with open_for_reading(db) as saver:
+        if thread is not None:
+            require_thread(saver, thread)
+        with saver.engine.connect() as conn:
+            threads = [thread] if thread else saver.ledger.thread_ids(conn)
+        report = saver.ledger.verify(thread_id=thread)
+        trails = [reconstruct(t, saver.ledger.events(t), report.threads.get(t)) for t in threads]
     lines = export_jsonl(trails)
     if output is None:
         for line in lines:
@@ -187,11 +195,9 @@ def audit_events(
     thread: Annotated[str, typer.Argument(help="Thread id")],
 ) -> None:
     """List a thread's events (seq, time, kind, subject) as a table."""
-    try:
-        with _open_saver(db) as saver:
-            events = saver.ledger.events(thread)
-    except WardenError as exc:
-        _fail(exc)
+    with open_for_reading(db) as saver:
+        require_thread(saver, thread)
+        events = saver.ledger.events(thread)
     table = Table(title=f"events of {thread}")
     for col in ("seq", "time", "kind", "ns", "hash"):
         table.add_column(col)

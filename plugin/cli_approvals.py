@@ -26,8 +26,13 @@ the keyring) or ``--key FILE`` (the same seed in a file); runs whose tier requir
 signed approvals check it against ``--approver-keys FILE`` (JSON ``{name:
 base64 public key}``) plus whatever the graph factory registers.
 
+``list`` only reads: it never creates, migrates or writes a database. ``decide``
+writes (the resumed run appends events) but only to an existing warden database:
+a missing, empty, foreign or corrupt one is refused, never created or migrated.
+
 Exit codes: 0 decided (or listed), 1 the guard refused the answer (the run stays
-paused), 2 usage or configuration error.
+paused), 2 usage or configuration error (one line on stderr): a missing, foreign,
+too-new or unreachable database, an unknown thread or request, a bad option.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_db import database_errors, fail, one_line, open_for_reading, require_thread
 from .errors import WardenError
 
 __all__ = ["app"]
@@ -62,8 +68,7 @@ class _Usage(WardenError):
 
 
 def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=code)
+    fail(message, code)
 
 
 def _decode_b64(text: str, what: str) -> bytes:
@@ -172,25 +177,18 @@ def list_(
     output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
 ) -> None:
     """Show pending approval requests across threads (read-only; needs no key)."""
-    from .checkpointers import WardenSaver
     from .warden import Warden
 
-    try:
-        saver = WardenSaver.from_url(db, setup=False)
-    except WardenError as exc:
-        _fail(str(exc))
-    try:
+    if output not in ("table", "json"):
+        _fail(f"--format {output!r}: use table or json")
+    with open_for_reading(db) as saver:
+        if thread is not None:
+            require_thread(saver, thread)
         pending = Warden(saver, credentials=False).pending_approvals(thread)
-    except WardenError as exc:
-        _fail(str(exc))
-    finally:
-        saver.close()
     rows = [_request_row(r) for r in pending]
     if output == "json":
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
-    if output != "table":
-        _fail(f"--format {output!r}: use table or json")
     console = Console(width=200)
     table = Table(title=f"{len(rows)} pending approval(s)")
     for col in ("thread", "request", "tool", "args", "owner", "tier", "reasons", "expires"):
@@ -235,6 +233,8 @@ def decide(
     """Answer one pending request and resume its run."""
     from langgraph.types import Command
 
+    from .checkpointers.readonly import check_existing
+    from .checkpointers.readonly import require_thread as check_thread
     from .guards.approval import InvalidApprovalError, approve, edit, reject
     from .warden import Warden
 
@@ -254,10 +254,16 @@ def decide(
                 raise _Usage("--edit-args must be a JSON object of the tool's arguments")
         signing = _signing_key(key) if key else None
         keys = _approver_keys(approver_keys)
+        # An existing warden database only: a missing or foreign one is refused, not created or migrated
+        # (an older warden schema is migrated by Warden.open, as the application would).
+        check_existing(db, require_head=False)
         warden = Warden.open(db, ephemeral_keys=ephemeral_keys, approver_keys=keys)
     except WardenError as exc:
         _fail(str(exc))
+    except database_errors() as exc:
+        _fail(f"opening the database failed: {one_line(exc)}")
     try:
+        check_thread(warden.saver.engine, thread)
         pending = {r.request_id: r for r in warden.pending_approvals(thread)}
         req = pending.get(request)
         if req is None:

@@ -8,7 +8,11 @@ and gets a signed ``credential.revoked`` event (reason ``run_revoked``,
 ``recovered: true``). Neither command ever prints a token or secret: the lease
 table holds none.
 
-Exit codes: 0 success, 2 error (bad URL, unreachable database, no signing key).
+Both work on an existing warden database only and never create or migrate one;
+``list`` only reads.
+
+Exit codes: 0 success, 2 error, as one line on stderr (bad URL; a missing, empty,
+foreign, corrupt, too-new or unreachable database; an unknown thread; no signing key).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_db import database_errors, fail, one_line, open_for_reading, require_thread
 from .errors import WardenError
 
 __all__ = ["app"]
@@ -32,8 +37,7 @@ FormatOption = Annotated[str, typer.Option("--format", help="text or json")]
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+    fail(message)
 
 
 def _record(rec) -> dict:
@@ -62,16 +66,13 @@ def list_leases(
     output: FormatOption = "text",
 ) -> None:
     """List outstanding (never revoked) leases, of one run or of all."""
-    from .checkpointers import WardenSaver
     from .checkpointers.leases import SqlLeaseStore
 
-    try:
-        with WardenSaver.from_url(db, setup=False) as saver:
-            store = SqlLeaseStore(saver.engine)
-            rows = store.outstanding(thread) if thread else store.outstanding_all()
-    except WardenError as exc:
-        _fail(str(exc))
-        return
+    with open_for_reading(db) as saver:
+        if thread is not None:
+            require_thread(saver, thread)
+        store = SqlLeaseStore(saver.engine)
+        rows = store.outstanding(thread) if thread else store.outstanding_all()
     records = [_record(r) for r in rows]
     if output == "json":
         typer.echo(json.dumps({"outstanding": records}, indent=2))
@@ -109,17 +110,23 @@ def revoke_run(
     """Revoke every outstanding lease of a run (after a crash) and record each revocation."""
     from .checkpointers import DEFAULT_WORKLOAD_ID, WardenSaver
     from .checkpointers.leases import SqlLeaseStore
+    from .checkpointers.readonly import check_existing
     from .guards.credentials import revoke_outstanding
     from .keys import EphemeralKeyStore
 
     try:
+        check_existing(db)  # never create or migrate a database here (setup=False below writes no schema)
         with WardenSaver.from_url(
             db, key_store=EphemeralKeyStore() if ephemeral_keys else None,
             workload_id=workload_id or DEFAULT_WORKLOAD_ID, setup=False,
         ) as saver:
+            require_thread(saver, thread)
             revoked = revoke_outstanding(SqlLeaseStore(saver.engine), saver.ledger, thread)
     except WardenError as exc:
         _fail(str(exc))
+        return
+    except database_errors() as exc:
+        _fail(f"the database failed: {one_line(exc)}")
         return
     if output == "json":
         typer.echo(json.dumps({"thread_id": thread, "revoked": revoked}, indent=2))

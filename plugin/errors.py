@@ -12,6 +12,9 @@ __all__ = [
     "ConfigurationError",
     "DatabaseUnavailableError",
     "SchemaVersionError",
+    "DatabaseNotFoundError",
+    "NotAWardenDatabaseError",
+    "UnknownThreadError",
     "CorruptRowError",
     "IntegrityError",
     "KeyStoreError",
@@ -34,6 +37,23 @@ class DatabaseUnavailableError(WardenError, ConnectionError):
 
 class SchemaVersionError(WardenError):
     """The database schema is newer (or otherwise unknown) to this package."""
+
+
+class DatabaseNotFoundError(WardenError):
+    """A command that only reads was pointed at a database that does not exist; nothing was created."""
+
+
+class NotAWardenDatabaseError(WardenError):
+    """The database exists but holds no langgraph-warden schema (empty, foreign or corrupt); it was not touched."""
+
+
+class UnknownThreadError(WardenError, LookupError):
+    """No history is recorded for this thread id; ``suggestions`` are the closest known ids."""
+
+    def __init__(self, message: str, *, thread_id: str, suggestions: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+        self.suggestions = suggestions
 
 
 class CorruptRowError(WardenError):
