@@ -38,6 +38,15 @@ The token or secret lives only in :class:`SecretValue` (``repr``/``str`` are
 audience, tool call id, expiry and, for per-step tokens, a short SHA-256 prefix
 of the token — never the token or secret. Errors never quote them either.
 
+Every value handed out is registered with :mod:`langgraph_warden.redaction`
+where it is minted or revealed (the providers, :meth:`CredentialBroker.issue`
+for any provider, :meth:`Lease.reveal`): a per-step token until its expiry plus
+a margin, a keyring secret for the life of the process. The saver and the
+ledger mask every registered secret, in its common encodings, in every blob
+before it is digested and written — whatever path (a tool's exception, its
+``repr``, a header mapping deep in its args) carried it there. An exception
+leaving a step is also redacted in place (best effort, any depth).
+
 TTL rule
 --------
 The policy decision's TTL (``decision_ttl_seconds``) is *capped* at
@@ -63,6 +72,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
+from langgraph_warden import redaction
 from langgraph_warden.errors import ConfigurationError, KeyStoreError, WardenError
 from langgraph_warden.events import EventDraft, EventKind, EventSink
 from langgraph_warden.identity import JwtSigner, decode_verified, usable_keyring_backend
@@ -271,7 +281,9 @@ class Lease:
                 f"lease {self.lease_id} carries no value (it was loaded from the lease store, which never "
                 "holds secrets)"
             )
-        return self.secret.reveal()
+        value = self.secret.reveal()
+        _register(value, self)
+        return value
 
     def authorization_header(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.reveal()}"}
@@ -573,6 +585,8 @@ class CredentialBroker:
             expires_at=datetime.fromtimestamp(now + ttl, timezone.utc),
         )
         lease = prov.acquire(request)  # SecretNotFoundError etc. propagate: nothing recorded yet
+        if lease.secret:  # any provider's value, before anything can carry it anywhere
+            _register(lease.secret.reveal(), lease)
         payload = {**lease.to_record(), "tool_name": tool_name, "ttl_seconds": ttl, "ttl_capped": capped}
         drafts = [EventDraft(EventKind.CREDENTIAL_ISSUED, payload)]
         if getattr(self.lease_store, "records_atomically", False):
@@ -717,85 +731,30 @@ class CredentialBroker:
 
 # --------------------------------------------------------------------------- redaction and recovery
 
-_REDACTED = "[REDACTED]"
+def _register(value: str, lease: Lease) -> None:
+    """Scrub a handed-out value from storage and logs: a per-step token until its expiry plus the
+    registry's margin, a non-revocable (keyring) secret for the life of the process."""
+    redaction.register(value, expires_at=lease.expires_at.timestamp() if lease.jit else None)
 
 
-def _scrub_value(value: Any, secrets: Sequence[str], depth: int = 0) -> Any:
-    if isinstance(value, str):
-        for s in secrets:
-            if s and s in value:
-                value = value.replace(s, _REDACTED)
-        return value
-    if isinstance(value, bytes):
-        for s in secrets:
-            if s and s.encode() in value:
-                value = value.replace(s.encode(), _REDACTED.encode())
-        return value
-    if depth > 4:
-        return value
-    if isinstance(value, tuple):
-        return tuple(_scrub_value(v, secrets, depth + 1) for v in value)
-    if isinstance(value, list):
-        return [_scrub_value(v, secrets, depth + 1) for v in value]
-    if isinstance(value, dict):
-        return {k: _scrub_value(v, secrets, depth + 1) for k, v in value.items()}
-    return value
-
-
-def redact_exception(exc: BaseException, secrets: Sequence[str]) -> bool:
-    """Remove ``secrets`` from an exception in place: its args, notes, and its cause/context chain.
+def redact_exception(exc: BaseException, secrets: Sequence[str] = ()) -> bool:
+    """Remove ``secrets`` and every live registered secret from an exception, in place.
 
     Why in place: the exception leaves the step and goes on to the caller, to
-    LangGraph (which saves it as the task's ``__error__`` write in the
-    checkpointer) and to logs. A tool that formats its token or API key into an
-    error message must not carry it there. Returns True if anything was changed.
-    Best effort for exceptions that keep the text outside ``args`` (custom
-    ``__str__``): their ``__dict__`` strings are scrubbed too.
+    LangGraph (which saves ``repr(exc)`` as the task's ``__error__`` write) and to
+    logs. Its args, notes and attributes are scrubbed to any depth — inside any
+    ``Mapping``/``Sequence``, objects with a ``__dict__`` (copied, never mutated),
+    the cause/context chain and exception groups; an object whose own ``repr``
+    shows a secret is replaced by its scrubbed text (see
+    :func:`langgraph_warden.redaction.redact_exception`). Best effort: the storage
+    boundary (the saver and the ledger) is what guarantees nothing is written.
+    Returns True if anything was changed.
     """
-    secrets = [s for s in secrets if s]
-    if not secrets:
-        return False
-    changed = False
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    stack = [exc]
-    while stack:
-        cur = stack.pop()
-        if cur is None or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        try:
-            args = cur.args
-            clean = _scrub_value(args, secrets)
-            if clean != args:
-                cur.args = clean
-                changed = True
-            notes = getattr(cur, "__notes__", None)
-            if isinstance(notes, list):
-                clean_notes = _scrub_value(notes, secrets)
-                if clean_notes != notes:
-                    cur.__notes__ = clean_notes
-                    changed = True
-            attrs = getattr(cur, "__dict__", None)
-            if isinstance(attrs, dict):
-                for k, v in list(attrs.items()):
-                    if k == "__notes__":
-                        continue
-                    cv = _scrub_value(v, secrets)
-                    if cv is not v and cv != v:
-                        attrs[k] = cv
-                        changed = True
-        except Exception:  # noqa: BLE001 - redaction must never replace the step's own error
-            pass
-        stack.extend([cur.__cause__, cur.__context__])  # type: ignore[list-item]
-        if isinstance(cur, BaseExceptionGroup):
-            stack.extend(cur.exceptions)
-    return changed
+    return redaction.redact_exception(exc, [s for s in secrets if s])
 
 
 def _redact_leaving(exc: BaseException, lease: Lease) -> None:
-    if lease.secret:
-        redact_exception(exc, [lease.secret.reveal()])
+    redact_exception(exc, [lease.secret.reveal()] if lease.secret else [])
 
 
 def revoke_outstanding(
@@ -937,6 +896,7 @@ class LocalTokenProvider:
             "tool_call_id": request.tool_call_id,
         }
         token = self.identity.sign_jwt(claims, typ=self.TYP)
+        redaction.register(token, expires_at=request.expires_at.timestamp())
         return Lease(
             lease_id=request.lease_id,
             provider=self.name,
@@ -1045,6 +1005,7 @@ class KeyringSecretProvider:
                 f"the keyring has no secret for service={self.service!r} username={username!r}; store it with "
                 f"`keyring set {self.service} {username}`"
             )
+        redaction.register(value)  # long-lived upstream: scrubbed for the life of the process
         return Lease(
             lease_id=request.lease_id,
             provider=self.name,
