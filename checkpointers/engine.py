@@ -209,14 +209,19 @@ class DirectTx:
     ``COMMIT``, and a later request's entry replaces an earlier one's under the same
     key (the ledger signs each thread's final chain head of the transaction this way).
     It is ``None`` on reads.
+
+    ``after_commit`` (write transactions only): callables run in order once ``COMMIT`` has
+    returned — never for work that rolled back (a request's entries go with its savepoint). The
+    ledger extends this process's verified view of a chain there: only committed events count.
     """
 
-    __slots__ = ("cursor", "sqlite", "before_commit")
+    __slots__ = ("cursor", "sqlite", "before_commit", "after_commit")
 
     def __init__(self, cursor: Any, sqlite: bool, before_commit: dict[Any, Any] | None = None) -> None:
         self.cursor = cursor
         self.sqlite = sqlite
         self.before_commit: dict[Any, Callable[[DirectTx], None]] | None = before_commit
+        self.after_commit: list[Callable[[], None]] | None = [] if before_commit is not None else None
 
 
 #: A flusher with nothing to do for this long exits (the next ``submit`` starts another).
@@ -379,17 +384,18 @@ class DirectSqlite:
     @staticmethod
     def _run_each(tx: DirectTx, requests: list[_WriteRequest]) -> None:
         """Run each request in its own savepoint: a failing one rolls back alone and keeps its exception."""
-        cur, pending = tx.cursor, tx.before_commit
-        assert pending is not None
+        cur, pending, after = tx.cursor, tx.before_commit, tx.after_commit
+        assert pending is not None and after is not None
         for req in requests:
             cur.execute("SAVEPOINT warden_req")
-            kept = dict(pending)
+            kept, kept_after = dict(pending), len(after)
             try:
                 req.result = req.fn(tx, *req.args)
             except BaseException as exc:  # noqa: BLE001 - handed to its caller
                 cur.execute("ROLLBACK TO warden_req")
                 pending.clear()
                 pending.update(kept)  # what the rolled-back request registered goes with it
+                del after[kept_after:]
                 req.error = exc
             cur.execute("RELEASE warden_req")
 
@@ -422,6 +428,11 @@ class DirectSqlite:
             cur.execute("COMMIT")
             self.commits += 1
             self.requests += len(batch)
+            for committed in tx.after_commit or ():
+                try:
+                    committed()
+                except Exception:  # noqa: BLE001 - bookkeeping after a durable commit must not fail it
+                    pass
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -562,6 +573,12 @@ class DirectPostgres:
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+
+    def connect(self) -> Any:
+        """A new autocommit connection of its own (the caller keeps and closes it)."""
+        import psycopg
+
+        return psycopg.connect(autocommit=True, **self._params)
 
     @contextmanager
     def connection(self) -> Iterator[Any]:

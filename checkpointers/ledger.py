@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from contextlib import AbstractContextManager
 from functools import lru_cache, partial
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -27,7 +28,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from langgraph_warden.anchors import HeadStore
 from langgraph_warden.chain import (
+    ChainPosition,
     ChainReport,
     ChainRow,
     Finding,
@@ -35,10 +38,12 @@ from langgraph_warden.chain import (
     SignatureMode,
     verify_against_head,
     verify_chain,
+    verify_extension,
 )
 from langgraph_warden.events import (
     GENESIS_HASH,
     Event,
+    event_hash,
     EventDraft,
     EventKind,
     EventSummary,
@@ -52,6 +57,8 @@ from langgraph_warden.keys import KeyStore, SigningKey, b64u
 from . import schema
 from .engine import WRITE, DirectPostgres, DirectTx, direct_postgres, direct_sqlite, is_sqlite, write_lock
 from .rawsql import EV_COLS, Raw
+from .claims import AdvisoryCallClaims, CallClaims, file_call_claims
+from .trust import FOLDED_KINDS, ThreadTrust, TrustCache, full_fold
 
 __all__ = ["Ledger", "VerificationReport", "checkpoint_subject"]
 
@@ -164,9 +171,13 @@ class Ledger:
         workload_id: str,
         *,
         trusted_key_ids: Iterable[str] | None = None,
+        head_store: HeadStore | None = None,
     ) -> None:
         self._engine = engine
         self._write_engine = engine.execution_options(**WRITE)
+        # A verified read takes several statements: on PostgreSQL they share one snapshot.
+        self._read_engine = engine if engine.dialect.name == "sqlite" else engine.execution_options(
+            isolation_level="REPEATABLE READ")
         self._async_engine = async_engine
         self._key_store = key_store
         self.workload_id = workload_id
@@ -179,6 +190,21 @@ class Ledger:
         # Chain heads this process committed last: the one-statement append's expectation.
         self._heads = _HeadCache()
         self._stripes = [threading.Lock() for _ in range(64)]
+        #: One live attempt per tool call across processes (see claims.py).
+        self.claims: CallClaims | None = (
+            file_call_claims(engine.url.database or "") if self._direct is not None
+            else AdvisoryCallClaims(self._direct_pg.connect) if self._direct_pg is not None else None
+        )
+        #: Notified when this process commits a checkpoint (see wait_for_checkpoint).
+        self._saved_cond = threading.Condition()
+        #: How far this process verified each thread's chain from genesis (see trust.py).
+        self._trust = TrustCache()
+        self.head_store = head_store
+        self._anchors = None
+        if head_store is not None:
+            from .anchoring import AnchorWriter
+
+            self._anchors = AnchorWriter(self, head_store)
 
     # ------------------------------------------------------------------ keys
     def signing_key(self) -> SigningKey:
@@ -205,6 +231,15 @@ class Ledger:
     def _remember(self, key_id: str) -> None:
         with self._lock:
             self._registered.add(key_id)
+
+    def trusted_ids(self) -> frozenset[str] | None:
+        """The keys whose signatures this ledger accepts: ``None`` (any registered key) unless
+        ``trusted_key_ids`` pinned them, and then those plus the keys this process signs with."""
+        if self.trusted_key_ids is None:
+            return None
+        with self._lock:
+            own = set(self._registered)
+        return self.trusted_key_ids | own
 
     def register_key(self) -> str:
         """Register the current public key (idempotent); returns its key id."""
@@ -264,6 +299,18 @@ class Ledger:
         return {key_id: info} if info is not None else {}
 
     # ---------------------------------------------------------------- append
+    def lock_thread(self, conn: Connection | DirectTx, thread_id: str) -> None:
+        """PostgreSQL: take the thread's head row lock now, before reading rows a write depends on.
+
+        Why: a saver write reads what exists (a task's writes) and then inserts; two workers doing
+        that at once both read nothing and the second insert fails. Holding the lock the append
+        takes anyway makes the second wait, then read the first one's rows. (SQLite's write
+        transactions are already serialised.)
+        """
+        raw = Raw(conn)
+        if not raw.sqlite:
+            self._lock_head(raw, thread_id)
+
     def _lock_head(self, raw: Raw, thread_id: str) -> tuple[int, str]:
         if not raw.sqlite:
             raw.run(
@@ -377,11 +424,14 @@ class Ledger:
                 self._ensure_key(conn, key)
                 raw.many(f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 self._appended(pending, key, thread_id, seq, prev, signed=sign)
+                self._on_commit_extend(conn, thread_id, ChainPosition(*cached), ChainPosition(seq, prev), out)
                 return out
         if seen is not None and raw.sqlite:
             self._check_seen(raw, thread_id, seen)  # the transaction holds the database's write lock
         self._ensure_key(conn, key)  # after the check: a stale append writes nothing, key included
         seq, prev = self._lock_head(raw, thread_id)
+        start = ChainPosition(seq, prev)
+        self._check_not_behind(thread_id, start)
         if seen is not None and not raw.sqlite:
             self._check_seen(raw, thread_id, seen)  # appends to this thread wait for the head row now
         out, rows, seq, prev = self._chain(key, thread_id, drafts, seq, prev, raw.timestamp, sign=sign)
@@ -391,7 +441,96 @@ class Ledger:
         )
         raw.run("UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ?", (seq, prev, thread_id))
         self._appended(pending, key, thread_id, seq, prev, signed=sign)
+        self._on_commit_extend(conn, thread_id, start, ChainPosition(seq, prev), out)
         return out
+
+    def _check_not_behind(self, thread_id: str, head: ChainPosition) -> None:
+        """Refuse to append onto a head older than (or different from) what this process verified.
+
+        Why: appending after a cut-back history would launder the cut (the new events link to
+        the earlier head, and the chain verifies again). The head row is not signed; the
+        verified position is.
+        """
+        known = self._trust.position(thread_id)
+        if known is None or head.seq > known.seq:
+            return
+        if head.seq < known.seq or head.hash != known.hash:
+            reason = "truncated" if head.seq < known.seq else "rewritten"
+            raise IntegrityError(
+                f"thread {thread_id!r}: the chain head in the database is at seq {head.seq}, but this process verified "
+                f"or wrote the history up to seq {known.seq} ({reason}); nothing was appended. Run `warden audit verify "
+                f"--thread {thread_id}` and restore the database from a backup.",
+                thread_id=thread_id, seq=head.seq, reason=reason,
+            )
+
+    def _on_commit_extend(
+        self, conn: Connection | DirectTx, thread_id: str, start: ChainPosition, end: ChainPosition, events: Sequence[Event]
+    ) -> None:
+        """Once the transaction has committed, extend this process's verified position over
+        ``events`` (its own appends, from ``start`` to ``end``). Elsewhere than on SQLite's
+        direct writer nothing is registered: the next read verifies them instead."""
+        after = conn.after_commit if isinstance(conn, DirectTx) else None
+        if after is not None:
+            after.append(partial(self._extended, thread_id, start, end, self._fold_docs(events)))
+
+    @staticmethod
+    def _fold_docs(events: Sequence[Event]) -> list[dict[str, Any]]:
+        return [{"kind": e.kind, "checkpoint_ns": e.checkpoint_ns, "payload": e.payload} for e in events if e.kind in FOLDED_KINDS]
+
+    def _extended(self, thread_id: str, start: ChainPosition, end: ChainPosition, docs: list[dict[str, Any]]) -> None:
+        self._trust.advance(thread_id, start, end, docs)
+        if self._anchors is not None:
+            self._anchors.note(thread_id)
+        if any(d["kind"] == EventKind.CHECKPOINT_SAVED for d in docs):
+            with self._saved_cond:
+                self._saved_cond.notify_all()
+
+    def checkpoint_durable(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool:
+        """Whether checkpoint ``checkpoint_id`` of ``checkpoint_ns`` (or a later one) is committed."""
+        known = self._trust.latest(thread_id, checkpoint_ns)
+        if known is not None and known[1] is not None and known[1] >= checkpoint_id:
+            return True
+        with self._read_tx(short=True) as conn:
+            found = Raw(conn).one(
+                "SELECT 1 FROM warden_checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id >= ? LIMIT 1",
+                (thread_id, checkpoint_ns, checkpoint_id),
+            )
+        return found is not None
+
+    def checkpoint_recorded(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool:
+        """Whether the verified chain holds a ``checkpoint.saved`` for exactly this checkpoint.
+
+        The index finds its first event; the chain from there to the head is read and verified
+        (pinned to this process's verified position), so a forged row cannot make it so.
+        """
+        subject = checkpoint_subject(checkpoint_ns, checkpoint_id)
+        with self._read_tx() as conn:
+            first = Raw(conn).one(
+                "SELECT min(seq) FROM warden_events WHERE thread_id = ? AND subject = ? AND kind = ?",
+                (thread_id, subject, EventKind.CHECKPOINT_SAVED),
+            )
+            if first is None or first[0] is None:
+                return False
+            _rows, docs = self._verified_rows(conn, thread_id, int(first[0]) - 1)
+        return any(
+            d["kind"] == EventKind.CHECKPOINT_SAVED and d["checkpoint_ns"] == checkpoint_ns
+            and d["payload"].get("checkpoint_id") == checkpoint_id
+            for d in docs
+        )
+
+    def wait_for_checkpoint(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, timeout: float) -> bool:
+        """Wait until :meth:`checkpoint_durable` (LangGraph's background save in ``"async"``
+        durability); ``False`` if it is not after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while not self.checkpoint_durable(thread_id, checkpoint_ns, checkpoint_id):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._saved_cond:
+                self._saved_cond.wait(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+        return True
 
     @classmethod
     def _advance_head(
@@ -402,12 +541,12 @@ class Ledger:
         ``seen.kinds`` after ``seen.seq``."""
         sql, params = _SQL_ADVANCE_HEAD, [*new, thread_id, *old]
         if seen is not None:
-            unseen, more = cls._select_events("1", thread_id, seen.kinds, seen.seq)
+            unseen, more = cls._select_events("1", thread_id, seen.kinds, seen.seq, seen.subject)
             sql, params = f"{sql} AND NOT EXISTS ({unseen})", params + more
         return sql, params
 
     def _check_seen(self, raw: Raw, thread_id: str, seen: Watermark) -> None:
-        sql, params = self._select_events("seq, kind, subject", thread_id, seen.kinds, seen.seq)
+        sql, params = self._select_events("seq, kind, subject", thread_id, seen.kinds, seen.seq, seen.subject)
         found = raw.all(f"{sql} LIMIT {_UNSEEN_LISTED + 1}", params)
         if found:
             raise UnseenEventsError(
@@ -460,6 +599,7 @@ class Ledger:
                 if head is None:
                     found = pg.execute("SELECT seq, hash FROM warden_heads WHERE thread_id = %s", (thread_id,)).fetchone()
                     head = (int(found[0]), found[1]) if found else None
+                    self._check_not_behind(thread_id, ChainPosition(*(head or (0, GENESIS_HASH))))
                 seq0, prev0 = head if head is not None else (0, GENESIS_HASH)
                 events, rows, seq, prev = self._chain(key, thread_id, drafts, seq0, prev0, lambda ts: ts)
                 if head is None:
@@ -485,6 +625,7 @@ class Ledger:
             self._heads.pop(thread_id)
             return None
         self._heads.put(thread_id, (seq, prev))
+        self._extended(thread_id, ChainPosition(seq0, prev0), ChainPosition(seq, prev), self._fold_docs(events))  # autocommitted
         return events
 
     def transaction(self, fn: Any, *args: Any) -> Any:
@@ -631,54 +772,204 @@ class Ledger:
             params.append(subject)
         return sql + " ORDER BY seq", params
 
-    def events_in(
-        self,
-        conn: Connection | DirectTx,
-        thread_id: str,
-        *,
-        kinds: Sequence[str] | None = None,
-        after_seq: int = 0,
-        subject: str | None = None,
+    # ------------------------------------------------------- verified reads
+    def _integrity_error(self, finding: Finding, what: str = "") -> IntegrityError:
+        return IntegrityError(
+            f"the signed history of thread {finding.thread_id!r} failed verification"
+            f"{' at seq ' + str(finding.seq) if finding.seq is not None else ''}: {finding.reason}: {finding.detail}. "
+            f"{what or 'Nothing was decided or resumed on it'}; run `warden audit verify --thread {finding.thread_id}` "
+            "for the full report.",
+            thread_id=finding.thread_id, seq=finding.seq, reason=finding.reason,
+        )
+
+    def _keys_for(self, conn: Connection | DirectTx, rows: Sequence[ChainRow]) -> dict[str, PublicKeyInfo]:
+        return self._key_info(conn, rows[-1].key_id or "") if rows and rows[-1].key_id else {}
+
+    def _anchor_finding(self, conn: Connection | DirectTx, thread_id: str, rows: Sequence[ChainRow]) -> Finding | None:
+        """Check a thread read from genesis against the head kept outside the database, if any."""
+        if self.head_store is None:
+            return None
+        saved = self.head_store.load(thread_id)
+        if saved is None:
+            return None
+        keys = self._key_info(conn, saved.key_id)
+        report = ChainReport(thread_id=thread_id, head_seq=rows[-1].seq if rows else None)
+        found = verify_against_head(report, saved, {r.seq: r for r in rows if r.seq == saved.seq}, keys)
+        if not found and self.trusted_ids() is not None and saved.key_id not in self.trusted_ids():  # type: ignore[operator]
+            found = [Finding(thread_id, saved.seq, "untrusted_key", f"the saved head is signed by untrusted key {saved.key_id!r}")]
+        return found[0] if found else None
+
+    def _verified_rows(
+        self, conn: Connection | DirectTx, thread_id: str, after_seq: int
+    ) -> tuple[list[ChainRow], list[dict[str, Any]]]:
+        """The rows of ``thread_id`` after ``after_seq`` with their parsed bodies, verified.
+
+        The first read of a thread in this process walks it from genesis (and checks the head
+        store); later reads start at the position verified before (or earlier, when the caller
+        asks for older rows: those are pinned by the hashes to that position) and only the new
+        rows' head signature is checked. Raises :class:`IntegrityError` on any finding.
+        """
+        trust = self._trust.snapshot(thread_id)
+        # From the verified position's own row on: a history cut back or rewritten there is caught.
+        start = 0 if trust is None else max(0, min(after_seq, trust.seq - 1))
+        sql, params = self._select_events(EV_COLS, thread_id, None, start)
+        rows = _chain_rows(Raw(conn), sql, params)
+        keys = self._keys_for(conn, rows)
+        if trust is None:
+            docs, finding = verify_extension(
+                thread_id, rows, keys, start=ChainPosition(0, GENESIS_HASH), trusted_key_ids=self.trusted_ids()
+            )
+            finding = finding or self._anchor_finding(conn, thread_id, rows)
+            if finding is not None:
+                raise self._integrity_error(finding)
+            trust = full_fold(docs)
+        else:
+            known = trust.position
+            docs, finding = verify_extension(
+                thread_id, rows, keys, start=ChainPosition(start, known.hash if start == known.seq else None),
+                pinned=known if start < known.seq else None, trusted_key_ids=self.trusted_ids(),
+            )
+            if finding is not None:
+                raise self._integrity_error(finding)
+            new = known.seq - start
+            trust.fold_docs(docs[new:] if new > 0 else docs)
+        if rows:
+            trust.seq, trust.hash = int(rows[-1].seq), rows[-1].hash
+        self._trust.put(thread_id, trust)
+        if after_seq > start:
+            skip = after_seq - start
+            return rows[skip:], docs[skip:]
+        return rows, docs
+
+    def verified_position(self, thread_id: str) -> ChainPosition:
+        """Verify ``thread_id`` up to its current head (from genesis on first touch); the position."""
+        with self._read_tx(short=True) as conn:
+            self._verified_rows(conn, thread_id, 1 << 62)
+        position = self._trust.position(thread_id)
+        assert position is not None
+        return position
+
+    def events(
+        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0, subject: str | None = None
     ) -> list[Event]:
-        sql, params = self._select_events("body, hash", thread_id, kinds, after_seq, subject)
-        return [Event.from_body(bytes(body), hash_) for body, hash_ in Raw(conn).all(sql, params)]
+        """EventSink: the thread's events after ``after_seq`` (of ``kinds``, about ``subject``), verified.
+
+        Every event returned belongs to a chain verified from genesis to a head signed by a
+        trusted key (see :meth:`_verified_rows`): a row edited, inserted or deleted anywhere in
+        the history raises :class:`IntegrityError` instead of being returned.
+        """
+        wanted = frozenset(kinds) if kinds else None
+        with self._read_tx(short=after_seq > 0) as conn:
+            rows, docs = self._verified_rows(conn, thread_id, after_seq)
+        return [
+            Event.from_doc(doc, row.body if type(row.body) is bytes else bytes(row.body), row.hash)
+            for row, doc in zip(rows, docs)
+            if (wanted is None or row.kind in wanted)
+            and (subject is None or self._subject_of(doc) == subject)
+        ]
+
+    @staticmethod
+    def _subject_of(doc: Mapping[str, Any]) -> str | None:
+        p = doc.get("payload") or {}
+        for key in ("tool_call_id", "lease_id"):
+            if isinstance(p, Mapping) and isinstance(p.get(key), str):
+                return p[key]
+        if isinstance(p, Mapping) and isinstance(p.get("checkpoint_id"), str):
+            return checkpoint_subject(doc.get("checkpoint_ns", ""), p["checkpoint_id"])
+        return None
 
     def summaries(
         self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0
     ) -> list[EventSummary]:
-        """Like :meth:`events`, as :class:`EventSummary` rows (seq, kind, ts, payload): for folds."""
-        sql, params = self._select_events("seq, kind, body", thread_id, kinds, after_seq)
+        """Like :meth:`events` (verified), as :class:`EventSummary` rows: for folds."""
+        wanted = frozenset(kinds) if kinds else None
         # The events since a fold a guard made earlier are a few rows: a short read.
         with self._read_tx(short=after_seq > 0) as conn:
-            rows = Raw(conn).all(sql, params)
-        return EventSummary.from_bodies(rows)
+            rows, docs = self._verified_rows(conn, thread_id, after_seq)
+        return [
+            EventSummary.from_doc(doc, row.body if type(row.body) is bytes else bytes(row.body), row.hash)
+            for row, doc in zip(rows, docs)
+            if wanted is None or row.kind in wanted
+        ]
+
+    def event_at(self, thread_id: str, seq: int, expected_hash: str) -> Event:
+        """The event at ``seq``, which a verified read earlier saw with ``expected_hash``.
+
+        One row, checked against the hash a verified read recorded (a replay reads a call's
+        recorded result this way, without re-reading the history since).
+        """
+        with self._read_tx(short=True) as conn:
+            found = Raw(conn).one("SELECT body, hash FROM warden_events WHERE thread_id = ? AND seq = ?", (thread_id, seq))
+        body = bytes(found[0]) if found is not None else b""
+        if found is None or event_hash(body) != expected_hash or found[1] != expected_hash:
+            raise IntegrityError(
+                f"the event at seq {seq} of thread {thread_id!r} is {'gone' if found is None else 'changed'} since this "
+                "process verified it; nothing was replayed from it. Run `warden audit verify` for the full report.",
+                thread_id=thread_id, seq=seq, reason="event_deleted" if found is None else "event_changed",
+            )
+        return Event.from_body(body, expected_hash)
 
     def _read_tx(self, *, short: bool = False) -> AbstractContextManager[Connection | DirectTx]:
         self.flush()  # read-your-writes for append_soon
         if self._direct is not None:
             return self._direct.read(short=short)
-        return self._engine.connect()
-
-    def events(
-        self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0, subject: str | None = None
-    ) -> list[Event]:
-        with self._read_tx() as conn:
-            return self.events_in(conn, thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
+        return self._read_engine.connect()
 
     async def aevents(
         self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0, subject: str | None = None
     ) -> list[Event]:
-        if self._async_engine is None or self._direct is not None:
-            import asyncio
+        import asyncio
 
-            return await asyncio.to_thread(self.events, thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
-        async with self._async_engine.connect() as conn:
-            return await conn.run_sync(
-                lambda c: self.events_in(c, thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
-            )
+        return await asyncio.to_thread(self.events, thread_id, kinds=kinds, after_seq=after_seq, subject=subject)
+
+    # ------------------------------------------------------ latest checkpoint
+    def latest_checkpoint_in(
+        self, conn: Connection | DirectTx, thread_id: str, ns: str
+    ) -> tuple[str | None, str | None, dict[tuple[str, int], str]]:
+        """(id, digest, write digests) of the newest checkpoint of ``ns`` the verified chain records.
+
+        Reads the events the thread gained since this process last verified it (usually none:
+        its own commits extend the verified position), in the caller's snapshot.
+        """
+        known = self._trust.latest(thread_id, ns)
+        if known is not None and known[4]:  # the newest one was removed: fold the chain again
+            self._trust.drop(thread_id)
+            known = None
+        if known is None:
+            self._verified_rows(conn, thread_id, 1 << 62)
+        else:
+            sql, params = self._select_events("1", thread_id, None, known[0].seq)
+            if Raw(conn).one(sql + " LIMIT 1", params) is not None:
+                self._verified_rows(conn, thread_id, 1 << 62)
+        latest = self._trust.latest(thread_id, ns)
+        assert latest is not None
+        return latest[1], latest[2], latest[3]
+
+    def trusted_latest(self, thread_id: str, ns: str) -> tuple[ChainPosition, str | None, str | None, dict[tuple[str, int], str], bool] | None:
+        """What this process knows of ``ns``'s newest checkpoint without reading (see TrustCache.latest)."""
+        return self._trust.latest(thread_id, ns)
+
+    def anchor_now(self, thread_id: str) -> None:
+        """Save the thread's current signed head to the head store now (a run pausing for a person)."""
+        if self._anchors is not None:
+            self.verified_position(thread_id)
+            self._anchors.flush([thread_id])
+
+    def close(self) -> None:
+        """Save what the head store has not seen yet (the saver calls this on close)."""
+        if self._anchors is not None:
+            self._anchors.close()
+
+    def forget(self, thread_id: str) -> None:
+        """Drop what this process verified of ``thread_id`` (the next read walks it from genesis)."""
+        self._trust.drop(thread_id)
 
     def thread_ids(self, conn: Connection) -> list[str]:
-        return [r[0] for r in conn.execute(select(schema.heads.c.thread_id).order_by(schema.heads.c.thread_id))]
+        """Every thread with a history: from the events themselves, not only the (unsigned) head rows,
+        so deleting a thread's head row does not hide its history from a full verification."""
+        found = {r[0] for r in conn.execute(select(schema.heads.c.thread_id))}
+        found.update(r[0] for r in conn.execute(select(schema.events.c.thread_id).distinct()))
+        return sorted(found)
 
     def head(self, thread_id: str) -> SignedHead | None:
         """The current signed chain head of a thread (export it to detect truncation later)."""
@@ -704,25 +995,21 @@ class Ledger:
     # ---------------------------------------------------------- resume check
     def verify_checkpoint_in(
         self,
-        conn: Connection,
+        conn: Connection | DirectTx,
         thread_id: str,
         checkpoint_ns: str,
         checkpoint_id: str,
         checkpoint_digest: str,
         write_digests: dict[tuple[str, int], str],
     ) -> None:
-        """Refuse a checkpoint (and its pending writes) that the signed chain does not vouch for.
+        """Refuse a checkpoint (and its pending writes) that the verified chain does not vouch for.
 
-        Checks: the newest ``checkpoint.saved`` event for it carries exactly this
-        row's digest; the pending writes equal those recorded by ``writes.saved``
-        events; and the chain from those events to the head is intact and the
-        head's signature verifies.
+        For a checkpoint named by id (history, time travel): the chain must be verified from
+        genesis (once per process) and from the checkpoint's first event to the head; the newest
+        ``checkpoint.saved`` for it must carry this row's digest, no later event may have removed
+        it, and the pending writes must equal those its ``writes.saved`` events recorded.
         """
         subject = checkpoint_subject(checkpoint_ns, checkpoint_id)
-        raw = Raw(conn)
-        ev_rows = _chain_rows(
-            raw, f"SELECT {EV_COLS} FROM warden_events WHERE thread_id = ? AND subject = ? ORDER BY seq", (thread_id, subject)
-        )
 
         def fail(reason: str, detail: str, seq: int | None = None) -> IntegrityError:
             return IntegrityError(
@@ -736,54 +1023,47 @@ class Ledger:
                 reason=reason,
             )
 
-        if any(type(r.seq) is not int for r in ev_rows):
-            raise fail("event_corrupt", "an event row of this checkpoint has a non-numeric seq (edited row?)")
-        saved = [r for r in ev_rows if r.kind in (EventKind.CHECKPOINT_SAVED,)]
-        if not saved:
+        self._verified_rows(conn, thread_id, 1 << 62)  # the whole chain, once per process
+        first = Raw(conn).one("SELECT min(seq) FROM warden_events WHERE thread_id = ? AND subject = ?", (thread_id, subject))
+        if first is None or first[0] is None:
             raise fail("checkpoint_unrecorded", "no checkpoint.saved event records this checkpoint (row inserted?)")
-        start = min(int(r.seq) for r in ev_rows)
-        rows = _chain_rows(
-            raw, f"SELECT {EV_COLS} FROM warden_events WHERE thread_id = ? AND seq >= ? ORDER BY seq", (thread_id, start)
-        )
-        # Signed heads: check the final head's signature (it pins everything before it).
-        keys = self._key_info(conn, rows[-1].key_id or "") if rows else {}
-        report = verify_chain(
-            thread_id,
-            rows,
-            keys,
-            start_seq=start,
-            start_prev_hash=None,
-            signatures="heads",
-            trusted_key_ids=self.trusted_key_ids,
-        )
-        # Only the final head's key is loaded; findings about earlier heads' keys are not meaningful here.
-        findings = [
-            f for f in report.findings if not (f.reason in ("unknown_key", "untrusted_key") and f.seq != report.head_seq)
-        ]
-        if report.head_seq is not None and rows[-1].key_id not in keys and rows[-1].signature:
-            findings.append(Finding(thread_id, report.head_seq, "unknown_key", "head signed by an unregistered key"))
-        if findings:
-            f = findings[0]
-            raise fail(f.reason, f.detail, f.seq)
-        last_saved = max(saved, key=lambda r: r.seq)
-        body = report.bodies[int(last_saved.seq)]
-        if body["payload"].get("digest") != checkpoint_digest:
+        rows, docs = self._verified_rows(conn, thread_id, int(first[0]) - 1)
+        saved_digest: str | None = None
+        saved_seq: int | None = None
+        expected: dict[tuple[str, int], str] = {}
+        for doc in docs:
+            kind, p = doc["kind"], doc["payload"]
+            if kind == EventKind.CHECKPOINT_SAVED and doc["checkpoint_ns"] == checkpoint_ns and p.get("checkpoint_id") == checkpoint_id:
+                saved_digest, saved_seq = p.get("digest"), doc["seq"]
+            elif kind == EventKind.WRITES_SAVED and doc["checkpoint_ns"] == checkpoint_ns and p.get("checkpoint_id") == checkpoint_id:
+                for w in p.get("rows", ()):
+                    expected[(p["task_id"], int(w["idx"]))] = w["digest"]
+            elif kind == EventKind.THREAD_DELETED or (
+                kind in (EventKind.CHECKPOINTS_PRUNED, EventKind.RUNS_DELETED)
+                and [checkpoint_ns, checkpoint_id] in [list(x) for x in p.get("checkpoints", ())]
+            ):
+                saved_digest, saved_seq, expected = None, doc["seq"], {}
+        if saved_digest is None:
+            raise fail(
+                "checkpoint_unrecorded" if saved_seq is None else "checkpoint_removed",
+                "no checkpoint.saved event records this checkpoint (row inserted?)" if saved_seq is None
+                else "the history records that this checkpoint was deleted (row re-inserted?)",
+                saved_seq,
+            )
+        if saved_digest != checkpoint_digest:
             raise fail(
                 "checkpoint_changed",
                 "the stored checkpoint row does not match the digest recorded when it was saved",
-                int(last_saved.seq),
+                saved_seq,
             )
-        expected: dict[tuple[str, int], str] = {}
-        for r in ev_rows:
-            if r.kind != EventKind.WRITES_SAVED:
-                continue
-            payload = report.bodies[int(r.seq)]["payload"]
-            for w in payload.get("rows", ()):
-                expected[(payload["task_id"], int(w["idx"]))] = w["digest"]
-        if expected != write_digests:
-            missing = sorted(set(expected) - set(write_digests))
-            extra = sorted(set(write_digests) - set(expected))
-            changed = sorted(k for k in set(expected) & set(write_digests) if expected[k] != write_digests[k])
+        self._check_writes(fail, expected, write_digests)
+
+    @staticmethod
+    def _check_writes(fail: Callable[..., IntegrityError], expected: Mapping[tuple[str, int], str], found: Mapping[tuple[str, int], str]) -> None:
+        if expected != found:
+            missing = sorted(set(expected) - set(found))
+            extra = sorted(set(found) - set(expected))
+            changed = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
             raise fail(
                 "writes_changed",
                 f"pending writes differ from the recorded ones (missing={missing}, unrecorded={extra}, changed={changed})",
@@ -800,19 +1080,54 @@ class Ledger:
         against: SignedHead | None = None,
         check_rows: bool = True,
     ) -> ChainReport:
+        return self._verify_thread_rows(
+            conn, thread_id, keys, signatures=signatures, against=against, check_rows=check_rows
+        )[1]
+
+    def _verify_thread_rows(
+        self,
+        conn: Connection,
+        thread_id: str,
+        keys: dict[str, PublicKeyInfo],
+        *,
+        signatures: SignatureMode = "heads",
+        against: SignedHead | None = None,
+        check_rows: bool = True,
+    ) -> tuple[list[ChainRow], ChainReport]:
         rows = _chain_rows(
             Raw(conn), f"SELECT {EV_COLS} FROM warden_events WHERE thread_id = ? ORDER BY seq", (thread_id,)
         )
         report = verify_chain(
-            thread_id, rows, keys, signatures=signatures, trusted_key_ids=self.trusted_key_ids
+            thread_id, rows, keys, signatures=signatures, trusted_key_ids=self.trusted_ids()
         )
+        if against is None and self.head_store is not None:
+            against = self.head_store.load(thread_id)
         if against is not None:
             report.findings.extend(verify_against_head(report, against, {r.seq: r for r in rows}, keys))
         if check_rows:
             from .rows import check_rows_against_events
 
             report.findings.extend(check_rows_against_events(conn, thread_id, report))
-        return report
+        return rows, report
+
+    def history(self, thread_id: str, *, signatures: SignatureMode = "heads") -> tuple[list[Event], ChainReport]:
+        """Every stored event of a thread and the verification of that same read, for audits.
+
+        Unlike :meth:`events`, a history that fails verification is returned (a reviewer needs
+        to see it), with the findings in the report: an audit verdict comes from the rows it
+        shows, never from a second read. Rows whose body cannot be parsed are left out (the
+        report names them).
+        """
+        self.flush()
+        with self._engine.connect() as conn:
+            rows, report = self._verify_thread_rows(conn, thread_id, self.public_keys(conn), signatures=signatures)
+        events: list[Event] = []
+        for r in rows:
+            try:
+                events.append(Event.from_body(r.body if type(r.body) is bytes else bytes(r.body), r.hash))
+            except Exception:  # noqa: BLE001 - reported as event_corrupt by the verifier
+                continue
+        return events, report
 
     def verify(
         self,

@@ -40,10 +40,13 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+
 from sqlalchemy import Connection, Engine, delete, insert, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from langgraph_warden.anchors import HeadStore
+from langgraph_warden.redaction import scrub_blob  # the storage boundary: live secrets masked before digests
 from langgraph_warden.errors import (
     ConfigurationError,
     CorruptRowError,
@@ -80,7 +83,7 @@ _SQL_CP_UPDATE = (
 )
 # One statement: the chosen checkpoint joined with its writes (a row per write, or one row without).
 _PG_CP_WITH_WRITES = (
-    "SELECT c.*, w.task_id, w.idx, w.task_path, w.channel, w.type, w.blob, w.digest FROM ({pick}) c "
+    "SELECT c.*, w.task_id, w.idx, w.task_path, w.channel, w.type, w.blob, w.digest, {newer} FROM ({pick}) c "
     "LEFT JOIN warden_writes w ON w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns "
     "AND w.checkpoint_id = c.checkpoint_id ORDER BY w.task_path, w.task_id, w.idx"
 )
@@ -98,6 +101,10 @@ _SQL_WRITE_UPDATE = (
     "WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND task_id = ? AND idx = ?"
 )
 _SQL_WRITES_INSERT = f"INSERT INTO warden_writes ({WR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+#: The channel of LangGraph's interrupt writes (a run pausing). Spelled out: LangGraph made its
+#: constant private (``langgraph._internal._constants.INTERRUPT``) and deprecated the public alias.
+INTERRUPT = "__interrupt__"
 
 #: How many verified (checkpoint, writes) digests a saver remembers (LRU).
 _TRUST_CACHE_SIZE = 4096
@@ -135,8 +142,14 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         serde: the serializer (``JsonPlusSerializer`` by default;
             ``EncryptedSerializer`` works). ``LANGGRAPH_STRICT_MSGPACK`` is
             honoured because deserialisation goes through ``serde``.
-        trusted_key_ids: if given, only signatures by these keys are accepted
-            (pins the trust anchor outside the database).
+        trusted_key_ids: if given, only signatures by these keys (and by the key this
+            process signs with) are accepted: pins the keys outside the database, so a key an
+            attacker registers in ``warden_keys`` is refused.
+        head_store: a :class:`~langgraph_warden.anchors.HeadStore` outside the database
+            (``FileHeadStore(dir)``, ``KeyringHeadStore()``): the newest signed head of each
+            thread is saved there (at once when a run pauses for approval, otherwise within
+            ~50 ms and at close) and every first read of a thread is checked against it, so a
+            history cut back to an earlier signed head is refused.
         verify_reads: verify checkpoints against the signed chain when loaded
             (default ``True``; turn off only for display tools).
     """
@@ -149,6 +162,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         workload_id: str = DEFAULT_WORKLOAD_ID,
         serde: SerializerProtocol | None = None,
         trusted_key_ids: Sequence[str] | None = None,
+        head_store: HeadStore | None = None,
         verify_reads: bool = True,
         _async_engine: AsyncEngine | None = None,
         _owns_engines: bool = False,
@@ -166,10 +180,16 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             )
         self._owns_engines = _owns_engines
         self._write_engine = self._engine.execution_options(**WRITE)
+        # Reads that verify take several statements: on PostgreSQL they share one snapshot, so rows
+        # committed meanwhile by another worker are not mistaken for rows the history never recorded.
+        self._read_engine = (
+            self._engine if is_sqlite(self._engine) else self._engine.execution_options(isolation_level="REPEATABLE READ")
+        )
         self._awrite_engine = self._aengine.execution_options(**WRITE)
         self.key_store = key_store if key_store is not None else KeyringKeyStore()
         self.ledger = Ledger(
-            self._engine, self._aengine, self.key_store, workload_id, trusted_key_ids=trusted_key_ids
+            self._engine, self._aengine, self.key_store, workload_id, trusted_key_ids=trusted_key_ids,
+            head_store=head_store,
         )
         self.verify_reads = verify_reads
         self._is_setup = False
@@ -191,6 +211,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         workload_id: str = DEFAULT_WORKLOAD_ID,
         serde: SerializerProtocol | None = None,
         trusted_key_ids: Sequence[str] | None = None,
+        head_store: HeadStore | None = None,
         setup: bool = True,
         connect_timeout: float = 5.0,
         pool_size: int = 5,
@@ -207,6 +228,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             workload_id=workload_id,
             serde=serde,
             trusted_key_ids=trusted_key_ids,
+            head_store=head_store,
             _async_engine=async_engine,
             _owns_engines=True,
         )
@@ -256,12 +278,14 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         await asyncio.to_thread(self.setup)
 
     def close(self) -> None:
+        self.ledger.close()
         if self._owns_engines:
             self._engine.dispose()
             # The async engine's pool holds connections bound to event loops; drop them without awaiting.
             self._aengine.sync_engine.dispose(close=False)
 
     async def aclose(self) -> None:
+        await asyncio.to_thread(self.ledger.close)
         if self._owns_engines:
             self._engine.dispose()
             await self._aengine.dispose()
@@ -386,12 +410,14 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         self.ledger.verify_checkpoint_in(conn, r.thread_id, r.checkpoint_ns, r.checkpoint_id, cp_digest, write_digests)
         self._remember(key, cp_digest, write_digests)
 
-    def _get_tuple_tx(self, conn: Connection, config: RunnableConfig) -> CheckpointTuple | None:
+    def _get_tuple_tx(self, conn: Connection | DirectTx, config: RunnableConfig) -> CheckpointTuple | None:
         conf = _configurable(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "") or ""
         checkpoint_id = get_checkpoint_id(config)
         raw = Raw(conn)
+        if not checkpoint_id and self.verify_reads:
+            return self._latest_verified(conn, thread_id, ns)
         if checkpoint_id:
             found = raw.one(_SQL_CP_BY_ID, (thread_id, ns, checkpoint_id))
         else:
@@ -404,28 +430,88 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             self._verify_loaded(conn, r, writes)
         return self._tuple(r, writes)
 
+    def _latest_verified(self, conn: Connection | DirectTx, thread_id: str, ns: str) -> CheckpointTuple | None:
+        """The checkpoint the verified chain names as the newest of ``ns`` — or a refusal.
+
+        Not "the newest row": a deleted newest row would make a run silently resume from the
+        one before it (a pending approval vanishing with it), and an inserted row would be
+        resumed from. The chain is read from where this process last verified it.
+        """
+        raw = Raw(conn)
+        cid, digest, recorded_writes = self.ledger.latest_checkpoint_in(conn, thread_id, ns)
+
+        def refuse(reason: str, detail: str, checkpoint_id: str | None = cid) -> IntegrityError:
+            return IntegrityError(
+                f"integrity check failed for thread {thread_id!r}{' ns ' + repr(ns) if ns else ''}"
+                f"{' checkpoint ' + repr(checkpoint_id) if checkpoint_id else ''}: {reason}: {detail}. "
+                "The run was stopped before any node ran; run `warden audit verify` for the full report.",
+                thread_id=thread_id, checkpoint_ns=ns, checkpoint_id=checkpoint_id, reason=reason,
+            )
+
+        found = raw.one(_SQL_CP_LATEST, (thread_id, ns))
+        if found is not None and (cid is None or found[2] > cid) and not raw.sqlite:
+            # PostgreSQL reads each statement in its own snapshot: a checkpoint committed since the
+            # events were read is newer than what they name. Read the chain again, once.
+            cid, digest, recorded_writes = self.ledger.latest_checkpoint_in(conn, thread_id, ns)
+        if found is not None and (cid is None or found[2] > cid):
+            raise refuse("checkpoint_unrecorded", "the database holds a newer checkpoint than the signed history records "
+                         "(row inserted?)", found[2])
+        if cid is None:
+            return None
+        if found is None or found[2] != cid:
+            raise refuse("checkpoint_missing", f"the newest checkpoint the signed history records ({cid}) is not in the "
+                         "database (row deleted?)")
+        r = CpRow(*found)
+        writes = self._writes_for(conn, thread_id, ns, cid)
+        if row_checkpoint_digest(r) != digest:
+            raise refuse("checkpoint_changed", "the stored checkpoint row does not match the digest recorded when it was saved")
+        write_digests = {(w.task_id, int(w.idx)): row_write_digest(w) for w in writes}
+        self.ledger._check_writes(lambda reason, detail: refuse(reason, detail), recorded_writes, write_digests)
+        self._remember((thread_id, ns, cid), digest, write_digests)
+        return self._tuple(r, writes)
+
     def _get_tuple_one_statement(self, config: RunnableConfig) -> CheckpointTuple | None:
         """PostgreSQL: the checkpoint and its writes in one round trip (one statement, one snapshot).
 
-        A row this process cannot vouch for from its trust cache is re-read and
+        The latest checkpoint is read by the id the verified chain names, with a check in the
+        same statement that the chain has no event this process has not verified; a checkpoint
+        named by id must match this process's trust cache. Anything else is re-read and
         verified on the transactional path.
         """
         conf = _configurable(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "") or ""
         checkpoint_id = get_checkpoint_id(config)
-        pick = _SQL_CP_BY_ID if checkpoint_id else _SQL_CP_LATEST
-        params = (thread_id, ns, checkpoint_id) if checkpoint_id else (thread_id, ns)
+        newer_sql, newer_params = "FALSE", ()
+        expected: tuple[str | None, dict[tuple[str, int], str]] | None = None
+        if not checkpoint_id and self.verify_reads:
+            known = self.ledger.trusted_latest(thread_id, ns)
+            if known is None or known[1] is None or known[4]:
+                return self._read(self._get_tuple_tx, config)
+            position, checkpoint_id, digest, recorded_writes, _unsure = known
+            expected = (digest, recorded_writes)
+            newer_sql = "EXISTS (SELECT 1 FROM warden_events e WHERE e.thread_id = %s AND e.seq > %s)"
+            newer_params = (thread_id, position.seq)
+        by_id = checkpoint_id and expected is None
+        pick = _SQL_CP_BY_ID if by_id else _SQL_CP_LATEST
+        params = (thread_id, ns, checkpoint_id) if by_id else (thread_id, ns)
         with self.ledger.direct_postgres.connection() as pg:
-            rows = pg.cursor(binary=True).execute(_PG_CP_WITH_WRITES.format(pick=pick.replace("?", "%s")), params).fetchall()
+            rows = pg.cursor(binary=True).execute(
+                _PG_CP_WITH_WRITES.format(pick=pick.replace("?", "%s"), newer=newer_sql), (*newer_params, *params)
+            ).fetchall()
         if not rows:
-            return None
+            return self._read(self._get_tuple_tx, config) if self.verify_reads else None
         r = CpRow(*rows[0][:10])
-        writes = [WrRow(r.thread_id, r.checkpoint_ns, r.checkpoint_id, *row[10:]) for row in rows if row[10] is not None]
+        writes = [WrRow(r.thread_id, r.checkpoint_ns, r.checkpoint_id, *row[10:17]) for row in rows if row[10] is not None]
         if self.verify_reads:
             key = (r.thread_id, r.checkpoint_ns, r.checkpoint_id)
             write_digests = {(w.task_id, int(w.idx)): row_write_digest(w) for w in writes}
-            if not self._is_trusted(key, row_checkpoint_digest(r), write_digests):
+            if expected is not None:
+                vouched = not rows[0][17] and r.checkpoint_id == checkpoint_id and expected == (
+                    row_checkpoint_digest(r), write_digests)
+            else:
+                vouched = self._is_trusted(key, row_checkpoint_digest(r), write_digests)
+            if not vouched:
                 return self._read(self._get_tuple_tx, config)
         return self._tuple(r, writes)
 
@@ -551,6 +637,8 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         type_, blob = self.serde.dumps_typed(checkpoint)
         md = get_checkpoint_metadata(config, metadata)
         md_type, md_blob = self.serde.dumps_typed(md)
+
+        blob, md_blob = scrub_blob(type_, blob), scrub_blob(md_type, md_blob)
         run_id = md.get("run_id")
         run_id = str(run_id) if run_id is not None else None
         cid = checkpoint["id"]
@@ -593,6 +681,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
     ) -> RunnableConfig:
         row, payload = prepared if prepared is not None else self._prepare_put(config, checkpoint, metadata)
         thread_id, ns, cid, digest = row[0], row[1], row[2], row[-1]
+        self.ledger.lock_thread(conn, thread_id)  # concurrent writers: read after the other commits
         raw = Raw(conn)
         # Insert first: a checkpoint id is new on every step but a replay's.
         found = None if raw.run(_SQL_CP_INSERT_NEW, row) == 1 else raw.one(_SQL_CP_DIGEST, (thread_id, ns, cid))
@@ -629,10 +718,12 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             raise ConfigurationError(
                 "config['configurable']['checkpoint_id'] is missing in put_writes; writes belong to a checkpoint"
             )
+
         rows = []
         for i, (channel, value) in enumerate(writes):
             idx = WRITES_IDX_MAP.get(channel, i)
             type_, blob = self.serde.dumps_typed(value)
+            blob = scrub_blob(type_, blob)
             digest = write_digest(thread_id, ns, cid, task_id, idx, task_path, channel, type_, blob)
             rows.append((thread_id, ns, cid, task_id, idx, task_path, channel, type_, blob, digest))
         return rows
@@ -676,6 +767,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             return
         thread_id, ns, cid = rows[0][:3]
         upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
+        self.ledger.lock_thread(conn, thread_id)  # concurrent writers: read after the other commits
         raw = Raw(conn)
         existing = {int(idx): d for idx, d in raw.all(_SQL_TASK_WRITE_DIGESTS, (thread_id, ns, cid, task_id))}
         inserts: list[tuple[Any, ...]] = []
@@ -857,7 +949,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
     # ------------------------------------------------------------- sync API
     def _read(self, fn, *args):
         try:
-            with self._engine.connect() as conn:
+            with self._read_engine.connect() as conn:
                 return fn(conn, *args)
         except OperationalError as exc:
             raise self._unavailable(exc) from None
@@ -935,8 +1027,16 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         task_path: str = "",
     ) -> None:
         if self._one_statement:
-            return self._pg_call(self._put_writes_one_statement, config, writes, task_id, task_path)
-        self._write_hot(self._put_writes_tx, config, writes, task_id, task_path)
+            self._pg_call(self._put_writes_one_statement, config, writes, task_id, task_path)
+        else:
+            self._write_hot(self._put_writes_tx, config, writes, task_id, task_path)
+        self._anchor_if_paused(config, writes)
+
+    def _anchor_if_paused(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]]) -> None:
+        """A run pausing (LangGraph's interrupt write): its head goes to the head store before the
+        pause is reported, so the approval it waits for cannot later be replayed by a cut-back."""
+        if self.ledger.head_store is not None and any(channel == INTERRUPT for channel, _ in writes):
+            self.ledger.anchor_now(str(config["configurable"]["thread_id"]))
 
     def delete_thread(self, thread_id: str) -> None:
         self._write(self._delete_thread_tx, str(thread_id))
@@ -1011,10 +1111,13 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         task_path: str = "",
     ) -> None:
         if self._direct is not None:
-            return await asyncio.to_thread(self._write_hot, self._put_writes_tx, config, writes, task_id, task_path)
-        if self._one_statement:
-            return await asyncio.to_thread(self._pg_call, self._put_writes_one_statement, config, writes, task_id, task_path)
-        await self._awrite(self._put_writes_tx, config, writes, task_id, task_path)
+            await asyncio.to_thread(self._write_hot, self._put_writes_tx, config, writes, task_id, task_path)
+        elif self._one_statement:
+            await asyncio.to_thread(self._pg_call, self._put_writes_one_statement, config, writes, task_id, task_path)
+        else:
+            await self._awrite(self._put_writes_tx, config, writes, task_id, task_path)
+        if self.ledger.head_store is not None and any(channel == INTERRUPT for channel, _ in writes):
+            await asyncio.to_thread(self._anchor_if_paused, config, writes)
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._awrite(self._delete_thread_tx, str(thread_id))

@@ -33,6 +33,8 @@ from .keys import b64u_decode, verify_signature
 
 __all__ = [
     "ChainRow",
+    "ChainPosition",
+    "verify_extension",
     "PublicKeyInfo",
     "Finding",
     "ChainReport",
@@ -239,6 +241,103 @@ def verify_chain(
             for row in last_signed_by_key.values():
                 _check_signature(report, row, keys, trusted, True)
     return report
+
+
+class ChainPosition(NamedTuple):
+    """A point of one thread's chain: the event at ``seq`` has hash ``hash`` (seq 0: before genesis).
+
+    ``hash=None`` (only as a ``start``): the position's hash is not known to the reader.
+    """
+
+    seq: int
+    hash: str | None
+
+
+GENESIS = ChainPosition(0, GENESIS_HASH)
+
+
+def verify_extension(
+    thread_id: str,
+    rows: Sequence[ChainRow],
+    keys: Mapping[str, PublicKeyInfo],
+    *,
+    start: ChainPosition | None,
+    pinned: ChainPosition | None = None,
+    trusted_key_ids: Iterable[str] | None = None,
+) -> tuple[list[dict[str, Any]], Finding | None]:
+    """Check that ``rows`` continue a chain from ``start`` and are vouched for; their parsed bodies.
+
+    Why a second verifier beside :func:`verify_chain`: a process that already verified a thread
+    up to some position (``pinned``) only needs to check what it reads against that, not walk the
+    whole history again. The rows are vouched for when every one links to the one before
+    (``start``: the position just before ``rows[0]``; ``None`` accepts whatever the first row links
+    to, and rows must then start at ``rows[0].seq``) and either
+
+    * the chain passes through ``pinned`` (a position verified earlier) and ends there — the
+      hashes pin every earlier row to it, no signature needed; or
+    * the last row is a head signed by a registered (and, with ``trusted_key_ids``, trusted) key.
+
+    Rows that stop short of ``pinned``, or carry another hash at its seq, are a truncated or
+    rewritten history. Returns the first finding instead of raising: callers turn it into the
+    error of their context. Pure: no database, no secrets.
+    """
+    docs: list[dict[str, Any]] = []
+    expected = start.seq + 1 if start is not None else (rows[0].seq if rows else 1)
+    prev = start.hash if start is not None else None
+    sha256 = hashlib.sha256
+    loads = _loads
+    for row in rows:
+        seq, body = row.seq, row.body
+        if type(seq) is not int or type(body) is not bytes:
+            try:
+                seq = int(seq)
+                body = body.encode() if isinstance(body, str) else bytes(body)
+            except (TypeError, ValueError):
+                return docs, Finding(thread_id, None, "event_corrupt", f"row after seq {expected - 1} has an unreadable seq or body")
+        if seq != expected:
+            reason = "event_deleted" if seq > expected else "event_inserted"
+            return docs, Finding(thread_id, seq, reason, f"expected seq {expected}, found {seq} (gap or duplicate)")
+        if "sha256:" + sha256(body).hexdigest() != row.hash:
+            return docs, Finding(thread_id, seq, "event_changed", "stored hash is not the SHA-256 of the stored event body")
+        try:
+            doc = loads(body)
+        except (ValueError, UnicodeDecodeError, TypeError):
+            doc = None
+        if type(doc) is not dict:
+            return docs, Finding(thread_id, seq, "event_corrupt", "event body is not a canonical JSON object")
+        if doc.get("seq") != seq or doc.get("thread_id") != thread_id:
+            return docs, Finding(thread_id, seq, "event_moved", f"body says thread {doc.get('thread_id')!r} seq {doc.get('seq')!r}")
+        if doc.get("kind") != row.kind:
+            return docs, Finding(thread_id, seq, "event_changed", f"row kind {row.kind!r} differs from body kind {doc.get('kind')!r}")
+        if prev is not None and doc.get("prev_hash") != prev:
+            return docs, Finding(
+                thread_id, seq, "chain_broken",
+                "prev_hash does not match the previous event's hash (event inserted, deleted, changed or reordered)",
+            )
+        if pinned is not None and seq == pinned.seq and row.hash != pinned.hash:
+            return docs, Finding(
+                thread_id, seq, "rewritten",
+                f"the event at seq {seq} is not the one this process verified or wrote earlier (history rewritten)",
+            )
+        docs.append(doc)
+        prev = row.hash
+        expected = seq + 1
+    last_seq = expected - 1
+    if pinned is not None and last_seq < pinned.seq:
+        return docs, Finding(
+            thread_id, last_seq if rows else None, "truncated",
+            f"the history ends at seq {last_seq} but this process verified or wrote it up to seq {pinned.seq} "
+            "(events deleted from its end)",
+        )
+    if not rows or (pinned is not None and last_seq == pinned.seq):
+        return docs, None
+    last = rows[-1]
+    if not last.signature:
+        return docs, Finding(thread_id, last_seq, "unsigned_head", "the chain head carries no signature (events appended outside the ledger?)")
+    report = ChainReport(thread_id=thread_id)
+    trusted = frozenset(trusted_key_ids) if trusted_key_ids is not None else None
+    _check_signature(report, last._replace(seq=last_seq), keys, trusted, True)
+    return docs, (report.findings[0] if report.findings else None)
 
 
 def verify_against_head(

@@ -20,6 +20,7 @@ __all__ = [
     "KeyStoreError",
     "LedgerAppendError",
     "UnseenEventsError",
+    "CallInProgressError",
 ]
 
 
@@ -111,3 +112,11 @@ class UnseenEventsError(WardenError):
             "nothing was appended: read the thread again and retry"
         )
         self.thread_id, self.seen_seq, self.found, self.complete = thread_id, seen_seq, found, complete
+
+
+class CallInProgressError(WardenError):
+    """Another live process is executing this tool call and did not finish within the wait.
+
+    Nothing was run or recorded here. The other worker records the outcome when its tool
+    returns; resume the run later and the outcome is replayed, not executed again.
+    """

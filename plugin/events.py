@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from . import canonical
+from .redaction import scrub_canonical  # the storage boundary: live secrets masked before the hash
 
 try:
     from orjson import loads as _loads
@@ -70,6 +71,9 @@ class EventKind:
     TOOL_ABORTED = "tool.aborted"
     #: The tool itself called interrupt(): the attempt paused on purpose and will run again.
     TOOL_SUSPENDED = "tool.suspended"
+    #: A later call (new tool-call id, same tool and arguments) was recognised as a retry of this
+    #: one after its model message was lost: it is answered from this call's record.
+    TOOL_SUPERSEDED = "tool.superseded"
     CREDENTIAL_ISSUED = "credential.issued"
     CREDENTIAL_REVOKED = "credential.revoked"
     APPROVAL_REQUESTED = "approval.requested"
@@ -98,6 +102,13 @@ class EventSummary(NamedTuple):
     #: canonical UTC text, as in the event body: ``"2026-11-29T06:40:00.123456Z"``
     ts: str
     payload: Mapping[str, Any]
+    #: the event's chain hash (``sha256:...``): a later read of its row is checked against it
+    hash: str = ""
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], body: bytes, hash_: str) -> EventSummary:
+        """A summary from a body already parsed (and verified) by the caller."""
+        return cls(doc["seq"], doc["kind"], doc["ts"]["$datetime"], _payload(doc, body), hash_)
 
     @classmethod
     def from_bodies(cls, rows: Sequence[tuple[int, str, bytes]]) -> list[EventSummary]:
@@ -195,6 +206,9 @@ class Event:
                 "prev_hash": prev_hash,
             }
         )
+        clean = scrub_canonical(body)  # the storage boundary: what is hashed and stored holds no live secret
+        if clean is not body:  # the event carries what is stored
+            body, payload = clean, _payload(_loads(clean), clean)
         return (
             cls(
                 thread_id=thread_id,
@@ -235,9 +249,28 @@ class Event:
             version=doc["v"],
         )
 
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], body: bytes, hash_: str) -> Event:
+        """An event from a body already parsed (and verified) by the caller."""
+        ts = doc["ts"]
+        if isinstance(ts, dict) and len(ts) == 1 and "$datetime" in ts:
+            ts = datetime.fromisoformat(ts["$datetime"].replace("Z", "+00:00"))
+        return cls(
+            thread_id=doc["thread_id"],
+            checkpoint_ns=doc["checkpoint_ns"],
+            seq=doc["seq"],
+            ts=ts,
+            kind=doc["kind"],
+            actor=doc["actor"],
+            payload=_payload(doc, body),
+            prev_hash=doc["prev_hash"],
+            hash=hash_,
+            version=doc["v"],
+        )
+
     def summary(self) -> EventSummary:
         """The fields a history fold reads (see :class:`EventSummary`)."""
-        return EventSummary(self.seq, self.kind, canonical.datetime_text(self.ts), self.payload)
+        return EventSummary(self.seq, self.kind, canonical.datetime_text(self.ts), self.payload, self.hash)
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready dict (for export, display and SIEM ingestion)."""
@@ -323,6 +356,8 @@ class Watermark:
 
     seq: int
     kinds: tuple[str, ...]
+    #: Only events about this subject count (a tool call id): a claim on one call, not the thread.
+    subject: str | None = None
 
 
 @runtime_checkable

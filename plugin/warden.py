@@ -17,6 +17,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .anchors import HeadStore
 from .audit import AuditTrail, reconstruct
 from .charter import RunCharter, RiskTier
 from .checkpointers import DEFAULT_WORKLOAD_ID, VerificationReport, WardenSaver
@@ -115,18 +116,24 @@ class Warden:
         key_store: KeyStore | None = None,
         workload_key_store: WorkloadKeyStore | None = None,
         workload_id: str = DEFAULT_WORKLOAD_ID,
+        trusted_key_ids: Sequence[str] | None = None,
+        head_store: HeadStore | None = None,
         **kwargs: Any,
     ) -> Warden:
         """Open (and migrate) the database and wire everything with the embedded defaults.
 
         Keys come from the OS keyring unless ``ephemeral_keys=True`` (demos and
         tests: in-memory keys, marked ``ephemeral`` in every signed record).
+        ``trusted_key_ids`` and ``head_store`` are trust anchors kept outside the database
+        (see :class:`~langgraph_warden.checkpointers.WardenSaver`).
         """
         if ephemeral_keys and (key_store is not None or workload_key_store is not None):
             raise ConfigurationError("pass either ephemeral_keys=True or explicit key stores, not both")
         ks = key_store or (EphemeralKeyStore() if ephemeral_keys else None)
         wks = workload_key_store or (EphemeralWorkloadKeyStore() if ephemeral_keys else KeyringWorkloadKeyStore())
-        saver = WardenSaver.from_url(url, key_store=ks, workload_id=workload_id)
+        saver = WardenSaver.from_url(
+            url, key_store=ks, workload_id=workload_id, trusted_key_ids=trusted_key_ids, head_store=head_store
+        )
         try:
             identity = kwargs.pop("identity", None) or LocalIdentityProvider(workload_id, wks)
             return cls(saver, identity=identity, **kwargs)
@@ -201,8 +208,8 @@ class Warden:
             # The thread has history: this is a resume, possibly after a crash. A step that died
             # holding a credential never reached its `finally`; end those leases before anything runs.
             self.recover(thread_id)
-        existing = self.ledger.events(thread_id, kinds=[EventKind.RUN_STARTED])
-        if not existing or existing[-1].payload.get("charter") != charter.to_dict():
+        existing = self.guard.recorded_charter(thread_id)  # the guard's verified view: no re-read of the history
+        if existing is None or existing.to_dict() != charter.to_dict():
             self.guard.record(
                 thread_id,
                 [
@@ -257,8 +264,8 @@ class Warden:
     # ----------------------------------------------------------------- audit
     def audit(self, thread_id: str) -> AuditTrail:
         """The verified, reconstructed audit trail of one thread."""
-        report = self.ledger.verify(thread_id=thread_id)
-        return reconstruct(thread_id, self.ledger.events(thread_id), report.threads.get(thread_id))
+        events, report = self.ledger.history(thread_id)
+        return reconstruct(thread_id, events, report)
 
     def verify(self, thread_id: str | None = None, **kwargs: Any) -> VerificationReport:
         return self.ledger.verify(thread_id=thread_id, **kwargs)

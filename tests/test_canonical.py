@@ -148,7 +148,7 @@ wild_values = st.recursive(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(wild_values)
 def test_fast_encode_equals_reference(value):
     _assert_same_as_reference(value)
@@ -165,7 +165,7 @@ plain_values = st.recursive(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(plain_values)
 def test_fast_encode_equals_reference_on_plain_values(value):
     _assert_same_as_reference(value)
@@ -406,5 +406,10 @@ def test_summaries_parsed_together_equal_each_event_decoded_alone(payloads, when
         rows.append((seq, "tool.completed", body))
         expected.append(Event.from_body(body, event.hash).summary())
     got = EventSummary.from_bodies(rows)
-    assert all(_same(list(a), list(b)) for a, b in zip(got, expected)) and len(got) == len(expected)
+    assert all(_same(list(a), list(b._replace(hash=""))) for a, b in zip(got, expected)) and len(got) == len(expected)
+    # a summary built from a verified read's parsed body carries the hash, and equals the decoded event's
+    from langgraph_warden.chain import _loads
+
+    assert all(_same(list(EventSummary.from_doc(_loads(body), body, e.hash)), list(e))
+               for (_, _, body), e in zip(rows, expected))
     assert all(s.ts == canonical.datetime_text(when) for s in got)

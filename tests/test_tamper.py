@@ -291,8 +291,15 @@ def test_rewritten_history_detected_against_saved_head(saver, tmp_path):
             text("UPDATE warden_heads SET seq = :s, hash = (SELECT hash FROM warden_events WHERE thread_id='t1' AND seq = :s) WHERE thread_id='t1'"),
             {"s": saved.seq - 2},
         )
-    # New, properly signed events now occupy the old seqs.
-    saver.ledger.append("t1", [EventDraft(kind="note", payload={"n": 1}), EventDraft(kind="note", payload={"n": 2})])
+    drafts = [EventDraft(kind="note", payload={"n": 1}), EventDraft(kind="note", payload={"n": 2})]
+    # The process that wrote (and so verified) the newer head refuses to append after the cut...
+    with pytest.raises(IntegrityError) as refused:
+        saver.ledger.append("t1", drafts)
+    assert refused.value.reason == "truncated"
+    # ...but a process that never saw it does: new, properly signed events now occupy the old seqs.
+    url = saver.engine.url.render_as_string(hide_password=False)
+    with WardenSaver.from_url(url, key_store=saver.key_store) as other:
+        other.ledger.append("t1", drafts)
     report = saver.ledger.verify(check_rows=False, against=[saved])
     assert {f.reason for f in report.findings} == {"rewritten"}
 

@@ -1,0 +1,226 @@
+"""What this process has verified of each thread's chain, and what the verified events say.
+
+Why: nothing read from the database may influence a decision, a resume or an audit verdict
+unless it belongs to a chain verified from genesis to a head signed by a trusted key. Walking
+the whole chain on every read would make each call cost what the thread's history costs, so a
+process verifies a thread once, when it first touches it, and keeps the position it verified
+(:class:`~langgraph_warden.chain.ChainPosition`). Later reads are checked against that position
+(the hashes pin everything before it) and extend it; this process's own committed appends extend
+it without a read.
+
+Beside the position, a :class:`ThreadTrust` folds what resume needs from the verified events:
+the newest recorded checkpoint of each namespace with its digest, and the digests of the writes
+recorded for it. ``get_tuple`` returns exactly that checkpoint or refuses, so a deleted newest
+checkpoint row is a refusal, not a silent step back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph_warden.chain import ChainPosition
+from langgraph_warden.events import GENESIS_HASH, EventKind
+
+__all__ = ["ThreadTrust", "TrustCache"]
+
+_CP_SAVED = EventKind.CHECKPOINT_SAVED
+_WR_SAVED = EventKind.WRITES_SAVED
+_REMOVALS = (EventKind.CHECKPOINTS_PRUNED, EventKind.RUNS_DELETED)
+#: Kinds that change what the latest checkpoint is (everything else is skipped by the fold).
+FOLDED_KINDS = frozenset({_CP_SAVED, _WR_SAVED, EventKind.THREAD_DELETED, *_REMOVALS})
+
+
+@dataclass(slots=True)
+class ThreadTrust:
+    """One thread as far as this process verified it: position and the resume-relevant fold.
+
+    ``latest``: namespace -> id of the newest live checkpoint the verified chain records.
+    ``digests`` / ``writes``: the recorded digests of those checkpoints (and of newer ids whose
+    writes were recorded before their checkpoint, as LangGraph's background saves allow).
+    ``unsure``: namespaces whose newest checkpoint was removed by a prune or run deletion; the
+    one before it is found by folding the whole chain again (rare operations).
+    """
+
+    seq: int = 0
+    hash: str = GENESIS_HASH
+    latest: dict[str, str] = field(default_factory=dict)
+    digests: dict[tuple[str, str], str] = field(default_factory=dict)
+    writes: dict[tuple[str, str], dict[tuple[str, int], str]] = field(default_factory=dict)
+    unsure: set[str] = field(default_factory=set)
+
+    @property
+    def position(self) -> ChainPosition:
+        return ChainPosition(self.seq, self.hash)
+
+    def copy(self) -> ThreadTrust:
+        return ThreadTrust(
+            self.seq, self.hash, dict(self.latest), dict(self.digests),
+            {k: dict(v) for k, v in self.writes.items()}, set(self.unsure),
+        )
+
+    def fold(self, kind: str, ns: str, payload: Mapping[str, Any]) -> None:
+        """Take one verified event in (in chain order)."""
+        if kind == _CP_SAVED:
+            cid = payload["checkpoint_id"]
+            self.digests[(ns, cid)] = payload["digest"]
+            if cid >= self.latest.get(ns, ""):
+                self.latest[ns] = cid
+                self.unsure.discard(ns)
+                self._drop_older(ns, cid)
+        elif kind == _WR_SAVED:
+            cid = payload["checkpoint_id"]
+            if cid >= self.latest.get(ns, ""):
+                recorded = self.writes.setdefault((ns, cid), {})
+                task = payload["task_id"]
+                for row in payload.get("rows", ()):
+                    recorded[(task, int(row["idx"]))] = row["digest"]
+        elif kind == EventKind.THREAD_DELETED:
+            self.latest.clear()
+            self.digests.clear()
+            self.writes.clear()
+            self.unsure.clear()
+        elif kind in _REMOVALS:
+            if payload.get("all_writes"):
+                self.writes.clear()
+            for removed_ns, cid in payload.get("checkpoints", ()):
+                self.digests.pop((removed_ns, cid), None)
+                self.writes.pop((removed_ns, cid), None)
+                if self.latest.get(removed_ns) == cid:
+                    del self.latest[removed_ns]
+                    self.unsure.add(removed_ns)
+
+    def _drop_older(self, ns: str, cid: str) -> None:
+        for key in [k for k in self.digests if k[0] == ns and k[1] < cid]:
+            del self.digests[key]
+        for key in [k for k in self.writes if k[0] == ns and k[1] < cid]:
+            del self.writes[key]
+
+    def fold_docs(self, docs: Iterable[Mapping[str, Any]]) -> None:
+        """Take in parsed event bodies (verified, in chain order); the position moves to the last."""
+        for doc in docs:
+            kind = doc["kind"]
+            if kind in FOLDED_KINDS:
+                self.fold(kind, doc["checkpoint_ns"], _payload(doc))
+
+    def expected_writes(self, ns: str, cid: str) -> dict[tuple[str, int], str]:
+        return self.writes.get((ns, cid), {})
+
+
+def _payload(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Checkpoint and write events carry plain JSON (ids, digests): no tagged values to revive.
+    return doc["payload"]
+
+
+def full_fold(docs: Iterable[Mapping[str, Any]]) -> ThreadTrust:
+    """Fold a whole verified chain (from genesis), resolving removed checkpoints exactly.
+
+    Unlike the incremental fold, this knows every live checkpoint while it folds, so a prune
+    or run deletion that removed the newest one falls back to the newest one left.
+    """
+    live: dict[str, dict[str, str]] = {}  # ns -> {checkpoint id: digest}
+    writes: dict[tuple[str, str], dict[tuple[str, int], str]] = {}
+    for doc in docs:
+        kind = doc["kind"]
+        if kind not in FOLDED_KINDS:
+            continue
+        p, ns = doc["payload"], doc["checkpoint_ns"]
+        if kind == _CP_SAVED:
+            live.setdefault(ns, {})[p["checkpoint_id"]] = p["digest"]
+        elif kind == _WR_SAVED:
+            recorded = writes.setdefault((ns, p["checkpoint_id"]), {})
+            for row in p.get("rows", ()):
+                recorded[(p["task_id"], int(row["idx"]))] = row["digest"]
+        elif kind == EventKind.THREAD_DELETED:
+            live.clear()
+            writes.clear()
+        else:
+            if p.get("all_writes"):
+                writes.clear()
+            for removed_ns, cid in p.get("checkpoints", ()):
+                live.get(removed_ns, {}).pop(cid, None)
+                writes.pop((removed_ns, cid), None)
+    trust = ThreadTrust()
+    for ns, cps in live.items():
+        if cps:
+            newest = max(cps)
+            trust.latest[ns] = newest
+            trust.digests[(ns, newest)] = cps[newest]
+    for (ns, cid), recorded in writes.items():
+        if cid >= trust.latest.get(ns, ""):
+            trust.writes[(ns, cid)] = recorded
+    return trust
+
+
+class TrustCache:
+    """A bounded, thread-safe map thread id -> :class:`ThreadTrust` (least recently used dropped).
+
+    A dropped thread is verified from genesis again when next touched: correct, only slower.
+    Readers get copies (:meth:`snapshot`) or plain values (:meth:`latest`); the stored object
+    changes only under the lock (:meth:`put`, :meth:`advance`).
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._data: OrderedDict[str, ThreadTrust] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def position(self, thread_id: str) -> ChainPosition | None:
+        with self._lock:
+            found = self._data.get(thread_id)
+            return found.position if found is not None else None
+
+    def snapshot(self, thread_id: str) -> ThreadTrust | None:
+        """A copy of the thread's trust, safe to extend outside the lock (then :meth:`put` it)."""
+        with self._lock:
+            found = self._data.get(thread_id)
+            if found is None:
+                return None
+            self._data.move_to_end(thread_id)
+            return found.copy()
+
+    def latest(self, thread_id: str, ns: str) -> tuple[ChainPosition, str | None, str | None, dict[tuple[str, int], str], bool] | None:
+        """(position, newest checkpoint id, its digest, its recorded writes, unsure) of one namespace."""
+        with self._lock:
+            t = self._data.get(thread_id)
+            if t is None:
+                return None
+            self._data.move_to_end(thread_id)
+            cid = t.latest.get(ns)
+            digest = t.digests.get((ns, cid)) if cid is not None else None
+            writes = dict(t.writes.get((ns, cid), {})) if cid is not None else {}
+            return t.position, cid, digest, writes, ns in t.unsure
+
+    def put(self, thread_id: str, trust: ThreadTrust) -> None:
+        """Store ``trust`` unless the thread is already verified further: a slower reader never
+        moves a thread back."""
+        with self._lock:
+            current = self._data.get(thread_id)
+            if current is not None and current.seq > trust.seq:
+                return
+            self._data[thread_id] = trust
+            self._data.move_to_end(thread_id)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def advance(self, thread_id: str, start: ChainPosition, end: ChainPosition, docs: Iterable[Mapping[str, Any]]) -> bool:
+        """This process committed the events ``docs`` from ``start`` to ``end``: extend the thread's
+        verified position if it was exactly ``start`` (else the next read verifies them)."""
+        with self._lock:
+            current = self._data.get(thread_id)
+            if current is None or current.position != start:
+                return False
+            current.fold_docs(docs)
+            current.seq, current.hash = end
+            return True
+
+    def drop(self, thread_id: str) -> None:
+        with self._lock:
+            self._data.pop(thread_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
