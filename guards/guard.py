@@ -37,8 +37,9 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from langchain_core.messages import ToolMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -46,9 +47,15 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, interrupt
 from pydantic import PlainValidator, WithJsonSchema
 
-from langgraph_warden import canonical
+from langgraph_warden import canonical, redaction
 from langgraph_warden.charter import TIER_PROFILES, RunCharter, TierProfile
-from langgraph_warden.errors import ConfigurationError, IntegrityError, UnseenEventsError
+from langgraph_warden.errors import (
+    CallInProgressError,
+    ConfigurationError,
+    IntegrityError,
+    LedgerAppendError,
+    UnseenEventsError,
+)
 from langgraph_warden.events import Event, EventDraft, EventKind, EventSink, EventSummary, Watermark
 from langgraph_warden.keys import key_id_for
 
@@ -59,9 +66,14 @@ from .approval import (
     InvalidApprovalError,
     action_digest,
     is_request_map,
+    same_identity,
 )
 from .credentials import CredentialBroker, CredentialError, Lease
+
+if TYPE_CHECKING:
+    from langgraph_warden.checkpointers.claims import CallClaims
 from .policy import PolicyDecision, PolicyEngine, build_policy_input, fail_closed
+from .retries import Origin, SeenCalls, origin_of, seen_calls
 from .tools import ToolRegistry, ToolSpec
 
 __all__ = ["ToolGuard", "CHARTER_CONFIG_KEY", "GuardMode"]
@@ -94,10 +106,8 @@ def _history_decision(allow: bool, require_approval: bool) -> str:
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "[REDACTED]")
-    return text
+    """``text`` without the step's credential or any other secret live in this process."""
+    return redaction.scrub_text(text, extra=secrets)
 
 
 @dataclass(slots=True)
@@ -107,15 +117,23 @@ class _CallRecord:
     decided: EventSummary | None = None
     denied: EventSummary | None = None
     completed_seq: int | None = None  # seq of the tool.completed whose result a replay returns
+    completed_hash: str = ""  # and its hash, which the replay's read of that row is checked against
     approval_requested: EventSummary | None = None
     approval_final: EventSummary | None = None
     attempts: dict[int, str] = field(default_factory=dict)  # attempt -> running/completed/failed/aborted/suspended
     started_seq: dict[int, int] = field(default_factory=dict)  # attempt -> seq of its tool.started
+    #: The checkpoint the call's task ran from (checkpoint_ns, checkpoint_id), as its events recorded it,
+    #: and whether the guard saw it committed before the call's side effect.
+    origin: tuple[str, str] | None = None
+    origin_durable: bool = False
+    #: The later call recorded as a retry of this one (see guards/retries.py).
+    superseded_by: str | None = None
 
     def copy(self) -> _CallRecord:
         return _CallRecord(
-            self.decided, self.denied, self.completed_seq, self.approval_requested, self.approval_final,
-            dict(self.attempts), dict(self.started_seq),
+            self.decided, self.denied, self.completed_seq, self.completed_hash, self.approval_requested,
+            self.approval_final, dict(self.attempts), dict(self.started_seq), self.origin, self.origin_durable,
+            self.superseded_by,
         )
 
     def apply(self, e: EventSummary) -> None:
@@ -129,13 +147,41 @@ class _CallRecord:
             self.attempts[attempt] = _ATTEMPT_STATE[k]
             if k == EventKind.TOOL_STARTED:
                 self.started_seq[attempt] = e.seq
+                self._origin_from(p)
             elif k == EventKind.TOOL_COMPLETED:
                 self.completed_seq = e.seq
+                self.completed_hash = e.hash
         elif k == EventKind.APPROVAL_REQUESTED:
             self.approval_requested = e
             self.approval_final = None
+            self._origin_from(p)
         elif k in _APPROVAL_FINAL:
             self.approval_final = e
+        elif k == EventKind.TOOL_SUPERSEDED:
+            self.superseded_by = p.get("superseded_by")
+
+    def _origin_from(self, p: Mapping[str, Any]) -> None:
+        o = p.get("origin")
+        if isinstance(o, Mapping) and isinstance(o.get("checkpoint_id"), str):
+            self.origin = (str(o.get("checkpoint_ns") or ""), o["checkpoint_id"])
+            self.origin_durable = self.origin_durable or o.get("durable") is True
+
+    def retry_status(self) -> str | None:
+        """What a retry of this call under a new id would take over: ``"completed"`` (replay its
+        result), ``"in_doubt"`` (it started and its outcome is unknown), ``"approved"`` (granted,
+        never started), or ``None`` (nothing: never authorised, refused, failed or already taken over)."""
+        if self.superseded_by is not None:
+            return None
+        if self.completed_seq is not None:
+            return "completed"
+        if self.attempts:
+            last = self.attempts[max(self.attempts)]
+            return "in_doubt" if last in ("running", "aborted") else None
+        if self.approval_final is not None and self.approval_final.kind in (
+            EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED
+        ):
+            return "approved"
+        return None
 
     def approval_spent(self) -> bool:
         """Whether an attempt started under the recorded approval and was aborted (outcome unknown)."""
@@ -161,15 +207,20 @@ _ATTEMPT_STATE = {
     EventKind.TOOL_ABORTED: "aborted",
     EventKind.TOOL_SUSPENDED: "suspended",
 }
+#: Another attempt of the same call recorded after its record was read: the claim fails.
+_CLAIM_KINDS = (EventKind.TOOL_STARTED, EventKind.TOOL_COMPLETED, EventKind.TOOL_FAILED)
+#: Anything that changes an earlier call after a retry read it: the takeover fails (decided again).
+_TAKEOVER_KINDS = (*_CLAIM_KINDS, EventKind.TOOL_ABORTED, EventKind.TOOL_SUPERSEDED)
 #: Everything the guard needs from a thread's history, read in ONE query per call: the charter,
 #: the policy's step history and prior approvals, and each call's own record.
-_VIEW_KINDS = (EventKind.RUN_STARTED, *_TOOL_KINDS, EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL)
+_VIEW_KINDS = (EventKind.RUN_STARTED, *_TOOL_KINDS, EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL, EventKind.TOOL_SUPERSEDED)
 _RUN_STARTED, _POLICY_DECIDED = EventKind.RUN_STARTED, EventKind.POLICY_DECIDED
 _APPROVALS_GIVEN = frozenset({EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED})
 #: Kinds that set a call's ``outcome`` in the policy's step history (``tool.completed`` -> ``"completed"``).
 _OUTCOME = {k: k.split(".", 1)[1] for k in _TOOL_KINDS if k != EventKind.POLICY_DECIDED}
 #: Kinds that make up a call's own record (see ``_CallRecord.apply``).
-_RECORD_KINDS = frozenset({EventKind.POLICY_DECIDED, EventKind.TOOL_DENIED, *_ATTEMPT_STATE, EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL})
+_RECORD_KINDS = frozenset({EventKind.POLICY_DECIDED, EventKind.TOOL_DENIED, *_ATTEMPT_STATE, EventKind.APPROVAL_REQUESTED,
+                           *_APPROVAL_FINAL, EventKind.TOOL_SUPERSEDED})
 #: Threads whose view is kept between calls (least recently used dropped; rebuilt from the ledger).
 _VIEW_CACHE_SIZE = 1024
 #: Calls this guard recorded, remembered per thread view to tell its own calls' events from others'.
@@ -190,6 +241,8 @@ class _ThreadView:
         self.entries: dict[str, dict[str, Any]] = {}  # tool call id -> history entry (replaced, never mutated)
         self.approvals: list[dict[str, Any]] = []
         self.calls: dict[tuple[str, str], _CallRecord] = {}
+        #: (tool, args digest) -> ids of the calls that asked for it, oldest first (retries under a new id).
+        self.actions: dict[tuple[str, str], list[str]] = {}
         #: Every event of _VIEW_KINDS up to last_seq is folded in, and none later is known of: set by
         #: a read, kept by this guard's own appends that the ledger checked against it (see
         #: Watermark), cleared by any other append. When set, a call may decide without reading.
@@ -253,6 +306,9 @@ class _ThreadView:
                 d = p["decision"]
                 entries[tcid] = {"tool": p["tool"], "decision": _history_decision(d["allow"], d["require_approval"]),
                                  "outcome": None, "ts": e.ts}
+                same = self.actions.setdefault((p["tool"], p.get("args_digest")), [])
+                if tcid not in same:
+                    same.append(tcid)
             elif kind in _APPROVALS_GIVEN:
                 self.approvals.append(
                     {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"],
@@ -272,12 +328,21 @@ class _ThreadView:
         if events:
             self.last_seq = max(self.last_seq, events[-1].seq)
 
+    def earlier_calls(self, tool: str, args_digest: str, tool_call_id: str) -> list[tuple[str, _CallRecord]]:
+        """Other calls of the same tool with the same arguments, newest first (caller holds ``lock``)."""
+        return [
+            (tcid, self.calls[(tcid, args_digest)].copy())
+            for tcid in reversed(self.actions.get((tool, args_digest), ()))
+            if tcid != tool_call_id and (tcid, args_digest) in self.calls
+        ]
+
     def snapshot(self, call: tuple[str, str] | None = None, seen: Watermark | None = None) -> _ThreadSnapshot:
         rec = self.calls.get(call) if call is not None else None
         # A call decided here again (a retry) keeps its place in the history with its latest decision.
         history = list({**self.entries, **self.decided_here}.values() if self.decided_here else self.entries.values())
         return _ThreadSnapshot(
             self.charter, history, list(self.approvals), rec.copy() if rec is not None else _CallRecord(), seen,
+            self.last_seq,
         )
 
 
@@ -290,6 +355,50 @@ class _ThreadSnapshot:
     #: Set when the snapshot was taken without reading the ledger: a decision made on it is
     #: recorded only if the thread still has nothing newer (else _StaleDecision).
     seen: Watermark | None = None
+    #: The last event the snapshot includes: the call's attempt is claimed against it (see _started).
+    read_seq: int = 0
+
+
+class _Flight:
+    """A call this process owns: its in-flight entry and, while held, its cross-process lock."""
+
+    __slots__ = ("key", "done", "release")
+
+    def __init__(self, key: tuple[str, str, str], done: threading.Event) -> None:
+        self.key = key
+        self.done = done
+        self.release: Callable[[], None] | None = None
+
+    def take_release(self) -> Callable[[], None] | None:
+        """Hand the cross-process lock's release to the caller (once)."""
+        release, self.release = self.release, None
+        return release
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """An earlier call (``tool_call_id``) that a new call retries under a new id (see guards/retries.py)."""
+
+    tool_call_id: str
+    record: _CallRecord
+    #: "completed", "in_doubt" or "approved" (see _CallRecord.retry_status)
+    status: str
+    #: the seq the earlier call's record was read at: the takeover commits only if nothing of it changed since
+    read_seq: int
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn``, callable any number of times, run the first time only (a lock released once)."""
+    lock = threading.Lock()
+    pending = [fn]
+
+    def run() -> None:
+        with lock:
+            todo = pending.pop() if pending else None
+        if todo is not None:
+            todo()
+
+    return run
 
 
 class _StaleDecision(Exception):
@@ -317,6 +426,14 @@ class _Plan:
     profile: TierProfile | None = None
     approval_request_id: str | None = None
     flight: Any = None
+    #: The seq the call's record was read at: tool.started commits only if no other attempt of
+    #: the call started, completed or failed after it (an atomic claim in the database).
+    claim_seq: int = 0
+    #: The checkpoint the call came from (see guards/retries.py) and the earlier call it retries.
+    origin: Origin | None = None
+    retry_of: str | None = None
+    #: Whether the origin checkpoint was committed before tool.started (then the call's id survives a crash).
+    origin_durable: bool = False
 
 
 class ToolGuard:
@@ -332,6 +449,14 @@ class ToolGuard:
             decisions but never blocks (for rolling out a policy).
         approver_keys: approver name → Ed25519 public key, for authenticated approvals.
         default_charter: charter recorded for a thread that starts without one.
+        claims: cross-process locks on tool calls (default: the sink's ``claims``): a call
+            another live process is executing is waited for, then replayed; one whose process
+            died is in doubt.
+        claim_timeout: how long (seconds) to wait for another process's live attempt before
+            raising :class:`~langgraph_warden.errors.CallInProgressError` (nothing runs).
+        origin_timeout: in LangGraph's ``"async"`` durability, how long (seconds) to wait for the
+            checkpoint a call came from to be committed before its side effect (see
+            guards/retries.py); past it the tool does not run.
     """
 
     def __init__(
@@ -345,6 +470,9 @@ class ToolGuard:
         mode: GuardMode = "enforce",
         approver_keys: Mapping[str, bytes] | None = None,
         default_charter: RunCharter | None = None,
+        claims: CallClaims | None = None,
+        claim_timeout: float = 300.0,
+        origin_timeout: float = 30.0,
     ) -> None:
         if mode not in ("enforce", "monitor"):
             raise ConfigurationError(f"mode {mode!r} is unknown; use 'enforce' or 'monitor'")
@@ -359,6 +487,10 @@ class ToolGuard:
         self._serde = JsonPlusSerializer()
         self._views: OrderedDict[str, _ThreadView] = OrderedDict()
         self._views_lock = threading.Lock()
+        #: One live attempt per call across processes (the ledger's locks); None: this process only.
+        self.claims: CallClaims | None = claims if claims is not None else getattr(sink, "claims", None)
+        self.claim_timeout = claim_timeout
+        self.origin_timeout = origin_timeout
         self._inflight: dict[tuple[str, str, str], threading.Event] = {}
         self._inflight_lock = threading.Lock()
         self._deferred: dict[tuple[str, str], tuple[list[EventDraft], Watermark | None]] = {}
@@ -388,6 +520,7 @@ class ToolGuard:
         try:
             with self._lease_cm(plan) as lease:
                 entered = True
+                self._await_origin(plan)
                 self._started(plan, lease)
                 try:
                     result = execute(plan.request)
@@ -439,6 +572,7 @@ class ToolGuard:
         try:
             async with self._alease_cm(plan) as lease:
                 entered = True
+                await self._aawait_origin(plan)
                 starting = asyncio.ensure_future(asyncio.to_thread(self._started, plan, lease))
                 try:
                     await asyncio.shield(starting)
@@ -467,6 +601,35 @@ class ToolGuard:
         finally:
             self._land(plan.flight)
 
+    async def _aawait_origin(self, plan: _Plan) -> None:
+        """:meth:`_await_origin` without holding a worker thread: LangGraph's background save of that
+        checkpoint needs one (``asyncio.to_thread``), and parallel calls waiting in threads could
+        take them all. Polls this process's verified view (its commits extend it); the database
+        is asked every ~50 ms in a thread."""
+        o = plan.origin
+        if o is None or o.durability != "async" or not o.same_ledger or not hasattr(self.sink, "wait_for_checkpoint"):
+            await asyncio.to_thread(self._await_origin, plan)  # "sync" and the rest: no wait, only a note
+            return
+        deadline = time.monotonic() + self.origin_timeout
+        delay, asked = 0.0005, time.monotonic()
+        latest = getattr(self.sink, "trusted_latest", None)
+        while True:
+            known = latest(plan.thread_id, o.checkpoint_ns) if latest is not None else None
+            if known is not None and known[1] is not None and known[1] >= o.checkpoint_id:
+                plan.origin_durable = True
+                return
+            now = time.monotonic()
+            if now - asked >= 0.05 or now >= deadline:
+                asked = now
+                if await asyncio.to_thread(self.sink.checkpoint_durable, plan.thread_id, o.checkpoint_ns, o.checkpoint_id):
+                    plan.origin_durable = True
+                    return
+                if now >= deadline:
+                    await asyncio.to_thread(self._await_origin, plan)  # raises, with the message
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
     @staticmethod
     async def _settled(work: asyncio.Future[Any]) -> bool:
         """After a cancellation: wait for ``work`` (a worker thread) to end; whether it succeeded."""
@@ -480,21 +643,42 @@ class ToolGuard:
     # Calls executing in *this* process. LangGraph's async ToolNode gathers a message's calls and
     # returns on the first interrupt while siblings still run; a resume must wait for them rather
     # than mistake a live call for one cut off by a crash ("in doubt").
-    def _claim(self, key: tuple[str, str, str], timeout: float = 600.0) -> tuple[tuple[str, str, str], threading.Event]:
-        """Wait for any in-flight handling of this call in this process, then own it."""
+    def _claim(self, key: tuple[str, str, str], timeout: float = 600.0) -> _Flight:
+        """Wait for any in-flight handling of this call in this process, then own it; then hold the
+        call's cross-process lock (waiting while another live process runs it)."""
         while True:
             with self._inflight_lock:
                 current = self._inflight.get(key)
                 if current is None:
                     done = self._inflight[key] = threading.Event()
-                    return key, done
+                    break
             if not current.wait(timeout):
                 raise TimeoutError(f"tool call {key[1]!r} on thread {key[0]!r} is still being handled after {timeout}s")
+        flight = _Flight(key, done)
+        if self.claims is not None:
+            thread_id, tool_call_id = key[0], key[1]
+            try:
+                held = self.claims.acquire(thread_id, tool_call_id, self.claim_timeout)
+            except BaseException:
+                self._land(flight)
+                raise
+            if not held:
+                self._land(flight)
+                raise CallInProgressError(
+                    f"tool call {tool_call_id!r} on thread {thread_id!r} is being executed by another live process "
+                    f"and did not finish within {self.claim_timeout:g}s; nothing was run here. Resume the run later: "
+                    "its recorded outcome will be replayed, not executed again."
+                )
+            flight.release = partial(self.claims.release, thread_id, tool_call_id)
+        return flight
 
-    def _land(self, flight: tuple[tuple[str, str, str], threading.Event] | None) -> None:
+    def _land(self, flight: _Flight | None) -> None:
         if flight is None:
             return
-        key, done = flight
+        release = flight.take_release()
+        if release is not None:
+            release()
+        key, done = flight.key, flight.done
         view = self._views.get(key[0])
         if view is not None and view.decided_here:
             with view.lock:
@@ -503,6 +687,10 @@ class ToolGuard:
             if self._inflight.get(key) is done:
                 del self._inflight[key]
         done.set()
+
+    def _in_flight_here(self, thread_id: str, tool_call_id: str) -> bool:
+        with self._inflight_lock:
+            return any(key[0] == thread_id and key[1] == tool_call_id for key in self._inflight)
 
     def _alone(self, thread_id: str) -> bool:
         """Whether at most one call of the thread (the caller's) is in flight in this process."""
@@ -526,23 +714,29 @@ class ToolGuard:
         deferred, decided_on = self._take_deferred(thread_id, tool_call_id)
         return deferred + drafts, decided_on
 
-    def _append(self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any]) -> Event:
+    def _append(
+        self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any], claim: Watermark | None = None
+    ) -> Event:
         """Append one event (with the call's deferred drafts); durable when this returns."""
         draft = EventDraft(kind=kind, payload=payload, subject=tool_call_id)
-        return self._commit(thread_id, *self._drafts(thread_id, tool_call_id, [draft]))[-1]
+        return self._commit(thread_id, *self._drafts(thread_id, tool_call_id, [draft]), claim=claim)[-1]
 
-    def _commit(self, thread_id: str, drafts: list[EventDraft], decided_on: Watermark | None) -> list[Event]:
+    def _commit(
+        self, thread_id: str, drafts: list[EventDraft], decided_on: Watermark | None, *, claim: Watermark | None = None
+    ) -> list[Event]:
         """Append, keeping the thread's view current where the ledger vouches for it (see _ThreadView).
 
         ``decided_on``: the drafts carry a policy decision made on a view taken without reading
         the ledger at that watermark. If the thread has newer events, nothing is written and
         ``_StaleDecision`` is raised: the caller decides again on a fresh read.
+        ``claim``: a condition the append must meet in any case (an attempt's claim on its call);
+        if it does not, nothing is written and ``_StaleDecision`` is raised.
         """
         view = self._views.get(thread_id) if self._watermarks else None
         if view is None:
-            if decided_on is not None:  # the view was dropped from the cache meanwhile
+            if decided_on is not None or claim is not None:  # the view was dropped from the cache meanwhile
                 try:
-                    return self.sink.append(thread_id, drafts, seen=decided_on)
+                    return self.sink.append(thread_id, drafts, seen=decided_on or claim)
                 except UnseenEventsError:
                     raise _StaleDecision() from None
             events = self.sink.append(thread_id, drafts)
@@ -576,10 +770,18 @@ class ToolGuard:
                     # What is new is only about other calls this guard handled alongside this one (parallel
                     # tool calls of one step): each was decided before this one, and counted in its history,
                     # or after it (see _ThreadView.deciding); what they did next is not this decision's input.
-                    return self._commit(thread_id, drafts, None)
+                    return self._commit(thread_id, drafts, None, claim=claim)
                 current = False
         if not current:
-            events = self.sink.append(thread_id, drafts)
+            if claim is not None:
+                try:
+                    events = self.sink.append(thread_id, drafts, seen=claim)
+                except UnseenEventsError:
+                    with view.lock:
+                        view.current = False
+                    raise _StaleDecision() from None
+            else:
+                events = self.sink.append(thread_id, drafts)
         with view.lock:
             view.absorb(events, current)
         return events
@@ -588,7 +790,9 @@ class ToolGuard:
     def _watermarks(self) -> bool:
         return getattr(self.sink, "supports_watermarks", False) is True
 
-    def _record_outcome(self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any]) -> None:
+    def _record_outcome(
+        self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any], flight: _Flight | None = None
+    ) -> None:
         """Record a call's outcome (``tool.completed``/``tool.failed``) without waiting for its commit.
 
         Safe because its absence is already a handled state: a call with ``tool.started`` and no
@@ -602,20 +806,49 @@ class ToolGuard:
         view = self._views.get(thread_id) if self._watermarks else None
         if soon is None or decided_on is not None:
             self._commit(thread_id, drafts, decided_on)
-        elif view is None:
-            soon(thread_id, drafts)
-        else:
+            return
+        # The call's cross-process lock is released once the outcome is committed, not before: a
+        # worker waiting for it must find the outcome, not an attempt that looks cut off.
+        release = flight.take_release() if flight is not None else None
+        if view is None:
+            self._soon(soon, thread_id, drafts, None, release, None)
+            return
+        with view.lock:
+            seen = view.vouch_for(drafts)
+            view.pending += 1  # mark() vouches for nothing until the commit is taken in
+        try:
+            self._soon(soon, thread_id, drafts, seen, release, view)
+        except BaseException:
             with view.lock:
-                seen = view.vouch_for(drafts)
-                view.pending += 1  # mark() vouches for nothing until the commit is taken in
+                view.pending -= 1
+            raise
+
+    @staticmethod
+    def _soon(
+        soon: Callable[..., None], thread_id: str, drafts: list[EventDraft], seen: Watermark | None,
+        release: Callable[[], None] | None, view: _ThreadView | None,
+    ) -> None:
+        """``append_soon``, posting the commit to ``view`` and releasing the call's lock when it settles.
+
+        The ledger calls back from the committing thread: just post (deque.append is atomic) and
+        release (a non-blocking unlock)."""
+        if release is not None:
+            release = _once(release)
+
+        def settled(events: list[Event] | None, current: bool) -> None:
             try:
-                # The ledger calls back from the committing thread: just post (deque.append is atomic).
-                soon(thread_id, drafts, seen=seen, on_commit=lambda events, current: view.inbox.append(
-                    (events, current and seen is not None)))
-            except BaseException:
-                with view.lock:
-                    view.pending -= 1
-                raise
+                if view is not None:
+                    view.inbox.append((events, current and seen is not None))
+            finally:
+                if release is not None:
+                    release()
+
+        try:
+            soon(thread_id, drafts, seen=seen, on_commit=settled)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
 
     def _defer(
         self, thread_id: str, kind: str, tool_call_id: str, payload: Mapping[str, Any], decided_on: Watermark | None
@@ -738,6 +971,10 @@ class ToolGuard:
             return read(thread_id, kinds=_VIEW_KINDS, after_seq=after_seq)
         return [e.summary() for e in self.sink.events(thread_id, kinds=_VIEW_KINDS, after_seq=after_seq)]
 
+    def recorded_charter(self, thread_id: str) -> RunCharter | None:
+        """The charter the thread's verified history records (``None``: none yet); records nothing."""
+        return self._view(thread_id).charter
+
     def charter(self, thread_id: str, config: Mapping[str, Any] | None = None) -> RunCharter | None:
         """The thread's charter from its signed ``run.started`` event (recording one from config if new)."""
         return self._charter(thread_id, self._view(thread_id).charter, config)
@@ -810,7 +1047,7 @@ class ToolGuard:
 
         # 1. exactly once: completed → replay the recorded result.
         if rec.completed_seq is not None:
-            completed = self._completed_event(thread_id, tool_call_id, rec.completed_seq)
+            completed = self._completed_event(thread_id, tool_call_id, rec.completed_seq, rec.completed_hash)
             self._append(
                 thread_id,
                 EventKind.TOOL_REPLAYED,
@@ -825,6 +1062,12 @@ class ToolGuard:
         charter = self._charter(thread_id, view.charter, config)
         profile = charter.effective_profile if charter else TIER_PROFILES["medium"]
         spec = self.registry.get(tool)
+        origin = origin_of(config, self.sink)
+        retry: _Retry | None = None
+        if origin is not None and not rec.attempts and rec.decided is None and rec.approval_requested is None:
+            found = self._find_retry(thread_id, tool, args_digest, tool_call_id, origin, request.state)
+            if found is not None:
+                retry, view = found
         in_doubt = rec.in_doubt_attempt
         if in_doubt is not None:
             if self.broker is not None:
@@ -866,11 +1109,14 @@ class ToolGuard:
             decision = _decision_from_record(rec.decided.payload["decision"])
         else:
             decision = self._decide(thread_id, tool, spec, args, charter, view)
+            if retry is not None and decision.obligations.get("new_action"):
+                retry = None  # the policy says: a new action, not a retry of the earlier call
             self._defer(
                 thread_id,
                 EventKind.POLICY_DECIDED,
                 tool_call_id,
-                {**base, "decision": decision.to_dict(), "enforced": self.mode == "enforce", "retry_of_in_doubt": in_doubt is not None},
+                {**base, "decision": decision.to_dict(), "enforced": self.mode == "enforce",
+                 "retry_of_in_doubt": in_doubt is not None, "retry_of": retry.tool_call_id if retry else None},
                 view.seen,
             )
             self._note_decision(thread_id, tool_call_id, tool, decision)
@@ -880,6 +1126,15 @@ class ToolGuard:
                 f"Denied by policy ({decision.engine}): {', '.join(decision.reasons) or 'no reason given'}. "
                 "The tool was not run.",
             )
+        inherited: ApprovalDecision | None = None
+        if retry is not None:
+            taken = self._take_over(thread_id, base, retry)
+            if isinstance(taken, _Plan):
+                return taken
+            if retry.status == "in_doubt":
+                in_doubt = 0  # a retry of an attempt whose outcome is unknown: the in-doubt rules apply
+            else:
+                inherited = taken
         retry_allowed = (
             in_doubt is None
             or (spec is not None and spec.idempotent)
@@ -887,17 +1142,24 @@ class ToolGuard:
             or decision.require_approval
         )
         if not retry_allowed and self.mode == "enforce":
+            earlier = retry.tool_call_id if retry is not None else tool_call_id
             return self._deny(
                 thread_id, base, decision, ["outcome_unknown"],
-                f"The earlier attempt of {tool!r} (call {tool_call_id}) started but never finished, so its outcome is "
+                f"The earlier attempt of {tool!r} (call {earlier}) started but never finished, so its outcome is "
                 "unknown. It was not retried automatically because the tool is not declared idempotent; check the "
                 "target system, then ask for an approval or a new call.",
             )
 
         executed_args: Mapping[str, Any] = args
         approval_id = None
-        if decision.require_approval and self.mode == "enforce":
-            outcome = self._approval(thread_id, base, args, decision, charter, profile, rec, in_doubt is not None)
+        if inherited is not None:
+            # The earlier call's approval, granted and never used: this call uses it, once (its tool.started
+            # names it, and the earlier call is superseded).
+            approval_id = inherited.request_id
+            if inherited.decision == "edit":
+                executed_args = dict(inherited.args or {})
+        elif decision.require_approval and self.mode == "enforce":
+            outcome = self._approval(thread_id, base, args, decision, charter, profile, rec, in_doubt is not None, origin)
             if isinstance(outcome, ToolMessage):
                 return _Plan(final=outcome)
             approval, executed_args = outcome
@@ -940,7 +1202,99 @@ class ToolGuard:
             spec=spec,
             profile=profile,
             approval_request_id=approval_id,
+            claim_seq=view.read_seq,
+            origin=origin,
+            retry_of=retry.tool_call_id if retry is not None else None,
         )
+
+    # ------------------------------------------------------------- retries under a new id
+    def _find_retry(
+        self, thread_id: str, tool: str, args_digest: str, tool_call_id: str, origin: Origin, state: Any
+    ) -> tuple[_Retry, _ThreadSnapshot] | None:
+        """The earlier call a new call retries, if any (see guards/retries.py), with a fresh snapshot.
+
+        Cheap when there is none: the view's index of calls by (tool, arguments) is empty for a
+        new action, and an identical call whose answer the state holds is a new action, known
+        without a read. Otherwise the candidate's own handling is waited for — here and in any
+        other live process (its claim) — and the thread read again before it is judged.
+        """
+        view = self._view_of(thread_id)
+        with view.lock:
+            candidates = view.earlier_calls(tool, args_digest, tool_call_id)
+        seen: SeenCalls | None = None
+        for n, (tcid, rec) in enumerate(candidates):
+            if rec.retry_status() is None or rec.origin is None or rec.origin == (origin.checkpoint_ns, origin.checkpoint_id):
+                continue
+            if n == 0 or seen is None:
+                seen = seen_calls(state)
+            if seen is not None and tcid in seen.answered:
+                continue  # the usual case, known without a read: the model saw that call's outcome
+            if self._in_flight_here(thread_id, tcid):
+                continue  # being handled by this very process: alive, so not a call whose message was lost
+            if self.claims is not None:
+                # Not while another live process runs it: wait for its claim, then read what it left.
+                if not self.claims.acquire(thread_id, tcid, self.claim_timeout):
+                    raise CallInProgressError(
+                        f"call {tool_call_id!r} ({tool!r}) repeats call {tcid!r}, which another live process is still "
+                        f"executing after {self.claim_timeout:g}s; nothing was run here. Resume the run later."
+                    )
+                self.claims.release(thread_id, tcid)
+            snap = self._view(thread_id, (tcid, args_digest))
+            rec = snap.call
+            status = rec.retry_status()
+            if status is None or rec.origin is None:
+                continue
+            asked = seen is not None and tcid in seen.asked
+            if not asked and self._origin_recorded(thread_id, *rec.origin):
+                continue  # its model message was durable and is not in this state: trimmed, forked — a new action
+            return _Retry(tcid, rec, status, snap.read_seq), self._view(thread_id, (tool_call_id, args_digest))
+        return None
+
+    def _origin_recorded(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool:
+        """Whether the verified history records that checkpoint (then the call's model message survived).
+
+        Erring towards ``False`` is the safe side: a call then taken for a retry is replayed or held
+        in doubt, never executed twice.
+        """
+        recorded = getattr(self.sink, "checkpoint_recorded", None)
+        if recorded is None:
+            return True  # cannot tell: never take a call for a retry on a guess
+        return bool(recorded(thread_id, checkpoint_ns, checkpoint_id))
+
+    def _take_over(self, thread_id: str, base: Mapping[str, Any], retry: _Retry) -> _Plan | ApprovalDecision | None:
+        """Record that the new call retries ``retry`` and act on it: a replay of its result (a final
+        plan), its unused approval (to run under), or ``None`` for an attempt in doubt (the caller
+        applies the in-doubt rules). Commits only if the earlier call is unchanged since it was
+        read (another worker taking it over first makes this a stale decision, decided again)."""
+        earlier, new = retry.tool_call_id, base["tool_call_id"]
+        rec = retry.record
+        mine = {"tool_call_id": earlier, "tool": base["tool"], "args_digest": base["args_digest"]}
+        drafts: list[EventDraft] = []
+        if retry.status == "in_doubt" and rec.in_doubt_attempt is not None:
+            if self.broker is not None:
+                self.broker.revoke_call(thread_id, earlier)
+            drafts.append(EventDraft(EventKind.TOOL_ABORTED, {
+                **mine, "attempt": rec.in_doubt_attempt, "outcome": "unknown",
+                "why": f"started but never completed; retried as call {new} after its model message was lost"},
+                subject=earlier))
+        drafts.append(EventDraft(EventKind.TOOL_SUPERSEDED, {
+            **mine, "superseded_by": new, "status": retry.status,
+            "why": "the same tool and arguments were asked for again under a new id after this call's model message was lost"},
+            subject=earlier))
+        claim = Watermark(retry.read_seq, _TAKEOVER_KINDS, subject=earlier)
+        if retry.status != "completed":
+            self._commit(thread_id, drafts, None, claim=claim)
+            if retry.status == "approved":
+                assert rec.approval_final is not None
+                return ApprovalDecision.parse(rec.approval_final.payload["answer"])
+            return None
+        assert rec.completed_seq is not None
+        completed = self._completed_event(thread_id, earlier, rec.completed_seq, rec.completed_hash)
+        drafts.append(EventDraft(EventKind.TOOL_REPLAYED, {
+            **base, "completed_seq": completed.seq, "attempt": completed.payload["attempt"], "retry_of": earlier},
+            subject=new))
+        self._commit(thread_id, *self._drafts(thread_id, new, drafts), claim=claim)
+        return _Plan(final=_readdressed(self._load_result(completed), earlier, new))
 
     def _deny(
         self, thread_id: str, base: Mapping[str, Any], decision: PolicyDecision | None, reasons: list[str], message: str
@@ -964,6 +1318,7 @@ class ToolGuard:
         profile: TierProfile,
         rec: _CallRecord,
         retry_of_in_doubt: bool,
+        origin: Origin | None = None,
     ) -> tuple[ApprovalDecision, Mapping[str, Any]] | ToolMessage:
         tool, tool_call_id = base["tool"], base["tool_call_id"]
         if rec.approval_requested is not None and (rec.approval_final is None or rec.approval_final.kind != EventKind.APPROVAL_EXPIRED):
@@ -986,7 +1341,9 @@ class ToolGuard:
                 requires_signature=profile.authenticated_approvals,
                 retry_of_in_doubt=retry_of_in_doubt,
             )
-            self._append(thread_id, EventKind.APPROVAL_REQUESTED, tool_call_id, {**base, "request_id": req.request_id, "request": req.to_dict()})
+            self._append(thread_id, EventKind.APPROVAL_REQUESTED, tool_call_id, {
+                **base, "request_id": req.request_id, "request": req.to_dict(),
+                "origin": origin.to_dict() if origin is not None else None})
         # Already decided (the task re-ran: a sibling call paused, or the process died after the
         # decision was recorded): the recorded decision stands, and no event is appended again.
         decided = rec.approval_final if (
@@ -1187,7 +1544,7 @@ class ToolGuard:
                 "(different or altered tool, arguments, thread or call)",
                 field="action_digest", reason="wrong_digest",
             )
-        if req.separation_of_duties and charter is not None and answer.approver in (charter.owner, self.workload_id):
+        if req.separation_of_duties and charter is not None and answer.approver_is(charter.owner, self.workload_id):
             raise InvalidApprovalError(
                 f"approval field 'approver': separation of duties: {answer.approver!r} owns or runs this {req.risk_tier}-risk run and cannot "
                 "approve its actions; ask another person",
@@ -1195,6 +1552,8 @@ class ToolGuard:
             )
         if req.requires_signature or answer.signature is not None:
             public = self.approver_keys.get(answer.approver)
+            if public is None:  # registered under another spelling of the same identity
+                public = next((k for name, k in self.approver_keys.items() if same_identity(name, answer.approver)), None)
             if answer.signature is None:
                 raise InvalidApprovalError(
                     f"approval field 'signature': this {req.risk_tier}-risk run requires signed approvals; {answer.approver!r} sent an unsigned one "
@@ -1262,20 +1621,48 @@ class ToolGuard:
         return {"tool_call_id": plan.tool_call_id, "tool": plan.tool, "args_digest": plan.args_digest, "attempt": plan.attempt}
 
     def _started(self, plan: _Plan, lease: Lease | None) -> None:
-        # Committed before the side effect: if this append fails, the tool does not run.
+        # Committed before the side effect: if this append fails, the tool does not run. It claims the
+        # call: it commits only if no other attempt of it started or ended since its record was read.
         self._append(
             plan.thread_id,
             EventKind.TOOL_STARTED,
             plan.tool_call_id,
-            {
+            claim=Watermark(plan.claim_seq, _CLAIM_KINDS, subject=plan.tool_call_id),
+            payload={
                 **self._base(plan),
                 "executed_args_digest": plan.executed_args_digest,
                 "decision_id": plan.decision.decision_id if plan.decision else None,
                 "policy_input_digest": plan.decision.input_digest if plan.decision else None,
                 "approval_request_id": plan.approval_request_id,
                 "lease_id": lease.lease_id if lease is not None else None,
+                "origin": {**plan.origin.to_dict(), "durable": plan.origin_durable} if plan.origin is not None else None,
+                "retry_of": plan.retry_of,
             },
         )
+
+    def _await_origin(self, plan: _Plan) -> None:
+        """``"async"`` durability: wait until the checkpoint the call came from is committed, so that
+        a crash after the side effect leaves the model's message (and the call's id) durable.
+
+        Fail closed: if it is not committed within ``origin_timeout`` the tool does not run.
+        """
+        o = plan.origin
+        if o is None or o.durability == "exit" or not o.same_ledger:
+            return
+        if o.durability != "async":  # "sync": LangGraph saved it before the step; say so if it is there
+            durable = getattr(self.sink, "checkpoint_durable", None)
+            plan.origin_durable = bool(durable and durable(plan.thread_id, o.checkpoint_ns, o.checkpoint_id))
+            return
+        wait = getattr(self.sink, "wait_for_checkpoint", None)
+        if wait is None:
+            return
+        plan.origin_durable = wait(plan.thread_id, o.checkpoint_ns, o.checkpoint_id, self.origin_timeout)
+        if not plan.origin_durable:
+            raise LedgerAppendError(
+                f"the checkpoint {o.checkpoint_id!r} that call {plan.tool_call_id!r} ({plan.tool!r}) came from was not "
+                f"saved within {self.origin_timeout:g}s, so a crash could lose the call's id; the tool was not run. "
+                "Check the database, or run the graph with durability='sync'."
+            )
 
     def _suspended(self, plan: _Plan) -> None:
         self._append(plan.thread_id, EventKind.TOOL_SUSPENDED, plan.tool_call_id, self._base(plan))
@@ -1296,23 +1683,17 @@ class ToolGuard:
             {
                 **self._base(plan),
                 "error_type": type(exc).__name__,
-                "error": _scrub(str(exc), self._secrets(lease))[:2000],
+                "error": _scrub(str(exc), self._secrets(lease))[:2000],  # scrubbed whole, then cut
                 "lease_id": lease.lease_id if lease is not None else None,
             },
         )
 
     def _completed(self, plan: _Plan, result: ToolMessage | Command, lease: Lease | None) -> ToolMessage | Command:
-        secrets = self._secrets(lease)
-        if isinstance(result, ToolMessage) and secrets and isinstance(result.content, str):
-            clean = _scrub(result.content, secrets)
-            if clean != result.content:
-                result = result.model_copy(update={"content": clean})
+        # The result goes to the model, the state and the record: none may carry the credential (or any
+        # other live secret), however deep in a Command or artifact. Scrubbed before it is digested.
+        result = redaction.scrub_value(result, extra=self._secrets(lease))
         type_, data = self._serde.dumps_typed(result)
-        if secrets and any(s.encode() in data for s in secrets):
-            # Never record a credential, even nested inside a Command/artifact.
-            raise ConfigurationError(
-                f"the result of {plan.tool!r} contains its credential and cannot be recorded; return data, not the token"
-            )
+        data = redaction.scrub_blob(type_, data)
         is_error = isinstance(result, ToolMessage) and result.status == "error"
         preview = result.content if isinstance(result, ToolMessage) and isinstance(result.content, str) else type(result).__name__
         payload = {
@@ -1330,13 +1711,21 @@ class ToolGuard:
                 EventKind.TOOL_FAILED,
                 plan.tool_call_id,
                 {**self._base(plan), "error_type": "ToolError", "error": preview[:2000], "lease_id": payload["lease_id"]},
+                plan.flight,
             )
             return result
-        self._record_outcome(plan.thread_id, EventKind.TOOL_COMPLETED, plan.tool_call_id, payload)
+        self._record_outcome(plan.thread_id, EventKind.TOOL_COMPLETED, plan.tool_call_id, payload, plan.flight)
         return result
 
-    def _completed_event(self, thread_id: str, tool_call_id: str, seq: int) -> Event:
-        """The ``tool.completed`` event at ``seq`` (views keep its seq, not the recorded result)."""
+    def _completed_event(self, thread_id: str, tool_call_id: str, seq: int, hash_: str = "") -> Event:
+        """The ``tool.completed`` event at ``seq`` (views keep its seq and hash, not the recorded result).
+
+        Read as one row checked against the hash the verified read saw (``event_at``), so a result
+        edited in the database since is refused, not replayed.
+        """
+        read_at = getattr(self.sink, "event_at", None)
+        if read_at is not None and hash_:
+            return read_at(thread_id, seq, hash_)
         for e in self.sink.events(thread_id, kinds=(EventKind.TOOL_COMPLETED,), subject=tool_call_id, after_seq=seq - 1):
             if e.seq == seq:
                 return e
@@ -1348,6 +1737,17 @@ class ToolGuard:
     def _load_result(self, completed: Event) -> ToolMessage | Command:
         r = completed.payload["result"]
         return self._serde.loads_typed((r["type"], r["data"]))
+
+
+def _readdressed(result: ToolMessage | Command, old: str, new: str) -> ToolMessage | Command:
+    """A recorded result answered to call ``new`` instead of ``old`` (a retry under a new id)."""
+    if isinstance(result, ToolMessage):
+        return result.model_copy(update={"tool_call_id": new}) if result.tool_call_id == old else result
+    update = result.update
+    if isinstance(update, Mapping) and isinstance(update.get("messages"), list):
+        msgs = [_readdressed(m, old, new) if isinstance(m, ToolMessage) else m for m in update["messages"]]
+        return Command(graph=result.graph, update={**update, "messages": msgs}, resume=result.resume, goto=result.goto)
+    return result
 
 
 class _AsyncNull:
