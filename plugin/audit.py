@@ -36,6 +36,7 @@ STATUSES = (
     "in-doubt",
     "decided",
     "ran-unauthorised",
+    "superseded",
 )
 
 
@@ -62,6 +63,12 @@ class Action:
     completed_ts: str | None = None
     seqs: list[int] = field(default_factory=list)
     verified: bool = True
+    #: The earlier call this one retried under a new id (its model message was lost), if any.
+    retry_of: str | None = None
+    #: The later call recorded as this one's retry, if any.
+    superseded_by: str | None = None
+    #: Why the history shows this call's side effect more than once (empty: it does not).
+    executed_twice: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +91,9 @@ class Action:
             "completed_ts": self.completed_ts,
             "seqs": self.seqs,
             "verified": self.verified,
+            "retry_of": self.retry_of,
+            "superseded_by": self.superseded_by,
+            "executed_twice": self.executed_twice,
         }
 
 
@@ -245,6 +255,7 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
     issued: dict[str, str] = {}
     revoked: set[str] = set()
     granted: set[str] = set()  # approval request ids that were granted (or edited)
+    running: dict[str, Any] = {}  # tool call id -> attempt started and not yet ended
     for e in events:
         p = e.payload
         if e.kind == EventKind.RUN_STARTED:
@@ -267,6 +278,8 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
         a.seqs.append(e.seq)
         a.first_ts = a.first_ts or e.ts.isoformat()
         k = e.kind
+        if p.get("retry_of") and a.retry_of is None:
+            a.retry_of = p["retry_of"]
         if k == EventKind.POLICY_DECIDED:
             a.decision = dict(p["decision"])
             a.reasons = list(a.decision.get("reasons", []))
@@ -301,6 +314,13 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
         elif k == EventKind.CREDENTIAL_ISSUED:
             a.leases.append(p.get("lease_id", ""))
         elif k == EventKind.TOOL_STARTED:
+            if tcid in running:
+                # A second attempt started while the first had no outcome, no abort: two executions at once.
+                a.executed_twice = a.executed_twice or f"attempt {p.get('attempt')} started while attempt {running[tcid]} was still running"
+            earlier = actions.get(a.retry_of) if a.retry_of else None
+            if earlier is not None and earlier.ran:
+                a.executed_twice = a.executed_twice or f"started again as a retry of {a.retry_of}, which had completed"
+            running[tcid] = p.get("attempt")
             a.attempts += 1
             # Each attempt needs its own authorisation: the decision in force allowed it, and if that
             # decision required approval, the attempt names a granted approval request.
@@ -310,14 +330,23 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
                 a.ran_without_authorisation = True
             a.status = "in-doubt"
         elif k == EventKind.TOOL_COMPLETED:
+            running.pop(tcid, None)
+            if a.ran:
+                a.executed_twice = a.executed_twice or "completed more than once"
             a.ran = True
             a.status = "authorised+completed" if a.authorised else "ran-unauthorised"
             a.completed_ts = e.ts.isoformat()
         elif k == EventKind.TOOL_FAILED:
+            running.pop(tcid, None)
             a.status = "failed"
         elif k == EventKind.TOOL_ABORTED:
+            running.pop(tcid, None)
             a.aborted_attempts += 1
             a.status = "aborted"
+        elif k == EventKind.TOOL_SUPERSEDED:
+            a.superseded_by = p.get("superseded_by")
+            if a.status in ("approved", "approval-pending"):
+                a.status = "superseded"
         elif k == EventKind.TOOL_REPLAYED:
             a.replays += 1
             a.status = "replayed" if not a.ran else a.status
@@ -327,8 +356,7 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
     for tcid in order:
         a = actions[tcid]
         a.verified = chain_ok and not (set(a.seqs) & bad_seqs)
-        completions = sum(1 for e in events if e.kind == EventKind.TOOL_COMPLETED and e.payload.get("tool_call_id") == tcid)
-        if completions > 1:
+        if a.executed_twice:
             summary.side_effects_executed_twice.append(tcid)
         if a.authorised:
             summary.authorised.append(tcid)

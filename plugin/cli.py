@@ -62,9 +62,15 @@ def audit_verify(
     trust_key: Annotated[
         Optional[list[str]], typer.Option("--trust-key", help="Accept only signatures by these key ids (repeatable).")
     ] = None,
+    head_store: Annotated[
+        Optional[Path],
+        typer.Option("--head-store", help="Directory of a FileHeadStore (head_store=): each thread is checked against "
+                     "the head saved there.", exists=True, file_okay=False),
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
-    """Verify hash chains, signatures, checkpoint and write rows; exit 1 on any failure."""
+    """Verify hash chains, signatures, checkpoint and write rows, and that no call ran twice or without
+    an authorisation; exit 1 on any failure."""
     heads: list[SignedHead] = []
     if against is not None:
         try:
@@ -82,9 +88,15 @@ def audit_verify(
             require_thread(saver, thread)
         if trust_key:
             saver.ledger.trusted_key_ids = frozenset(trust_key)
+        if head_store is not None:
+            from .anchors import FileHeadStore
+
+            saver.ledger.head_store = FileHeadStore(head_store)
         report = saver.ledger.verify(
             thread_id=thread, signatures="all" if all_signatures else "heads", against=heads
         )
+        conduct = _conduct(saver, report.threads)
+    report.findings.extend(conduct)
     if output == "json":
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -98,6 +110,33 @@ def audit_verify(
             highlight=False,
         )
     raise typer.Exit(code=0 if report.ok else 1)
+
+
+def _conduct(saver, threads) -> list:
+    """Findings about what the verified histories record: a call executed twice or without authorisation."""
+    from .audit import reconstruct
+    from .chain import Finding
+
+    found = []
+    for thread_id, chain in threads.items():
+        if not chain.ok:
+            continue  # an unverified history proves nothing about conduct; its failures are reported
+        events, report = saver.ledger.history(thread_id)
+        trail = reconstruct(thread_id, events, report)
+        found.extend(_conduct_findings(trail, Finding))
+    return found
+
+
+def _conduct_findings(trail, finding_type) -> list:
+    out = []
+    for a in trail.actions:
+        if a.executed_twice:
+            out.append(finding_type(trail.thread_id, a.seqs[0] if a.seqs else None, "executed_twice",
+                                    f"call {a.tool_call_id} ({a.tool}): {a.executed_twice}"))
+        if a.ran_without_authorisation:
+            out.append(finding_type(trail.thread_id, a.seqs[0] if a.seqs else None, "ran_without_authorisation",
+                                    f"call {a.tool_call_id} ({a.tool}) started without an authorisation in force"))
+    return out
 
 
 @audit_app.command("head")
@@ -126,21 +165,14 @@ def audit_show(
     """
     from .audit import reconstruct
 
+    from .chain import Finding
+
     with open_for_reading(db) as saver:
         require_thread(saver, thread)
-        report = saver.ledger.verify(thread_id=thread)
-        try:
-            trail = reconstruct(thread, saver.ledger.events(thread), report.threads.get(thread))
-        except IntegrityError:
-            if report.ok:
-                raise  # a failure the full verification did not report: one line, exit 1
-            trail = None  # a ledger that refuses to read a history failing verification: show the verdict
-    if trail is None:
-        for f in report.findings:
-            console.print(f"[red]FAIL[/] {f}", highlight=False)
-        console.print("[red]NOT verified[/]: the trail is not shown because its history failed verification",
-                      highlight=False)
-        raise typer.Exit(code=1)
+        # The trail and its verdict come from one read of the history (see Ledger.history).
+        events, chain = saver.ledger.history(thread)
+        report = saver.ledger.verify(thread_id=thread)  # with the stored rows' check
+        trail = reconstruct(thread, events, chain)
     if not trail.events:
         _fail(WardenError(f"thread {thread!r} has no recorded events in this database"))
     console.print(trail.rich_table())
@@ -152,9 +184,10 @@ def audit_show(
         f"credentials {s.credentials_issued} issued / {s.credentials_revoked} revoked",
         highlight=False,
     )
-    for f in report.findings:
+    conduct = _conduct_findings(trail, Finding) if chain.ok else []
+    for f in [*report.findings, *conduct]:
         console.print(f"[red]FAIL[/] {f}", highlight=False)
-    ok = trail.verified and not s.ran_without_authorisation
+    ok = trail.verified and report.ok and not conduct
     console.print("[green]verified[/]" if ok else "[red]NOT verified[/]")
     raise typer.Exit(code=0 if ok else 1)
 
@@ -176,8 +209,7 @@ def audit_export(
             require_thread(saver, thread)
         with saver.engine.connect() as conn:
             threads = [thread] if thread else saver.ledger.thread_ids(conn)
-        report = saver.ledger.verify(thread_id=thread)
-        trails = [reconstruct(t, saver.ledger.events(t), report.threads.get(t)) for t in threads]
+        trails = [reconstruct(t, *saver.ledger.history(t)) for t in threads]
     lines = export_jsonl(trails)
     if output is None:
         for line in lines:
@@ -197,13 +229,17 @@ def audit_events(
     """List a thread's events (seq, time, kind, subject) as a table."""
     with open_for_reading(db) as saver:
         require_thread(saver, thread)
-        events = saver.ledger.events(thread)
-    table = Table(title=f"events of {thread}")
+        events, chain = saver.ledger.history(thread)
+    table = Table(title=f"events of {thread}" + ("" if chain.ok else " — NOT verified"))
     for col in ("seq", "time", "kind", "ns", "hash"):
         table.add_column(col)
     for e in events:
         table.add_row(str(e.seq), e.ts.isoformat(timespec="seconds"), e.kind, e.checkpoint_ns, e.hash[7:19])
     console.print(table)
+    for f in chain.findings:
+        console.print(f"[red]FAIL[/] {f}", highlight=False)
+    if not chain.ok:
+        raise typer.Exit(code=1)
 
 
 @app.command("demo")

@@ -346,19 +346,13 @@ def test_a_history_failing_verification_mid_read_is_exit_1(tmp_path):
     assert ex.value.exit_code == 2
 
 
-def test_show_gives_the_verdict_when_the_ledger_refuses_to_read_a_tampered_history(tmp_path, monkeypatch):
-    """A ledger whose reads verify (and raise IntegrityError) still gets a verdict from `audit show`: exit 1."""
-    from langgraph_warden.checkpointers.ledger import Ledger
-
+def test_show_gives_the_verdict_on_a_tampered_history(tmp_path):
+    """`audit show` reads the trail and its verdict from one read of the history: a tampered one is
+    shown NOT verified, with the failure, exit 1 and no traceback."""
     url = f"sqlite:///{tmp_path / 'w.db'}"
     make_warden_db(url)
-
-    def refusing(self, thread_id, **kwargs):
-        raise IntegrityError(f"the signed history of thread {thread_id!r} failed verification")
-
-    monkeypatch.setattr(Ledger, "events", refusing)
-    res = invoke(["audit", "show", THREAD], url)  # untampered: the refusal is reported as it is, one line
-    assert res.exit_code == 1 and "failed verification" in one_error_line(res)
+    res = invoke(["audit", "show", THREAD], url)
+    assert res.exit_code == 0, res.output
     conn = sqlite3.connect(tmp_path / "w.db")
     conn.execute("UPDATE warden_events SET hash = :h WHERE seq = 1", {"h": "sha256:" + "0" * 64})
     conn.commit()
