@@ -8,14 +8,17 @@ evaluations in one ``is_authorized_batch`` call:
 * ``Action::"call_without_approval"`` — may it happen without a human? When
   denied, the ``@id``\\ s of the matching forbids are the approval reasons.
 
-Mapping of the version-1 policy input:
+Mapping of the policy input (either version; the engine is built for one):
 
 * principal ``Run::"<thread_id>"`` with ``owner``, ``intent``, ``purpose`` (when set),
   ``risk_tier``, ``allowed_tools`` / ``allowed_data_classes`` (only when restricted);
 * resource ``Tool::"<name>"`` with every ToolSpec field plus ``known``;
 * context ``{workload, target (when a string/number/bool), calls_of_tool, calls_in_run,
-  limits: {per_tool, per_run}}``. Cedar has no aggregation, so the two history counts
-  (entries whose decision is not ``deny``, as in default.rego) are computed here.
+  limits: {per_tool, per_run}}`` and, for version 2, ``run_counts`` / ``tool_counts``
+  (the run's and this tool's counters, ints only). ``calls_of_tool`` / ``calls_in_run``
+  count calls that were not denied, as default.rego does: version 2 reads them off the
+  aggregates (``allowed + require_approval``), so their cost does not grow with the
+  thread; version 1 scans the history list (Cedar has no aggregation).
   ``args`` are not passed: Cedar has no floats or nulls.
 
 Scopes and ``ttl_seconds`` are not Cedar decisions: an allowed call gets the tool's
@@ -36,13 +39,17 @@ from typing import Any
 from langgraph_warden import canonical
 
 from .policy import (
+    HISTORY_COUNTERS,
+    POLICY_INPUT_VERSION,
     REASON_MALFORMED_DECISION,
     MalformedDecisionError,
     PolicyDecision,
     PolicyLoadError,
     approval_triggers,
+    check_input_version,
     decision_from_document,
     fail_closed,
+    input_version_arg,
     is_fatal,
     safe_input_digest,
 )
@@ -133,10 +140,11 @@ def _context_scalar(value: Any) -> bool:
 
 
 class CedarEngine:
-    """Cedar policy engine over the version-1 policy input.
+    """Cedar policy engine over the policy input.
 
     ``policies``: a ``.cedar`` file (or use :meth:`from_source`). ``limits`` and
     ``ttl_seconds`` play the role of ``data.warden_config`` in the Rego policy.
+    ``input_version``: the policy input version to map (1 or 2); the other is denied.
     """
 
     def __init__(
@@ -146,7 +154,9 @@ class CedarEngine:
         limits: Mapping[str, int] | None = None,
         ttl_seconds: Mapping[str, int] | None = None,
         name: str = "cedar",
+        input_version: int = POLICY_INPUT_VERSION,
     ) -> None:
+        self._input_version = input_version_arg(input_version, "CedarEngine")
         path = Path(policies)
         if not path.is_file():
             raise PolicyLoadError(f"CedarEngine: policy file {path} does not exist", file=str(path))
@@ -165,8 +175,10 @@ class CedarEngine:
         limits: Mapping[str, int] | None = None,
         ttl_seconds: Mapping[str, int] | None = None,
         name: str = "cedar",
+        input_version: int = POLICY_INPUT_VERSION,
     ) -> CedarEngine:
         engine = cls.__new__(cls)
+        engine._input_version = input_version_arg(input_version, "CedarEngine")
         engine._setup(filename, source, limits, ttl_seconds, name)
         return engine
 
@@ -198,6 +210,11 @@ class CedarEngine:
     def revision(self) -> str:
         return self._revision
 
+    @property
+    def input_version(self) -> int:
+        """The policy input version this engine maps (the guard builds that document)."""
+        return self._input_version
+
     # -- mapping -------------------------------------------------------------------
 
     def _request_parts(self, policy_input: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], dict, dict]:
@@ -227,13 +244,19 @@ class CedarEngine:
             {"uid": principal, "attrs": run_attrs, "parents": []},
             {"uid": resource, "attrs": tool_attrs, "parents": []},
         ]
-        counted = [h["tool"] for h in policy_input.get("history", ()) if h.get("decision") != "deny"]
-        context: dict[str, Any] = {
-            "workload": policy_input["workload"]["id"],
-            "calls_of_tool": sum(1 for t in counted if t == tool["name"]),
-            "calls_in_run": len(counted),
-            "limits": dict(self._limits),
-        }
+        context: dict[str, Any] = {"workload": policy_input["workload"]["id"], "limits": dict(self._limits)}
+        if self._input_version == 2:
+            history = policy_input["history"]
+            run_counts = {k: history["run"][k] for k in HISTORY_COUNTERS}
+            tool_entry = history["tools"].get(tool["name"])
+            tool_counts = {k: tool_entry[k] for k in HISTORY_COUNTERS} if tool_entry else dict.fromkeys(HISTORY_COUNTERS, 0)
+            context["run_counts"], context["tool_counts"] = run_counts, tool_counts
+            context["calls_of_tool"] = tool_counts["allowed"] + tool_counts["require_approval"]
+            context["calls_in_run"] = run_counts["allowed"] + run_counts["require_approval"]
+        else:
+            counted = [h["tool"] for h in policy_input.get("history", ()) if h.get("decision") != "deny"]
+            context["calls_of_tool"] = sum(1 for t in counted if t == tool["name"])
+            context["calls_in_run"] = len(counted)
         target = policy_input.get("target")
         if _context_scalar(target):
             context["target"] = target
@@ -276,6 +299,9 @@ class CedarEngine:
 
     def decide(self, policy_input: Mapping[str, Any]) -> PolicyDecision:
         """Evaluate; never raises for a policy problem (fails closed to a deny)."""
+        refused = check_input_version(self, policy_input)
+        if refused is not None:
+            return refused
         digest = safe_input_digest(policy_input)
         try:
             return decision_from_document(
@@ -295,4 +321,4 @@ class CedarEngine:
         return self.decide(policy_input)
 
     def __repr__(self) -> str:
-        return f"CedarEngine(file={self._file!r}, revision={self._revision[:19]}...)"
+        return f"CedarEngine(file={self._file!r}, input_version={self._input_version}, revision={self._revision[:19]}...)"

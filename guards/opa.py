@@ -21,6 +21,9 @@ How this wraps the client, and why:
   ``opa_connection_error``, ``opa_timeout``, ``opa_http_<status>``,
   ``opa_malformed_response``, ``opa_undefined`` (no ``result``), ``opa_wrong_shape``,
   ``circuit_open``.
+* **The input version is checked here**, before the network: an input of another
+  version than ``input_version`` (the one the server's policy reads) is denied with
+  ``policy_input_version_mismatch`` and does not count against the breaker.
 * **Circuit breaker**: ``failure_threshold`` consecutive *transport* failures
   (connection, timeout, non-200, unparsable body) open it for ``reset_seconds``;
   while open, decisions are denied without touching the network. Then one probe
@@ -43,11 +46,14 @@ from urllib.parse import urlsplit
 from langgraph_warden.errors import ConfigurationError
 
 from .policy import (
+    POLICY_INPUT_VERSION,
     REASON_POLICY_UNAVAILABLE,
     MalformedDecisionError,
     PolicyDecision,
+    check_input_version,
     decision_from_document,
     fail_closed,
+    input_version_arg,
     is_fatal,
     safe_input_digest,
 )
@@ -134,7 +140,10 @@ def _normalise_path(path: str) -> str:
 
 
 class OpaServerEngine:
-    """Policy decisions from an OPA server (``url`` like ``http://127.0.0.1:8181``)."""
+    """Policy decisions from an OPA server (``url`` like ``http://127.0.0.1:8181``).
+
+    ``input_version``: the policy input version the server's policy reads (1 or 2).
+    """
 
     def __init__(
         self,
@@ -149,9 +158,11 @@ class OpaServerEngine:
         name: str = "opa",
         max_workers: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        input_version: int = POLICY_INPUT_VERSION,
     ) -> None:
         from opa_client import OpaClient
 
+        self._input_version = input_version_arg(input_version, "OpaServerEngine")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(f"OpaServerEngine url {url!r}: expected http(s)://host[:port]")
@@ -186,6 +197,11 @@ class OpaServerEngine:
     @property
     def deadline_seconds(self) -> float:
         return self._deadline
+
+    @property
+    def input_version(self) -> int:
+        """The policy input version the server's policy reads (the guard builds that document)."""
+        return self._input_version
 
     # -- shared ----------------------------------------------------------------
 
@@ -241,6 +257,9 @@ class OpaServerEngine:
 
     def decide(self, policy_input: Mapping[str, Any]) -> PolicyDecision:
         """Ask OPA; any failure or a missed deadline is a deny (``policy_unavailable``)."""
+        refused = check_input_version(self, policy_input)
+        if refused is not None:
+            return refused
         if not self.breaker.allow_request():
             return self._circuit_open(policy_input)
         digest = safe_input_digest(policy_input)
@@ -282,6 +301,9 @@ class OpaServerEngine:
         """Async :meth:`decide` on the aiohttp-based client, same failure mapping."""
         import aiohttp
 
+        refused = check_input_version(self, policy_input)
+        if refused is not None:
+            return refused
         if not self.breaker.allow_request():
             return self._circuit_open(policy_input)
         digest = safe_input_digest(policy_input)

@@ -2,12 +2,14 @@
 
 Why one versioned input document: the same facts must reach every engine (embedded
 Rego, an OPA server, Cedar), be hashed into the ``policy.decided`` event and be
-replayable by ``warden policy eval``. Policy authors write against this shape:
+replayable by ``warden policy eval``. Policy authors write against one of two
+versions (``warden policy schema --version N`` prints each as a JSON Schema); an
+engine is built for one (``input_version``) and refuses the other. Both share:
 
 .. code-block:: text
 
     {
-      "version": 1,
+      "version": 1 | 2,
       "workload": {"id": "spiffe://example.org/agent"},
       "run": {"thread_id": str, "owner": str | null, "intent": str | null,
               "purpose": str | null, "risk_tier": "low" | "medium" | "high",
@@ -20,11 +22,45 @@ replayable by ``warden policy eval``. Policy authors write against this shape:
                "idempotent": bool, "scopes": [str], "target_arg": str | null},
       "args": {...},            # the call's arguments, JSON
       "target": any,            # args[tool.target_arg], or what the caller names
-      "history": [{"tool": str, "decision": "allow" | "deny" | "require_approval",
-                   "outcome": str | null, "ts": str | null}, ...],   # earlier calls, oldest first
-      "approvals": [{...}, ...],  # prior approvals of this run, JSON objects
+      "history": ...,           # per version, below
+      "approvals": [{...}, ...],
       "now": "2025-01-01T00:00:00.000000Z"
     }
+
+**Version 2** (the default, and what the shipped policies read): the step history is
+aggregates the guard maintains incrementally, so a call costs the same however long
+the thread is — the document is bounded by the number of distinct tools and data
+classes the run used and by the window ``K``:
+
+.. code-block:: text
+
+    "history": {
+      "window": K,                          # int >= 0 (default 20): the size of "recent"
+      "run":   {<counters>, "first_ts": str | null, "last_ts": str | null},
+      "tools": {"<tool>": {<counters>, "first_ts": str | null, "last_ts": str | null}},
+      "data_classes": {"<class>": {"allowed": int, "require_approval": int, "denied": int}},
+      "recent": [{"tool": str, "decision": "allow" | "deny" | "require_approval",
+                  "outcome": str | null, "ts": str | null}, ...]     # at most K, oldest first
+    },
+    "approvals": [{...}, ...]     # the last K approvals of this run, oldest first
+
+``<counters>`` are ints >= 0 counting *events* of the run / tool: ``allowed``,
+``require_approval``, ``denied`` (decisions made), ``completed``, ``failed``,
+``aborted``, ``replayed`` (outcomes recorded), ``approved`` (granted or edited) and
+``rejected``. Data classes count decisions only. Calls that were not denied (what a
+rate limit counts) are ``allowed + require_approval``.
+
+**Version 1** (selectable with ``input_version=1`` for a policy that truly needs every
+entry): ``history`` is every earlier call of the thread and ``approvals`` every prior
+approval. Its cost grows with the thread — building, hashing and converting the
+document, and any rule that iterates it (the v1 default policy took 0.37 ms with no
+history and 44 ms at 1,000 prior calls):
+
+.. code-block:: text
+
+    "history": [{"tool": str, "decision": "allow" | "deny" | "require_approval",
+                 "outcome": str | null, "ts": str | null}, ...],   # earlier calls, oldest first
+    "approvals": [{...}, ...],  # every prior approval of this run, JSON objects
 
 The decision document every engine returns (``data.warden.decision`` in Rego):
 
@@ -36,7 +72,8 @@ The decision document every engine returns (``data.warden.decision`` in Rego):
 Fail closed: anything that is not exactly a decision document — an exception
 from a native binding, an undefined result, a missing key, a wrong type — becomes
 a deny whose reason says why (``policy_error:<Type>``, ``policy_undefined``,
-``policy_unavailable``, ``malformed_decision``).
+``policy_unavailable``, ``malformed_decision``); so does an input of another version
+than the engine's (``policy_input_version_mismatch``).
 """
 
 from __future__ import annotations
@@ -58,6 +95,15 @@ from .tools import ToolSpec, unknown_tool_dict
 
 __all__ = [
     "POLICY_INPUT_VERSION",
+    "POLICY_INPUT_VERSIONS",
+    "DEFAULT_HISTORY_WINDOW",
+    "HISTORY_COUNTERS",
+    "DATA_CLASS_COUNTERS",
+    "REASON_INPUT_VERSION_MISMATCH",
+    "empty_history_v2",
+    "empty_counters_v2",
+    "check_input_version",
+    "input_version_arg",
     "APPROVAL_TRIGGERS",
     "approval_triggers",
     "RISK_TIERS",
@@ -83,7 +129,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-POLICY_INPUT_VERSION = 1
+#: Versions of the input document an engine can be built for (see the module docstring).
+POLICY_INPUT_VERSIONS: tuple[int, ...] = (1, 2)
+#: The default: bounded aggregates instead of the whole step history.
+POLICY_INPUT_VERSION = 2
+#: Version 2: how many recent calls and approvals the document carries by default.
+DEFAULT_HISTORY_WINDOW = 20
+#: Version 2: what is counted per tool and for the run (events, not calls).
+HISTORY_COUNTERS: tuple[str, ...] = (
+    "allowed", "require_approval", "denied", "completed", "failed", "aborted", "replayed", "approved", "rejected",
+)
+#: Version 2: what is counted per data class (decisions only).
+DATA_CLASS_COUNTERS: tuple[str, ...] = ("allowed", "require_approval", "denied")
 
 #: The shipped default policies (package data of ``langgraph_warden.guards``).
 DEFAULT_REGO_POLICY: Path = Path(__file__).resolve().parent / "policies" / "default.rego"
@@ -97,6 +154,7 @@ DECISION_KEYS: frozenset[str] = frozenset(
 REASON_POLICY_UNAVAILABLE = "policy_unavailable"
 REASON_POLICY_UNDEFINED = "policy_undefined"
 REASON_MALFORMED_DECISION = "malformed_decision"
+REASON_INPUT_VERSION_MISMATCH = "policy_input_version_mismatch"
 
 #: Exceptions an engine wrapper must never swallow: they mean "stop", not "deny".
 _FATAL: tuple[type[BaseException], ...] = (
@@ -312,7 +370,8 @@ def fail_closed(
 @runtime_checkable
 class PolicyEngine(Protocol):
     """What the guard needs from an engine. ``decide`` never raises for a policy
-    problem: it returns a deny (see :func:`fail_closed`)."""
+    problem: it returns a deny (see :func:`fail_closed`). ``input_version`` (1 or 2)
+    tells the guard which input document to build; the engine refuses any other."""
 
     @property
     def name(self) -> str: ...
@@ -320,9 +379,38 @@ class PolicyEngine(Protocol):
     @property
     def revision(self) -> str: ...
 
+    @property
+    def input_version(self) -> int: ...
+
     def decide(self, policy_input: Mapping[str, Any]) -> PolicyDecision: ...
 
     async def adecide(self, policy_input: Mapping[str, Any]) -> PolicyDecision: ...
+
+
+def input_version_arg(value: Any, owner: str) -> int:
+    """Check an engine's ``input_version`` argument: a typo must not pick a shape the policy does not read."""
+    if type(value) is not int or value not in POLICY_INPUT_VERSIONS:
+        raise ConfigurationError(
+            f"{owner} input_version: expected one of {', '.join(map(str, POLICY_INPUT_VERSIONS))}, got {value!r}"
+        )
+    return value
+
+
+def check_input_version(engine: Any, policy_input: Any) -> PolicyDecision | None:
+    """A deny when ``policy_input`` is not of ``engine.input_version``, else ``None``.
+
+    Why refuse rather than evaluate: a policy written for one shape reads absent fields
+    in the other, and a rule on an absent field (a rate limit, say) silently stops
+    matching — failing open.
+    """
+    expected = engine.input_version
+    got = policy_input.get("version") if isinstance(policy_input, Mapping) else None
+    if type(got) is int and got == expected:
+        return None
+    log.warning("policy engine %s (input version %s) refused an input of version %.40r",
+                getattr(engine, "name", engine), expected, got)
+    return fail_closed(engine, policy_input, reason=REASON_INPUT_VERSION_MISMATCH,
+                       detail=f"expected_input_version_{expected}")
 
 
 # --------------------------------------------------------------------------- input document
@@ -404,7 +492,7 @@ def _json_value(value: Any, field_name: str) -> Any:
         raise ConfigurationError(f"policy input {field_name}: not JSON-encodable ({exc})") from exc
 
 
-def _history_entry(entry: Any, index: int) -> dict[str, Any]:
+def _history_entry(entry: Any, index: int, field: str = "history") -> dict[str, Any]:
     if type(entry) is dict:  # fast path: an entry that is already well formed is copied as is
         tool, decision, outcome, ts = entry.get("tool"), entry.get("decision"), entry.get("outcome"), entry.get("ts")
         if (
@@ -412,7 +500,7 @@ def _history_entry(entry: Any, index: int) -> dict[str, Any]:
             and (outcome is None or type(outcome) is str) and (ts is None or type(ts) is str)
         ):
             return {"tool": tool, "decision": decision, "outcome": outcome, "ts": ts}
-    where = f"history[{index}]"
+    where = f"{field}[{index}]"
     if not isinstance(entry, Mapping):
         raise ConfigurationError(f"policy input {where}: expected an object with tool/decision/outcome/ts")
     tool = entry.get("tool")
@@ -432,6 +520,108 @@ def _history_entry(entry: Any, index: int) -> dict[str, Any]:
 
 
 _UNSET: Any = object()
+_HISTORY_V2_KEYS = frozenset({"window", "run", "tools", "data_classes", "recent"})
+_TIMESTAMPS = ("first_ts", "last_ts")
+_COUNTER_KEYS = frozenset(HISTORY_COUNTERS).union(_TIMESTAMPS)
+_CLASS_KEYS = frozenset(DATA_CLASS_COUNTERS)
+
+
+def empty_counters_v2() -> dict[str, Any]:
+    """Zero counters of a tool or of the run (version 2), timestamps unset: what a first event adds to."""
+    return {**dict.fromkeys(HISTORY_COUNTERS, 0), "first_ts": None, "last_ts": None}
+
+
+def empty_history_v2(window: int = DEFAULT_HISTORY_WINDOW) -> dict[str, Any]:
+    """The version-2 ``history`` of a thread with no earlier call (for callers that have none)."""
+    _window(window, "history.window")
+    return {"window": window, "run": empty_counters_v2(), "tools": {}, "data_classes": {}, "recent": []}
+
+
+def _window(value: Any, where: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ConfigurationError(f"policy input {where}: expected an int >= 0, got {value!r}")
+    return value
+
+
+def _exact_keys(value: Any, where: str, keys: frozenset[str], what: str) -> Mapping[str, Any]:
+    """``value`` as a mapping holding exactly ``keys``: a typo'd or missing counter is named, not read as 0."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"policy input {where}: expected {what}, got {type(value).__name__}")
+    if value.keys() != keys:
+        missing = sorted(keys - value.keys())
+        if missing:
+            raise ConfigurationError(f"policy input {where}.{missing[0]}: missing")
+        extra = sorted(map(repr, value.keys() - keys))
+        raise ConfigurationError(f"policy input {where}: unknown key(s) {', '.join(extra)}")
+    return value
+
+
+def _counters(value: Any, where: str, timestamps: bool) -> dict[str, Any]:
+    keys = _COUNTER_KEYS if timestamps else _CLASS_KEYS
+    value = _exact_keys(value, where, keys, "an object of counters")
+    out: dict[str, Any] = {}
+    for name in HISTORY_COUNTERS if timestamps else DATA_CLASS_COUNTERS:
+        n = value[name]
+        if type(n) is not int or n < 0:
+            raise ConfigurationError(f"policy input {where}.{name}: expected an int >= 0, got {n!r}")
+        out[name] = n
+    if timestamps:
+        for name in _TIMESTAMPS:
+            out[name] = _iso(value[name], f"{where}.{name}")
+    return out
+
+
+def _named_counters(value: Any, where: str, timestamps: bool) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"policy input {where}: expected an object keyed by name, got {type(value).__name__}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, counters in value.items():
+        if type(name) is not str or not name:
+            raise ConfigurationError(f"policy input {where}: every key must be a non-empty string, got {name!r}")
+        out[name] = _counters(counters, f"{where}[{name!r}]", timestamps)
+    return out
+
+
+def _history_v2(value: Any) -> dict[str, Any]:
+    """Check and copy a version-2 ``history`` (a copy: the caller keeps updating its own)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Mapping):
+        raise ConfigurationError(
+            "policy input history: version 2 expects an object (window, run, tools, data_classes, recent), "
+            f"got {type(value).__name__}; a list of entries is version 1"
+        )
+    value = _exact_keys(value, "history", _HISTORY_V2_KEYS, "an object")
+    window = _window(value["window"], "history.window")
+    recent = value["recent"]
+    if isinstance(recent, (str, bytes)) or not isinstance(recent, Sequence):
+        raise ConfigurationError(f"policy input history.recent: expected a list of entries, got {type(recent).__name__}")
+    if len(recent) > window:
+        raise ConfigurationError(
+            f"policy input history.recent: {len(recent)} entries, more than history.window ({window})"
+        )
+    return {
+        "window": window,
+        "run": _counters(value["run"], "history.run", True),
+        "tools": _named_counters(value["tools"], "history.tools", True),
+        "data_classes": _named_counters(value["data_classes"], "history.data_classes", False),
+        "recent": [_history_entry(e, i, "history.recent") for i, e in enumerate(recent)],
+    }
+
+
+def _history_v1(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigurationError(
+            f"policy input history: version 1 expects a list of entries, got {type(value).__name__}"
+        )
+    return [_history_entry(e, i) for i, e in enumerate(value)]
+
+
+def _approvals(value: Any) -> Sequence[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigurationError("policy input approvals: expected a list of objects")
+    for i, approval in enumerate(value):
+        if not isinstance(approval, Mapping):
+            raise ConfigurationError(f"policy input approvals[{i}]: expected an object, got {approval!r}")
+    return value
 
 
 def build_policy_input(
@@ -448,18 +638,26 @@ def build_policy_input(
     allowed_tools: Iterable[str] | None = None,
     allowed_data_classes: Iterable[str] | None = None,
     target: Any = _UNSET,
-    history: Sequence[Mapping[str, Any]] = (),
+    history: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     approvals: Sequence[Mapping[str, Any]] = (),
     now: datetime | str | None = None,
     profile: Mapping[str, Any] | None = None,
+    version: int = POLICY_INPUT_VERSION,
 ) -> dict[str, Any]:
-    """Build the version-1 policy input document (see the module docstring).
+    """Build the policy input document of ``version`` (see the module docstring).
 
-    ``tool_spec=None`` means the tool was never declared: it is sent with
-    ``known: false``. ``target`` defaults to ``args[tool_spec.target_arg]``.
-    Raises :class:`ConfigurationError` naming the field for a bad value, so a
-    caller bug is never mistaken for a policy deny.
+    ``history``: for version 2 the aggregates mapping (``None``: :func:`empty_history_v2`),
+    for version 1 the list of earlier calls (``None``: empty). ``approvals``: version 2
+    keeps the last ``history["window"]`` of them, so the caller may pass its whole list
+    and the document stays bounded. ``tool_spec=None`` means the tool was never
+    declared: it is sent with ``known: false``. ``target`` defaults to
+    ``args[tool_spec.target_arg]``. Raises :class:`ConfigurationError` naming the field
+    for a bad value, so a caller bug is never mistaken for a policy deny.
     """
+    if type(version) is not int or version not in POLICY_INPUT_VERSIONS:
+        raise ConfigurationError(
+            f"policy input version: expected one of {', '.join(map(str, POLICY_INPUT_VERSIONS))}, got {version!r}"
+        )
     if not isinstance(workload_id, str) or not workload_id:
         raise ConfigurationError(f"policy input workload.id: expected a non-empty string, got {workload_id!r}")
     if not isinstance(thread_id, str) or not thread_id:
@@ -477,15 +675,16 @@ def build_policy_input(
     args_json = _json_value(dict(args or {}), "args")
     if target is _UNSET:
         target = args_json.get(tool_spec.target_arg) if tool_spec and tool_spec.target_arg else None
-    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
-        raise ConfigurationError("policy input history: expected a list of entries")
-    if isinstance(approvals, (str, bytes)) or not isinstance(approvals, Sequence):
-        raise ConfigurationError("policy input approvals: expected a list of objects")
-    for i, approval in enumerate(approvals):
-        if not isinstance(approval, Mapping):
-            raise ConfigurationError(f"policy input approvals[{i}]: expected an object, got {approval!r}")
+    approvals = _approvals(approvals)
+    history_doc: dict[str, Any] | list[dict[str, Any]]
+    if version == 2:
+        history_doc = _history_v2(history) if history is not None else empty_history_v2()
+        window = history_doc["window"]
+        approvals = approvals[len(approvals) - window:] if len(approvals) > window else approvals
+    else:
+        history_doc = _history_v1(history) if history is not None else []
     return {
-        "version": POLICY_INPUT_VERSION,
+        "version": version,
         "workload": {"id": workload_id},
         "run": {
             "thread_id": thread_id,
@@ -500,7 +699,7 @@ def build_policy_input(
         "tool": tool_spec.to_policy_dict() if tool_spec is not None else unknown_tool_dict(tool_name),
         "args": args_json,
         "target": _json_value(target, "target"),
-        "history": [_history_entry(e, i) for i, e in enumerate(history)],
+        "history": history_doc,
         "approvals": _json_value([dict(a) for a in approvals], "approvals"),
         "now": _iso(now, "now") if now is not None else _utc_now_iso(),
     }
@@ -540,18 +739,22 @@ _TOOL_BOOLS = ("known", "irreversible", "external", "escalates", "idempotent")
 
 
 def validate_policy_input(doc: Any) -> dict[str, Any]:
-    """Check a hand-written input document (e.g. for ``warden policy eval``).
+    """Check a hand-written input document (e.g. for ``warden policy eval``), of either version.
 
     Returns it unchanged; raises :class:`ConfigurationError` naming the first
-    field that does not match the version-1 shape.
+    field that does not match the shape of the document's ``version``. Agrees with
+    :func:`langgraph_warden.guards.policy_schema.policy_input_schema`, which cannot
+    express one rule checked here: version 2's ``recent`` and ``approvals`` hold at
+    most ``history.window`` entries.
     """
     def need(cond: bool, where: str, what: str) -> None:
         if not cond:
             raise ConfigurationError(f"policy input {where}: {what}")
 
     need(isinstance(doc, Mapping), "$", "expected a JSON object")
-    need(doc.get("version") == POLICY_INPUT_VERSION, "version",
-         f"expected {POLICY_INPUT_VERSION}, got {doc.get('version')!r}")
+    version = doc.get("version")
+    need(type(version) is int and version in POLICY_INPUT_VERSIONS, "version",
+         f"expected one of {', '.join(map(str, POLICY_INPUT_VERSIONS))}, got {version!r}")
     for key in ("workload", "run", "tool", "args"):
         need(isinstance(doc.get(key), Mapping), key, "expected an object")
     need(isinstance(doc["workload"].get("id"), str), "workload.id", "expected a string")
@@ -577,9 +780,18 @@ def validate_policy_input(doc: Any) -> dict[str, Any]:
         value = tool.get(key)
         need(isinstance(value, list) and all(isinstance(v, str) for v in value), f"tool.{key}",
              "expected a list of strings")
-    need(isinstance(doc.get("history"), list), "history", "expected a list")
-    for i, entry in enumerate(doc["history"]):
-        _history_entry(entry, i)
+    need(tool.get("target_arg") is None or isinstance(tool["target_arg"], str), "tool.target_arg",
+         "expected a string or null")
+    if version == 2:
+        need("history" in doc, "history", "expected an object")
+        window = _history_v2(doc["history"])["window"]
+    else:
+        need(isinstance(doc.get("history"), list), "history", "expected a list")
+        _history_v1(doc["history"])
     need(isinstance(doc.get("approvals"), list), "approvals", "expected a list")
+    _approvals(doc["approvals"])
+    if version == 2:
+        need(len(doc["approvals"]) <= window, "approvals",
+             f"{len(doc['approvals'])} entries, more than history.window ({window})")
     need(isinstance(doc.get("now"), str), "now", "expected an ISO-8601 string")
     return dict(doc)

@@ -28,14 +28,17 @@ from typing import Any
 from langgraph_warden import canonical
 
 from .policy import (
+    POLICY_INPUT_VERSION,
     REASON_MALFORMED_DECISION,
     REASON_POLICY_UNDEFINED,
     MalformedDecisionError,
     PolicyDecision,
     PolicyLoadError,
     UnsupportedBuiltinError,
+    check_input_version,
     decision_from_document,
     fail_closed,
+    input_version_arg,
     is_fatal,
     safe_input_digest,
 )
@@ -229,6 +232,8 @@ class RegoEngine:
     ``policies``: a ``.rego`` file, a directory of them, or a list of either.
     ``data``: an optional base document (e.g. limits), visible as ``data.<key>``.
     ``query``: the rule holding the decision document.
+    ``input_version``: the policy input document the policy reads (1 or 2, see
+    :mod:`~langgraph_warden.guards.policy`); an input of the other version is denied.
     """
 
     def __init__(
@@ -238,7 +243,9 @@ class RegoEngine:
         data: Mapping[str, Any] | None = None,
         query: str = DEFAULT_QUERY,
         name: str = "rego",
+        input_version: int = POLICY_INPUT_VERSION,
     ) -> None:
+        self._input_version = input_version_arg(input_version, "RegoEngine")
         self._setup(_collect_sources(policies), data, query, name)
 
     @classmethod
@@ -250,9 +257,11 @@ class RegoEngine:
         data: Mapping[str, Any] | None = None,
         query: str = DEFAULT_QUERY,
         name: str = "rego",
+        input_version: int = POLICY_INPUT_VERSION,
     ) -> RegoEngine:
         """Build from policy text (``filename`` is used in error messages)."""
         engine = cls.__new__(cls)
+        engine._input_version = input_version_arg(input_version, "RegoEngine")
         engine._setup({filename: source}, data, query, name)
         return engine
 
@@ -351,6 +360,11 @@ class RegoEngine:
     def query(self) -> str:
         return self._query
 
+    @property
+    def input_version(self) -> int:
+        """The policy input version this engine decides on (the guard builds that document)."""
+        return self._input_version
+
     def evaluate(self, policy_input: Mapping[str, Any]) -> Any:
         """The raw value of the query for ``policy_input``.
 
@@ -401,6 +415,9 @@ class RegoEngine:
 
     def decide(self, policy_input: Mapping[str, Any]) -> PolicyDecision:
         """Evaluate the policy; never raises for a policy problem (fails closed to a deny)."""
+        refused = check_input_version(self, policy_input)
+        if refused is not None:
+            return refused
         digest = safe_input_digest(policy_input)
         try:
             document = self.evaluate(policy_input)
@@ -423,4 +440,5 @@ class RegoEngine:
         return self.decide(policy_input)
 
     def __repr__(self) -> str:
-        return f"RegoEngine(files={list(self._sources)}, query={self._query!r}, revision={self._revision[:19]}...)"
+        return (f"RegoEngine(files={list(self._sources)}, query={self._query!r}, "
+                f"input_version={self._input_version}, revision={self._revision[:19]}...)")

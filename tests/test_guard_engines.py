@@ -322,7 +322,8 @@ def test_opa_requests_carry_the_documented_input(opa_server, opa, tmp_path):
         (req,) = opa_server.server.requests[before:]
         assert req["path"] == "/v1/data/warden/decision" and req["query"]["strict-builtin-errors"] == ["true"]
         doc = json.loads(req["body"])["input"]
-        assert doc["version"] == 1 and doc["tool"]["name"] == "lookup_kb" and doc["run"]["owner"] == OWNER
+        assert doc["version"] == opa.input_version == 2 and doc["tool"]["name"] == "lookup_kb"
+        assert doc["run"]["owner"] == OWNER and doc["history"]["window"] >= 0
         assert doc["run"]["thread_id"] == "t-opa-input" and doc["args"] == {"query": "x"}
         payload = decided(warden, "t-opa-input")["c1"]
         from langgraph_warden import canonical

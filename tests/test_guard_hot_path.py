@@ -207,14 +207,17 @@ def test_policy_input_still_refuses_what_canonical_json_refuses(bad):
 
 
 def test_history_entries_are_copied_and_still_checked():
+    """Version 1's list of calls (version 2's recent entries share the check: test_policy_v2)."""
     entry = {"tool": "echo", "decision": "allow", "outcome": None, "ts": "2025-01-01T00:00:00+00:00"}
-    doc = build_policy_input(workload_id="w", thread_id="t", tool_name="echo", tool_spec=None, history=[entry])
+    doc = build_policy_input(workload_id="w", thread_id="t", tool_name="echo", tool_spec=None, history=[entry],
+                             version=1)
     assert doc["history"] == [entry] and doc["history"][0] is not entry
     ts = datetime(2025, 1, 1, tzinfo=timezone.utc)
     doc = build_policy_input(workload_id="w", thread_id="t", tool_name="echo", tool_spec=None,
-                             history=[{"tool": "echo", "decision": "deny", "ts": ts}])
+                             history=[{"tool": "echo", "decision": "deny", "ts": ts}], version=1)
     assert doc["history"] == [{"tool": "echo", "decision": "deny", "outcome": None, "ts": "2025-01-01T00:00:00.000000Z"}]
     for bad, where in (({**entry, "decision": "maybe"}, "history[0].decision"), ({**entry, "tool": ""}, "history[0].tool"),
                        ({**entry, "outcome": 3}, "history[0].outcome")):
         with pytest.raises(ConfigurationError, match=re.escape(f"policy input {where}")):
-            build_policy_input(workload_id="w", thread_id="t", tool_name="echo", tool_spec=None, history=[bad])
+            build_policy_input(workload_id="w", thread_id="t", tool_name="echo", tool_spec=None, history=[bad],
+                               version=1)

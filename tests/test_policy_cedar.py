@@ -15,6 +15,7 @@ from langgraph_warden.guards.policy import (
     build_policy_input,
 )
 from langgraph_warden.guards.tools import ToolSpec
+from tests.support.history_v2 import aggregate
 
 
 def make_input(spec: ToolSpec | None = None, **run: Any) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def test_base_exception_from_binding_denies(engine: CedarEngine, monkeypatch) ->
 
 
 def test_malformed_input_denies(engine: CedarEngine) -> None:
-    d = engine.decide({"version": 1, "run": {}})
+    d = engine.decide({"version": 2, "run": {}})
     assert not d.allow and d.reasons == ("policy_error:KeyError",)
 
 
@@ -132,7 +133,7 @@ async def test_adecide(engine: CedarEngine) -> None:
 
 
 def test_evaluation_time_is_reported(engine: CedarEngine) -> None:
-    history = [{"tool": "other", "decision": "allow"}] * 50
+    history = aggregate([{"tool": "other", "decision": "allow"}] * 50)
     inp = make_input(history=history)
     t0 = time.perf_counter()
     for _ in range(200):

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from langgraph_warden.cli_policy import app
 from langgraph_warden.guards.policy import DEFAULT_CEDAR_POLICY, DEFAULT_REGO_POLICY, build_policy_input
 from langgraph_warden.guards.tools import ToolSpec
+from tests.support.history_v2 import aggregate
 
 runner = CliRunner()
 
@@ -48,7 +49,7 @@ def test_eval_exit_codes(tmp_path, engine, spec, code, allow, approval) -> None:
 def test_eval_with_data_and_query(tmp_path) -> None:
     data = tmp_path / "data.json"
     data.write_text(json.dumps({"warden_config": {"limits": {"per_tool": 1}}}))
-    inp = write_input(tmp_path, ToolSpec("lookup"), history=[{"tool": "lookup", "decision": "allow"}])
+    inp = write_input(tmp_path, ToolSpec("lookup"), history=aggregate([{"tool": "lookup", "decision": "allow"}]))
     result = runner.invoke(app, ["eval", "-p", str(DEFAULT_REGO_POLICY), "-i", str(inp), "-d", str(data),
                                  "-q", "data.warden.decision"])
     assert result.exit_code == 1 and json.loads(result.stdout)["reasons"] == ["rate_limited"]
@@ -72,7 +73,7 @@ def test_eval_errors_exit_3(tmp_path) -> None:
     assert result.exit_code == 3 and "not JSON" in result.stderr
 
     wrong = tmp_path / "wrong.json"
-    wrong.write_text(json.dumps({**json.loads(inp.read_text()), "version": 2}))
+    wrong.write_text(json.dumps({**json.loads(inp.read_text()), "version": 3}))
     result = runner.invoke(app, ["eval", "--policy", str(DEFAULT_REGO_POLICY), "--input", str(wrong)])
     assert result.exit_code == 3 and "version" in result.stderr
 

@@ -27,6 +27,7 @@ from langgraph_warden.guards.policy import (
 )
 from langgraph_warden.guards.rego import RegoEngine
 from langgraph_warden.guards.tools import ToolRegistry, ToolSpec
+from tests.support.history_v2 import aggregate
 
 
 def make_input(spec: ToolSpec | None = None, *, tool_name: str | None = None, **run: Any) -> dict[str, Any]:
@@ -68,10 +69,10 @@ def test_default_policy_denies_unknown_tool(default_engine: RegoEngine) -> None:
 
 def test_default_policy_rate_limit_reads_data(default_engine: RegoEngine) -> None:
     engine = RegoEngine(DEFAULT_REGO_POLICY, data={"warden_config": {"limits": {"per_tool": 2}}})
-    history = [{"tool": "lookup", "decision": "allow", "outcome": "completed", "ts": None}] * 2
+    history = aggregate([{"tool": "lookup", "decision": "allow", "outcome": "completed", "ts": None}] * 2)
     assert engine.decide(make_input(history=history)).reasons == ("rate_limited",)
     # denied calls do not count, and the default limit (20) is not reached
-    denied = [{"tool": "lookup", "decision": "deny", "outcome": "denied", "ts": None}] * 5
+    denied = aggregate([{"tool": "lookup", "decision": "deny", "outcome": "denied", "ts": None}] * 5)
     assert engine.decide(make_input(history=denied)).allow
     assert default_engine.decide(make_input(history=history)).allow
     d = engine.decide(make_input())
@@ -185,7 +186,7 @@ def test_interrupts_are_not_swallowed(default_engine: RegoEngine, monkeypatch, e
 
 
 def test_unencodable_input_denies(default_engine: RegoEngine) -> None:
-    d = default_engine.decide({"version": 1, "args": {"x": object()}})
+    d = default_engine.decide({"version": 2, "args": {"x": object()}})
     assert not d.allow and d.reasons[0].startswith("policy_error:")
     assert d.input_digest.startswith("unavailable:")
 
@@ -228,8 +229,8 @@ def test_revision_tracks_policy_and_data() -> None:
 
 def test_evaluation_time_is_reported(default_engine: RegoEngine) -> None:
     """Measured, not asserted tightly: a regression to per-call compilation (~10x) fails it."""
-    history = [{"tool": "other", "decision": "allow", "outcome": "completed", "ts": None}] * 50
-    for n, hist in (("0", []), ("50", history)):
+    history = aggregate([{"tool": "other", "decision": "allow", "outcome": "completed", "ts": None}] * 50)
+    for n, hist in (("0", None), ("50", history)):
         inp = make_input(history=hist)
         samples = []
         for _ in range(50):
@@ -264,13 +265,15 @@ def test_decision_parser_is_strict() -> None:
 
 
 def test_build_policy_input_shape_and_errors() -> None:
+    """Version 1 (still selectable); version 2 is covered in test_policy_v2."""
     spec = ToolSpec("crm_get", sensitivity="confidential", data_classes={"pii"}, target_arg="customer")
     doc = build_policy_input(
         workload_id="spiffe://e/a", thread_id="t", tool_name="crm_get", tool_spec=spec,
         args={"customer": "c-7"}, owner="o", intent="support", risk_tier="high",
         allowed_tools=["crm_get", "a"], history=[{"tool": "a", "decision": "allow"}],
-        approvals=[{"approver": "bob"}], now="2025-01-01T00:00:00Z",
+        approvals=[{"approver": "bob"}], now="2025-01-01T00:00:00Z", version=1,
     )
+    assert doc["version"] == 1
     assert validate_policy_input(doc) == doc
     assert set(doc) == {"version", "workload", "run", "tool", "args", "target", "history", "approvals", "now"}
     assert doc["target"] == "c-7" and doc["run"]["allowed_tools"] == ["a", "crm_get"]
@@ -282,7 +285,7 @@ def test_build_policy_input_shape_and_errors() -> None:
         ({"owner": 5}, "run.owner"),
         ({"allowed_tools": "crm_get"}, "run.allowed_tools"),
     ]:
-        base = dict(workload_id="w", thread_id="t", tool_name="crm_get", tool_spec=spec)
+        base = dict(workload_id="w", thread_id="t", tool_name="crm_get", tool_spec=spec, version=1)
         with pytest.raises(ConfigurationError, match=field):
             build_policy_input(**{**base, **kwargs})
     with pytest.raises(ConfigurationError, match="tool.known"):

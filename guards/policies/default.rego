@@ -1,7 +1,9 @@
-# langgraph-warden default governance policy (policy input version 1).
+# langgraph-warden default governance policy (policy input version 2).
 #
 # Query: data.warden.decision. Every rule below reads only `input` (the documented
-# policy input) and optional configuration under `data.warden_config`:
+# policy input, version 2: the step history as aggregates, so no rule iterates over
+# earlier calls and a decision costs the same at any point of a thread) and
+# optional configuration under `data.warden_config`:
 #
 #   {"warden_config": {"limits": {"per_tool": 20, "per_run": 100},
 #                      "ttl_seconds": {"low": 300, "medium": 120, "high": 60}}}
@@ -35,6 +37,10 @@ ttl_table := object.union(default_ttl, ttl_overrides)
 
 # ---------------------------------------------------------------- deny reasons
 
+# Written for input version 2: any other shape is refused, not half-read (a rate
+# limit over fields that are absent would silently stop matching).
+deny contains "policy_input_version_mismatch" if not input.version == 2
+
 deny contains "unknown_tool" if not input.tool.known
 
 deny contains "no_owner" if not has_owner
@@ -57,15 +63,23 @@ deny contains "outside_intent" if {
 	not class in input.run.allowed_data_classes
 }
 
-# Rate limit from the step history: calls that were not denied count. (One pass
-# over the history: iteration is the expensive part of evaluation in rego-cpp.)
-counted_tools := [h.tool | some h in input.history; h.decision != "deny"]
+# Rate limit from the history aggregates: calls that were not denied count
+# (allowed + require_approval), per tool and for the run. A tool the run has not
+# called yet has no entry.
+tool_counts := object.get(input.history.tools, input.tool.name, {})
 
-calls_of_tool := count([1 | counted_tools[_] == input.tool.name])
+calls_of_tool := object.get(tool_counts, "allowed", 0) + object.get(tool_counts, "require_approval", 0)
+
+calls_in_run := input.history.run.allowed + input.history.run.require_approval
 
 deny contains "rate_limited" if calls_of_tool >= per_tool_limit
 
-deny contains "rate_limited" if count(counted_tools) >= per_run_limit
+deny contains "rate_limited" if calls_in_run >= per_run_limit
+
+# Counts that cannot be read must not lift the limits.
+deny contains "malformed_history" if not is_number(calls_of_tool)
+
+deny contains "malformed_history" if not is_number(calls_in_run)
 
 # ---------------------------------------------------------------- approval reasons
 

@@ -11,7 +11,7 @@ from .counting_sink import CountingSink
 
 
 class PolicyWrapper:
-    """A policy engine around a real one: same name and revision; ``adecide`` is ``decide``.
+    """A policy engine around a real one: same name, revision and input version; ``adecide`` is ``decide``.
 
     Subclasses change what ``decide`` does (record, time, reshape the decision).
     """
@@ -26,6 +26,10 @@ class PolicyWrapper:
     @property
     def revision(self) -> str:
         return self.inner.revision
+
+    @property
+    def input_version(self) -> int:
+        return self.inner.input_version
 
     def decide(self, policy_input):
         return self.inner.decide(policy_input)
