@@ -104,6 +104,14 @@ class Recording(PolicyWrapper):
 
 
 @tool
+def _decisions(policy_input: dict[str, Any]) -> int:
+    """Decisions the policy input counts: a version-1 list's length, or the version-2 run counters."""
+    h = policy_input["history"]
+    if isinstance(h, list):
+        return len(h)
+    return h["run"]["allowed"] + h["run"]["require_approval"] + h["run"]["denied"]
+
+
 def echo(text: str) -> str:
     """Return the text."""
     return text
@@ -194,7 +202,7 @@ def measure(
             e_times.append(e_dt)
             overheads.append(g_dt - u_dt - e_dt)
     inputs = rec.inputs[-n:]
-    assert all(len(inp["history"]) == history for inp in inputs), "history length drifted"
+    assert all(_decisions(inp) == history for inp in inputs), "history length drifted"
     assert rec.denied == 0, f"{rec.denied} benchmark calls were denied; the numbers would be meaningless"
     digests = []
     for inp in inputs:

@@ -945,6 +945,16 @@ class Ledger:
         assert latest is not None
         return latest[1], latest[2], latest[3]
 
+    def recorded_checkpoints_in(
+        self, conn: Connection | DirectTx, thread_id: str, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, dict[tuple[str, int], str]]]:
+        """Recorded (digest, write digests) of those of ``keys`` (ns, checkpoint id) among the newest
+        checkpoints of the thread, from the verified fold (read up to the head first, in the
+        caller's snapshot). Older ones are missing from the result: the caller checks them against
+        the whole chain."""
+        self._verified_rows(conn, thread_id, 1 << 62)
+        return self._trust.recorded(thread_id, keys)
+
     def trusted_latest(self, thread_id: str, ns: str) -> tuple[ChainPosition, str | None, str | None, dict[tuple[str, int], str], bool] | None:
         """What this process knows of ``ns``'s newest checkpoint without reading (see TrustCache.latest)."""
         return self._trust.latest(thread_id, ns)

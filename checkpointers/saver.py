@@ -577,7 +577,8 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         return [self._tuple(r, by_cp[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)]) for r, _ in selected]
 
     def _verify_many(self, conn: Connection, rows: list[Any], by_cp: dict[tuple[str, str, str], list[Any]]) -> None:
-        """Verify listed rows with one chain pass per thread."""
+        """Verify listed rows: the newest checkpoints of a thread against the ledger's verified fold
+        (no walk of the history), any older one with one chain pass per thread."""
         from .rows import expected_rows
 
         digests = {
@@ -587,43 +588,49 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             )
             for r in rows
         }
-        untrusted = {key[0] for key, (cp, wr) in digests.items() if not self._is_trusted(key, cp, wr)}
-        keys = self.ledger.public_keys(conn) if untrusted else {}
-        for thread_id in sorted(untrusted):
-            report = self.ledger.verify_thread_in(conn, thread_id, keys, check_rows=False)
-            if report.findings:
-                f = report.findings[0]
-                raise IntegrityError(
-                    f"integrity check failed for thread {thread_id!r}: {f.reason}: {f.detail}",
-                    thread_id=thread_id,
-                    seq=f.seq,
-                    reason=f.reason,
-                )
-            exp_cp, exp_wr = expected_rows(report)
-            for r in rows:
-                if r.thread_id != thread_id:
-                    continue
-                want = exp_cp.get((r.checkpoint_ns, r.checkpoint_id))
-                if want != row_checkpoint_digest(r):
+        untrusted: dict[str, list[tuple[str, str, str]]] = {}
+        for key, (cp, wr) in digests.items():
+            if not self._is_trusted(key, cp, wr):
+                untrusted.setdefault(key[0], []).append(key)
+        for thread_id, keys in sorted(untrusted.items()):
+            recorded = self.ledger.recorded_checkpoints_in(conn, thread_id, [k[1:] for k in keys])
+            older = [k for k in keys if k[1:] not in recorded]
+            expected: dict[tuple[str, str, str], tuple[str | None, dict[tuple[str, int], str]]] = {
+                k: recorded[k[1:]] for k in keys if k[1:] in recorded
+            }
+            if older:
+                report = self.ledger.verify_thread_in(conn, thread_id, self.ledger.public_keys(conn), check_rows=False)
+                if report.findings:
+                    f = report.findings[0]
                     raise IntegrityError(
-                        f"integrity check failed for thread {thread_id!r} checkpoint {r.checkpoint_id!r}: "
-                        "checkpoint_changed: the row does not match its recorded digest",
+                        f"integrity check failed for thread {thread_id!r}: {f.reason}: {f.detail}",
                         thread_id=thread_id,
-                        checkpoint_ns=r.checkpoint_ns,
-                        checkpoint_id=r.checkpoint_id,
-                        reason="checkpoint_changed" if want else "checkpoint_unrecorded",
+                        seq=f.seq,
+                        reason=f.reason,
                     )
-                for w in by_cp[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)]:
-                    if exp_wr.get((w.checkpoint_ns, w.checkpoint_id, w.task_id, int(w.idx))) != row_write_digest(w):
-                        raise IntegrityError(
-                            f"integrity check failed for thread {thread_id!r} checkpoint {r.checkpoint_id!r}: "
-                            f"writes_changed: write (task {w.task_id!r}, idx {w.idx}) does not match its record",
-                            thread_id=thread_id,
-                            checkpoint_ns=r.checkpoint_ns,
-                            checkpoint_id=r.checkpoint_id,
-                            reason="writes_changed",
-                        )
-                self._remember((r.thread_id, r.checkpoint_ns, r.checkpoint_id), *digests[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)])
+                exp_cp, exp_wr = expected_rows(report)
+                for k in older:
+                    ns, cid = k[1], k[2]
+                    expected[k] = (exp_cp.get((ns, cid)), {
+                        (task, idx): d for (w_ns, w_cid, task, idx), d in exp_wr.items() if (w_ns, w_cid) == (ns, cid)})
+            for key in keys:
+                want_cp, want_wr = expected[key]
+                got_cp, got_wr = digests[key]
+                if want_cp != got_cp:
+                    raise IntegrityError(
+                        f"integrity check failed for thread {thread_id!r} checkpoint {key[2]!r}: "
+                        f"{'checkpoint_changed' if want_cp else 'checkpoint_unrecorded'}: the row does not match its recorded digest",
+                        thread_id=thread_id, checkpoint_ns=key[1], checkpoint_id=key[2],
+                        reason="checkpoint_changed" if want_cp else "checkpoint_unrecorded",
+                    )
+                if want_wr != got_wr:
+                    bad = sorted(set(want_wr.items()) ^ set(got_wr.items()))
+                    raise IntegrityError(
+                        f"integrity check failed for thread {thread_id!r} checkpoint {key[2]!r}: "
+                        f"writes_changed: write (task, idx) {bad[0][0]} does not match its record",
+                        thread_id=thread_id, checkpoint_ns=key[1], checkpoint_id=key[2], reason="writes_changed",
+                    )
+                self._remember(key, got_cp, got_wr)
 
     # ---------------------------------------------------------- write (tx)
     def _prepare_put(

@@ -30,6 +30,8 @@ __all__ = ["ThreadTrust", "TrustCache"]
 _CP_SAVED = EventKind.CHECKPOINT_SAVED
 _WR_SAVED = EventKind.WRITES_SAVED
 _REMOVALS = (EventKind.CHECKPOINTS_PRUNED, EventKind.RUNS_DELETED)
+#: How many of the newest checkpoints of a namespace keep their recorded digests in the fold.
+RECENT = 64
 #: Kinds that change what the latest checkpoint is (everything else is skipped by the fold).
 FOLDED_KINDS = frozenset({_CP_SAVED, _WR_SAVED, EventKind.THREAD_DELETED, *_REMOVALS})
 
@@ -39,8 +41,9 @@ class ThreadTrust:
     """One thread as far as this process verified it: position and the resume-relevant fold.
 
     ``latest``: namespace -> id of the newest live checkpoint the verified chain records.
-    ``digests`` / ``writes``: the recorded digests of those checkpoints (and of newer ids whose
-    writes were recorded before their checkpoint, as LangGraph's background saves allow).
+    ``digests`` / ``writes``: the recorded digests of the newest ``RECENT`` checkpoints of each
+    namespace (and writes of newer ids recorded before their checkpoint, as LangGraph's
+    background saves allow).
     ``unsure``: namespaces whose newest checkpoint was removed by a prune or run deletion; the
     one before it is found by folding the whole chain again (rare operations).
     """
@@ -70,10 +73,10 @@ class ThreadTrust:
             if cid >= self.latest.get(ns, ""):
                 self.latest[ns] = cid
                 self.unsure.discard(ns)
-                self._drop_older(ns, cid)
+            self._trim(ns)
         elif kind == _WR_SAVED:
             cid = payload["checkpoint_id"]
-            if cid >= self.latest.get(ns, ""):
+            if (ns, cid) in self.digests or cid >= self.latest.get(ns, ""):
                 recorded = self.writes.setdefault((ns, cid), {})
                 task = payload["task_id"]
                 for row in payload.get("rows", ()):
@@ -93,11 +96,22 @@ class ThreadTrust:
                     del self.latest[removed_ns]
                     self.unsure.add(removed_ns)
 
-    def _drop_older(self, ns: str, cid: str) -> None:
-        for key in [k for k in self.digests if k[0] == ns and k[1] < cid]:
+    def _trim(self, ns: str) -> None:
+        """Keep the recorded digests of the newest ``RECENT`` checkpoints of ``ns`` (a list of the
+        latest few, or a resume, needs no read of the history; older ones are checked against it)."""
+        ids = [k[1] for k in self.digests if k[0] == ns]
+        if len(ids) <= RECENT + 16:  # trimmed in batches: the scan is amortised
+            return
+        keep_from = sorted(ids)[-RECENT]
+        for key in [k for k in self.digests if k[0] == ns and k[1] < keep_from]:
             del self.digests[key]
-        for key in [k for k in self.writes if k[0] == ns and k[1] < cid]:
+        for key in [k for k in self.writes if k[0] == ns and k[1] < keep_from]:
             del self.writes[key]
+
+    def recorded(self, ns: str, cid: str) -> tuple[str, dict[tuple[str, int], str]] | None:
+        """The recorded digest and write digests of a recent checkpoint, if this fold holds them."""
+        digest = self.digests.get((ns, cid))
+        return (digest, dict(self.writes.get((ns, cid), {}))) if digest is not None else None
 
     def fold_docs(self, docs: Iterable[Mapping[str, Any]]) -> None:
         """Take in parsed event bodies (verified, in chain order); the position moves to the last."""
@@ -146,11 +160,12 @@ def full_fold(docs: Iterable[Mapping[str, Any]]) -> ThreadTrust:
     trust = ThreadTrust()
     for ns, cps in live.items():
         if cps:
-            newest = max(cps)
-            trust.latest[ns] = newest
-            trust.digests[(ns, newest)] = cps[newest]
+            recent = sorted(cps)[-RECENT:]
+            trust.latest[ns] = recent[-1]
+            for cid in recent:
+                trust.digests[(ns, cid)] = cps[cid]
     for (ns, cid), recorded in writes.items():
-        if cid >= trust.latest.get(ns, ""):
+        if (ns, cid) in trust.digests or cid >= trust.latest.get(ns, ""):
             trust.writes[(ns, cid)] = recorded
     return trust
 
@@ -181,6 +196,14 @@ class TrustCache:
                 return None
             self._data.move_to_end(thread_id)
             return found.copy()
+
+    def recorded(self, thread_id: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, dict[tuple[str, int], str]]]:
+        """Recorded digests of those (ns, checkpoint id) this process's fold still holds."""
+        with self._lock:
+            t = self._data.get(thread_id)
+            if t is None:
+                return {}
+            return {k: found for k in keys if (found := t.recorded(*k)) is not None}
 
     def latest(self, thread_id: str, ns: str) -> tuple[ChainPosition, str | None, str | None, dict[tuple[str, int], str], bool] | None:
         """(position, newest checkpoint id, its digest, its recorded writes, unsure) of one namespace."""

@@ -34,7 +34,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -73,6 +73,7 @@ from .credentials import CredentialBroker, CredentialError, Lease
 if TYPE_CHECKING:
     from langgraph_warden.checkpointers.claims import CallClaims
 from .policy import PolicyDecision, PolicyEngine, build_policy_input, fail_closed
+from .history import StepHistory
 from .retries import Origin, SeenCalls, origin_of, seen_calls
 from .tools import ToolRegistry, ToolSpec
 
@@ -215,7 +216,7 @@ _TAKEOVER_KINDS = (*_CLAIM_KINDS, EventKind.TOOL_ABORTED, EventKind.TOOL_SUPERSE
 #: the policy's step history and prior approvals, and each call's own record.
 _VIEW_KINDS = (EventKind.RUN_STARTED, *_TOOL_KINDS, EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL, EventKind.TOOL_SUPERSEDED)
 _RUN_STARTED, _POLICY_DECIDED = EventKind.RUN_STARTED, EventKind.POLICY_DECIDED
-_APPROVALS_GIVEN = frozenset({EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED})
+_APPROVALS_ANSWERED = frozenset({EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED, EventKind.APPROVAL_REJECTED})
 #: Kinds that set a call's ``outcome`` in the policy's step history (``tool.completed`` -> ``"completed"``).
 _OUTCOME = {k: k.split(".", 1)[1] for k in _TOOL_KINDS if k != EventKind.POLICY_DECIDED}
 #: Kinds that make up a call's own record (see ``_CallRecord.apply``).
@@ -234,12 +235,14 @@ class _ThreadView:
     other calls of the thread keep folding new events in.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, input_version: int = 2, data_classes: Callable[[str], Iterable[str]] | None = None) -> None:
         self.lock = threading.Lock()
         self.last_seq = 0
         self.charter: RunCharter | None = None
-        self.entries: dict[str, dict[str, Any]] = {}  # tool call id -> history entry (replaced, never mutated)
-        self.approvals: list[dict[str, Any]] = []
+        #: The policy's step history: aggregates and recent windows (every entry only for version 1).
+        self.input_version = input_version
+        self.history = StepHistory(keep_all=input_version == 1)
+        self._classes = data_classes
         self.calls: dict[tuple[str, str], _CallRecord] = {}
         #: (tool, args digest) -> ids of the calls that asked for it, oldest first (retries under a new id).
         self.actions: dict[tuple[str, str], list[str]] = {}
@@ -294,7 +297,7 @@ class _ThreadView:
 
     def fold(self, events: Sequence[EventSummary]) -> None:
         """Fold new events (in seq order) in: a fresh thread folds its whole history, so this loop is kept tight."""
-        entries, calls = self.entries, self.calls
+        history, calls, classes = self.history, self.calls, self._classes
         for e in events:
             kind, p = e.kind, e.payload
             if kind == _RUN_STARTED:
@@ -303,21 +306,22 @@ class _ThreadView:
             tcid = p.get("tool_call_id")
             # The policy's step history and approvals.
             if kind == _POLICY_DECIDED:
-                d = p["decision"]
-                entries[tcid] = {"tool": p["tool"], "decision": _history_decision(d["allow"], d["require_approval"]),
-                                 "outcome": None, "ts": e.ts}
-                same = self.actions.setdefault((p["tool"], p.get("args_digest")), [])
+                d, tool = p["decision"], p["tool"]
+                dc = p.get("data_classes")
+                history.decided(tcid, tool, _history_decision(d["allow"], d["require_approval"]), e.ts,
+                                dc if dc is not None else (classes(tool) if classes is not None else ()))
+                if self.decided_here:
+                    self.decided_here.pop(tcid, None)  # counted now: never twice
+                same = self.actions.setdefault((tool, p.get("args_digest")), [])
                 if tcid not in same:
                     same.append(tcid)
-            elif kind in _APPROVALS_GIVEN:
-                self.approvals.append(
+            elif kind in _APPROVALS_ANSWERED:
+                history.answered(
                     {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"],
-                     "ts": e.ts}
+                     "ts": e.ts}, e.ts,
                 )
             elif kind in _OUTCOME:
-                entry = entries.get(tcid)
-                if entry is not None:
-                    entries[tcid] = {**entry, "outcome": _OUTCOME[kind]}
+                history.outcome(tcid, p.get("tool"), _OUTCOME[kind], e.ts)
             # The call's own record (exactly-once, in-doubt attempts, approvals), per argument digest.
             if kind in _RECORD_KINDS and type(tcid) is str:
                 key = (tcid, p.get("args_digest"))
@@ -338,18 +342,21 @@ class _ThreadView:
 
     def snapshot(self, call: tuple[str, str] | None = None, seen: Watermark | None = None) -> _ThreadSnapshot:
         rec = self.calls.get(call) if call is not None else None
-        # A call decided here again (a retry) keeps its place in the history with its latest decision.
-        history = list({**self.entries, **self.decided_here}.values() if self.decided_here else self.entries.values())
+        # Decisions made here and not yet folded count too (a retry keeps its place with its latest decision).
+        if self.input_version == 1:
+            history, approvals = self.history.version_1(self.decided_here)
+        else:
+            history, approvals = self.history.version_2(self.decided_here, self._classes)
         return _ThreadSnapshot(
-            self.charter, history, list(self.approvals), rec.copy() if rec is not None else _CallRecord(), seen,
-            self.last_seq,
+            self.charter, history, approvals, rec.copy() if rec is not None else _CallRecord(), seen, self.last_seq,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class _ThreadSnapshot:
     charter: RunCharter | None
-    history: list[dict[str, Any]]
+    #: the policy input's ``history``: a list (version 1) or the aggregates (version 2)
+    history: Any
     approvals: list[dict[str, Any]]
     call: _CallRecord  # the record of the call asked about (empty if none)
     #: Set when the snapshot was taken without reading the ledger: a decision made on it is
@@ -953,7 +960,8 @@ class ToolGuard:
         with self._views_lock:
             view = self._views.get(thread_id)
             if view is None:
-                view = self._views[thread_id] = _ThreadView()
+                view = self._views[thread_id] = _ThreadView(
+                    input_version=self._input_version, data_classes=self._data_classes_of)
                 while len(self._views) > _VIEW_CACHE_SIZE:
                     self._views.popitem(last=False)
             else:
@@ -1016,10 +1024,20 @@ class ToolGuard:
                 history=view.history,
                 approvals=view.approvals,
                 profile=(charter.effective_profile if charter else TIER_PROFILES["medium"]).to_dict(),
+                version=self._input_version,
             )
         except ConfigurationError as exc:
             return fail_closed(self.policy, {"tool": tool}, exc)
         return self.policy.decide(policy_input)
+
+    @property
+    def _input_version(self) -> int:
+        """The policy input version the engine expects (2 unless it declares otherwise)."""
+        return int(getattr(self.policy, "input_version", 2))
+
+    def _data_classes_of(self, tool: str) -> tuple[str, ...]:
+        spec = self.registry.get(tool)
+        return tuple(spec.data_classes) if spec is not None and spec.data_classes else ()
 
     def _message(self, plan_or_call: Any, content: str, *, tool: str, tool_call_id: str) -> ToolMessage:
         return ToolMessage(content=content, name=tool, tool_call_id=tool_call_id, status="error")
@@ -1116,7 +1134,8 @@ class ToolGuard:
                 EventKind.POLICY_DECIDED,
                 tool_call_id,
                 {**base, "decision": decision.to_dict(), "enforced": self.mode == "enforce",
-                 "retry_of_in_doubt": in_doubt is not None, "retry_of": retry.tool_call_id if retry else None},
+                 "retry_of_in_doubt": in_doubt is not None, "retry_of": retry.tool_call_id if retry else None,
+                 "data_classes": list(self._data_classes_of(tool))},
                 view.seen,
             )
             self._note_decision(thread_id, tool_call_id, tool, decision)

@@ -11,6 +11,8 @@ and a warm one build the same policy input, and an evicted view is rebuilt from 
 
 from __future__ import annotations
 
+import copy
+
 import math
 import re
 import uuid
@@ -74,6 +76,12 @@ def warden(db_url):
         yield w
 
 
+def decided(policy_input: dict) -> int:
+    """How many decisions the (version-2) policy input counts in the run."""
+    run = policy_input["history"]["run"]
+    return run["allowed"] + run["require_approval"] + run["denied"]
+
+
 @pytest.mark.parametrize("history", [0, 20])
 def test_allowed_call_on_a_fresh_thread_is_one_read_one_commit_and_one_queued_append(warden, history):
     guard, sink, policy = make_guard(warden)
@@ -83,7 +91,7 @@ def test_allowed_call_on_a_fresh_thread_is_one_read_one_commit_and_one_queued_ap
     assert invoke(g, thread, "c1") == "hi"
     assert (sink.reads, sink.appends, sink.queued) == (1, 1, 1)
     assert sink.rows == 1 + 3 * history  # the whole history, read once
-    assert len(policy.inputs[-1]["history"]) == history
+    assert decided(policy.inputs[-1]) == history
     kinds = [e.kind for e in warden.ledger.events(thread, subject="c1")]
     assert kinds == [EventKind.POLICY_DECIDED, EventKind.TOOL_STARTED, EventKind.TOOL_COMPLETED]
     started = warden.ledger.events(thread, kinds=[EventKind.TOOL_STARTED], subject="c1")[0].payload
@@ -93,8 +101,9 @@ def test_allowed_call_on_a_fresh_thread_is_one_read_one_commit_and_one_queued_ap
     sink.reset()
     assert invoke(g, thread, "c2") == "hi"
     assert (sink.reads, sink.appends, sink.queued, sink.rows) == (0, 1, 1, 0)
-    assert len(policy.inputs[-1]["history"]) == history + 1
-    assert policy.inputs[-1]["history"][-1] == {**policy.inputs[-1]["history"][-1], "tool": "echo", "outcome": "completed"}
+    assert decided(policy.inputs[-1]) == history + 1
+    last = policy.inputs[-1]["history"]["recent"][-1]
+    assert last == {**last, "tool": "echo", "outcome": "completed"}
 
 
 def test_cold_and_warm_guards_build_the_same_policy_input(warden):
@@ -109,8 +118,10 @@ def test_cold_and_warm_guards_build_the_same_policy_input(warden):
     invoke(g_warm, thread, "c-warm")
     a, b = cold_policy.inputs[-1], warm_policy.inputs[-1]
     # The warm guard's input also holds the cold guard's call, decided just before it.
-    assert b["history"][:-1] == a["history"] and len(a["history"]) == 5 + 3
-    assert b["history"][-1]["tool"] == "echo" and b["history"][-1]["outcome"] == "completed"
+    assert b["history"]["recent"][:-1] == a["history"]["recent"] and decided(a) == 5 + 3
+    assert b["history"]["recent"][-1]["tool"] == "echo" and b["history"]["recent"][-1]["outcome"] == "completed"
+    echo_a, echo_b = a["history"]["tools"]["echo"], b["history"]["tools"]["echo"]
+    assert (echo_b["allowed"], echo_b["completed"]) == (echo_a["allowed"] + 1, echo_a["completed"] + 1)
     assert a["run"] == b["run"] and a["approvals"] == b["approvals"] == []
 
 
@@ -145,7 +156,7 @@ def test_thread_views_are_bounded_and_rebuilt_from_the_ledger(warden, monkeypatc
     sink.reset()
     invoke(g, threads[0], "c2")  # evicted: rebuilt from the whole history
     assert sink.rows == 1 + 3 * 1 + 3
-    assert len(policy.inputs[-1]["history"]) == 2
+    assert decided(policy.inputs[-1]) == 2
     assert list(guard._views) == [threads[2], threads[0]]
 
 
@@ -165,7 +176,7 @@ def test_incremental_fold_equals_one_fold_and_snapshots_do_not_change(warden):
         pieces.fold(events[i:i + 2])
         if first is None:
             first = pieces.snapshot(("h0", "sha256:" + "0" * 64))
-            frozen = [dict(h) for h in first.history]
+            frozen = copy.deepcopy(first.history)
     assert first.history == frozen  # later folds replaced entries, never mutated handed-out ones
     assert pieces.last_seq == whole.last_seq == events[-1].seq
     assert pieces.snapshot().history == whole.snapshot().history

@@ -86,9 +86,12 @@ def test_a_rate_limit_holds_when_one_step_issues_several_calls(db_url, engine, m
 
         # Once the calls are over, the history is what was recorded: outcomes included.
         g.invoke(step("echo", "after"), cfg)
-        history = {(h["decision"], h["outcome"]) for h in policy.inputs[-1]["history"][1:]}
-        assert len(policy.inputs[-1]["history"]) == 5
-        assert history == {("allow", "completed"), ("deny", "denied")}
+        last = policy.inputs[-1]["history"]
+        recent = {(h["decision"], h["outcome"]) for h in last["recent"][1:]}
+        assert len(last["recent"]) == 5
+        assert recent == {("allow", "completed"), ("deny", "denied")}
+        echo_counts = last["tools"]["echo"]
+        assert (echo_counts["allowed"], echo_counts["denied"], echo_counts["completed"]) == (3, 2, 3)
         assert warden.verify(thread_id=thread).ok
 
 
@@ -152,8 +155,9 @@ def test_a_sibling_decided_after_a_call_sees_that_call_before_its_record_commits
         assert [m.content for m in out["messages"][1:]] == ["a", "b"]
         a_input, b_input = policy.inputs
         assert a_input["args"]["text"] == "a" and b_input["args"]["text"] == "b"
-        assert a_input["history"] == []
-        assert [(h["tool"], h["decision"]) for h in b_input["history"]] == [("signal", "allow")]
+        assert a_input["history"]["recent"] == [] and a_input["history"]["run"]["allowed"] == 0
+        assert [(h["tool"], h["decision"]) for h in b_input["history"]["recent"]] == [("signal", "allow")]
+        assert b_input["history"]["tools"]["signal"]["allowed"] == 1
         for tcid, inp in (("a", a_input), ("b", b_input)):
             (decided,) = warden.ledger.events(thread, kinds=[EventKind.POLICY_DECIDED], subject=tcid)
             assert decided.payload["decision"]["input_digest"] == canonical.digest(inp)

@@ -151,7 +151,7 @@ def test_a_decision_on_a_cached_view_is_recorded_only_if_the_thread_has_nothing_
     # Decided on the cached view first (no read), refused by the ledger, decided again on a read.
     assert len(policy.inputs) == 2 and sink.reads == 1
     stale, fresh = policy.inputs
-    assert len(fresh["history"]) > len(stale["history"]) or fresh["run"] != stale["run"]
+    assert fresh["history"]["run"]["allowed"] > stale["history"]["run"]["allowed"] or fresh["run"] != stale["run"]
     (recorded,) = decided(warden, thread, "c2")
     assert recorded["input_digest"] == canonical.digest(fresh) != canonical.digest(stale)
     assert RUNS == ["c2"]
@@ -255,7 +255,7 @@ def test_a_sibling_recorded_while_a_call_was_deciding_does_not_make_its_decision
     assert [m.content for m in out["messages"][1:]] == ["a", "b"]
     a_input, b_input = policy.inputs  # a decided once, then b
     assert [i["args"]["text"] for i in policy.inputs] == ["a", "b"]
-    assert [h["tool"] for h in b_input["history"]] == [h["tool"] for h in a_input["history"]] + ["signal"]
+    assert [h["tool"] for h in b_input["history"]["recent"]] == [h["tool"] for h in a_input["history"]["recent"]][-19:] + ["signal"]
     (recorded,) = decided(warden, thread, "a")
     assert recorded["input_digest"] == canonical.digest(a_input)
     assert warden.verify(thread_id=thread).ok
