@@ -58,7 +58,16 @@ from . import schema
 from .engine import WRITE, DirectPostgres, DirectTx, direct_postgres, direct_sqlite, is_sqlite, write_lock
 from .rawsql import EV_COLS, Raw
 from .claims import AdvisoryCallClaims, CallClaims, file_call_claims
-from .trust import FOLDED_KINDS, ThreadTrust, TrustCache, full_fold
+from .trust import (
+    CHAIN_SNAPSHOT,
+    CHAIN_SNAPSHOT_SUBJECT,
+    FOLDED_KINDS,
+    SNAPSHOT_EVERY,
+    ThreadTrust,
+    TrustCache,
+    full_fold,
+    replay_snapshots,
+)
 
 __all__ = ["Ledger", "VerificationReport", "checkpoint_subject"]
 
@@ -419,13 +428,14 @@ class Ledger:
             # SQLite: this transaction holds the database's write lock, so if the head is still the one
             # this process committed last, advancing it conditionally saves reading it first. With
             # ``seen`` the same statement checks the watermark (a miss takes the path below, which says why).
-            out, rows, seq, prev = self._chain(key, thread_id, drafts, *cached, raw.timestamp, sign=sign)
+            full = self._with_snapshot(thread_id, drafts, ChainPosition(*cached))
+            out, rows, seq, prev = self._chain(key, thread_id, full, *cached, raw.timestamp, sign=sign)
             if raw.run(*self._advance_head(thread_id, (seq, prev), cached, seen)) == 1:
                 self._ensure_key(conn, key)
                 raw.many(f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 self._appended(pending, key, thread_id, seq, prev, signed=sign)
                 self._on_commit_extend(conn, thread_id, ChainPosition(*cached), ChainPosition(seq, prev), out)
-                return out
+                return out[: len(drafts)]
         if seen is not None and raw.sqlite:
             self._check_seen(raw, thread_id, seen)  # the transaction holds the database's write lock
         self._ensure_key(conn, key)  # after the check: a stale append writes nothing, key included
@@ -434,7 +444,8 @@ class Ledger:
         self._check_not_behind(thread_id, start)
         if seen is not None and not raw.sqlite:
             self._check_seen(raw, thread_id, seen)  # appends to this thread wait for the head row now
-        out, rows, seq, prev = self._chain(key, thread_id, drafts, seq, prev, raw.timestamp, sign=sign)
+        full = self._with_snapshot(thread_id, drafts, start)
+        out, rows, seq, prev = self._chain(key, thread_id, full, seq, prev, raw.timestamp, sign=sign)
         raw.many(
             f"INSERT INTO warden_events ({_EV_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
@@ -442,7 +453,27 @@ class Ledger:
         raw.run("UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ?", (seq, prev, thread_id))
         self._appended(pending, key, thread_id, seq, prev, signed=sign)
         self._on_commit_extend(conn, thread_id, start, ChainPosition(seq, prev), out)
-        return out
+        return out[: len(drafts)]
+
+    def _with_snapshot(self, thread_id: str, drafts: Sequence[EventDraft], head: ChainPosition) -> Sequence[EventDraft]:
+        """``drafts``, followed by a ``chain.snapshot`` when one is due.
+
+        A snapshot records the fold (trust.py) as it stands after ``drafts``: the newest
+        checkpoints of each namespace and their writes. Taken only when this process verified
+        the thread up to exactly ``head`` (the head being appended onto), so what it records is
+        the whole history's fold; signed with the transaction, replayed by ``verify``. A later
+        first touch starts at the newest one: its cost is bounded by ``SNAPSHOT_EVERY``, not by
+        the thread's length. The caller gets ``drafts``' events only.
+        """
+        trust = self._trust.snapshot(thread_id)
+        if trust is None or trust.position != head or head.seq + len(drafts) - trust.snap_seq < SNAPSHOT_EVERY:
+            return drafts
+        trust.fold_docs([{"kind": d.kind, "checkpoint_ns": d.checkpoint_ns, "payload": d.payload}
+                         for d in drafts if d.kind in FOLDED_KINDS and d.kind != CHAIN_SNAPSHOT])
+        if trust.unsure:
+            return drafts
+        payload = {"covers": head.seq + len(drafts), "trust": trust.canonical()}
+        return [*drafts, EventDraft(CHAIN_SNAPSHOT, payload, subject=CHAIN_SNAPSHOT_SUBJECT)]
 
     def _check_not_behind(self, thread_id: str, head: ChainPosition) -> None:
         """Refuse to append onto a head older than (or different from) what this process verified.
@@ -475,7 +506,8 @@ class Ledger:
 
     @staticmethod
     def _fold_docs(events: Sequence[Event]) -> list[dict[str, Any]]:
-        return [{"kind": e.kind, "checkpoint_ns": e.checkpoint_ns, "payload": e.payload} for e in events if e.kind in FOLDED_KINDS]
+        return [{"kind": e.kind, "checkpoint_ns": e.checkpoint_ns, "payload": e.payload, "seq": e.seq}
+                for e in events if e.kind in FOLDED_KINDS]
 
     def _extended(self, thread_id: str, start: ChainPosition, end: ChainPosition, docs: list[dict[str, Any]]) -> None:
         self._trust.advance(thread_id, start, end, docs)
@@ -601,7 +633,8 @@ class Ledger:
                     head = (int(found[0]), found[1]) if found else None
                     self._check_not_behind(thread_id, ChainPosition(*(head or (0, GENESIS_HASH))))
                 seq0, prev0 = head if head is not None else (0, GENESIS_HASH)
-                events, rows, seq, prev = self._chain(key, thread_id, drafts, seq0, prev0, lambda ts: ts)
+                full = self._with_snapshot(thread_id, drafts, ChainPosition(seq0, prev0))
+                events, rows, seq, prev = self._chain(key, thread_id, full, seq0, prev0, lambda ts: ts)
                 if head is None:
                     parts = [
                         "hd AS (INSERT INTO warden_heads (thread_id, seq, hash) VALUES (%s, %s, %s) "
@@ -626,7 +659,7 @@ class Ledger:
             return None
         self._heads.put(thread_id, (seq, prev))
         self._extended(thread_id, ChainPosition(seq0, prev0), ChainPosition(seq, prev), self._fold_docs(events))  # autocommitted
-        return events
+        return events[: len(drafts)]
 
     def transaction(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(tx, *args)`` in one durable write transaction of the ledger's database.
@@ -810,6 +843,8 @@ class Ledger:
         rows' head signature is checked. Raises :class:`IntegrityError` on any finding.
         """
         trust = self._trust.snapshot(thread_id)
+        if trust is None:
+            trust = self._first_touch_from_snapshot(conn, thread_id)
         # From the verified position's own row on: a history cut back or rewritten there is caught.
         start = 0 if trust is None else max(0, min(after_seq, trust.seq - 1))
         sql, params = self._select_events(EV_COLS, thread_id, None, start)
@@ -840,6 +875,37 @@ class Ledger:
             skip = after_seq - start
             return rows[skip:], docs[skip:]
         return rows, docs
+
+    def _first_touch_from_snapshot(self, conn: Connection | DirectTx, thread_id: str) -> ThreadTrust | None:
+        """A first touch that starts at the thread's newest ``chain.snapshot``: the rows from it to
+        the head are read and verified (linked, the head signed by a trusted key), and the fold
+        starts from what the snapshot records — the history before it is not read (``verify``
+        replays it, and every snapshot in it). ``None``: the thread has no snapshot."""
+        raw = Raw(conn)
+        found = raw.one("SELECT max(seq) FROM warden_events WHERE thread_id = ? AND subject = ?",
+                        (thread_id, CHAIN_SNAPSHOT_SUBJECT))
+        if found is None or found[0] is None:
+            return None
+        snap = int(found[0])
+        sql, params = self._select_events(EV_COLS, thread_id, None, snap - 1)
+        rows = _chain_rows(raw, sql, params)
+        docs, finding = verify_extension(
+            thread_id, rows, self._keys_for(conn, rows), start=ChainPosition(snap - 1, None),
+            trusted_key_ids=self.trusted_ids(),
+        )
+        if finding is None and (not docs or docs[0]["kind"] != CHAIN_SNAPSHOT or docs[0]["payload"].get("covers") != snap - 1):
+            finding = Finding(thread_id, snap, "snapshot_corrupt", "the newest chain snapshot is not a chain.snapshot event")
+        if finding is None:
+            anchor = self.head_store.load(thread_id) if self.head_store is not None else None
+            if anchor is not None and anchor.seq >= snap:
+                finding = self._anchor_finding(conn, thread_id, rows)
+        if finding is not None:
+            raise self._integrity_error(finding)
+        trust = ThreadTrust.from_canonical(docs[0]["payload"]["trust"], snap, rows[0].hash)
+        trust.fold_docs(docs[1:])
+        trust.seq, trust.hash = int(rows[-1].seq), rows[-1].hash
+        self._trust.put(thread_id, trust)
+        return trust
 
     def verified_position(self, thread_id: str) -> ChainPosition:
         """Verify ``thread_id`` up to its current head (from genesis on first touch); the position."""
@@ -891,6 +957,21 @@ class Ledger:
             for row, doc in zip(rows, docs)
             if wanted is None or row.kind in wanted
         ]
+
+    def newest_snapshot(self, thread_id: str, kind: str, subject: str) -> tuple[int, Mapping[str, Any]] | None:
+        """The newest event of ``kind`` (found by its ``subject``) with its payload, verified — read
+        from it to the head and checked against this process's verified position. ``None``: none."""
+        with self._read_tx(short=True) as conn:
+            found = Raw(conn).one("SELECT max(seq) FROM warden_events WHERE thread_id = ? AND subject = ?",
+                                  (thread_id, subject))
+            if found is None or found[0] is None:
+                return None
+            rows, docs = self._verified_rows(conn, thread_id, int(found[0]) - 1)
+        if not docs or docs[0]["kind"] != kind:
+            raise self._integrity_error(Finding(thread_id, int(found[0]), "snapshot_corrupt",
+                                                f"the newest {kind} is not a {kind} event"))
+        return int(found[0]), Event.from_doc(docs[0], rows[0].body if type(rows[0].body) is bytes else bytes(rows[0].body),
+                                            rows[0].hash).payload
 
     def event_at(self, thread_id: str, seq: int, expected_hash: str) -> Event:
         """The event at ``seq``, which a verified read earlier saw with ``expected_hash``.
@@ -1110,6 +1191,9 @@ class Ledger:
         report = verify_chain(
             thread_id, rows, keys, signatures=signatures, trusted_key_ids=self.trusted_ids()
         )
+        if report.ok:
+            for seq, detail in replay_snapshots(report.bodies[s] for s in sorted(report.bodies)):
+                report.fail(seq, "snapshot_mismatch", detail)
         if against is None and self.head_store is not None:
             against = self.head_store.load(thread_id)
         if against is not None:

@@ -32,8 +32,14 @@ _WR_SAVED = EventKind.WRITES_SAVED
 _REMOVALS = (EventKind.CHECKPOINTS_PRUNED, EventKind.RUNS_DELETED)
 #: How many of the newest checkpoints of a namespace keep their recorded digests in the fold.
 RECENT = 64
+#: A signed summary of the fold up to the event before it (see the ledger's first touch).
+CHAIN_SNAPSHOT = "chain.snapshot"
+#: Its subject: the events table's (thread, subject) index finds the newest one.
+CHAIN_SNAPSHOT_SUBJECT = "$chain.snapshot"
+#: How many events apart chain snapshots are taken (a first touch reads at most about this many).
+SNAPSHOT_EVERY = 256
 #: Kinds that change what the latest checkpoint is (everything else is skipped by the fold).
-FOLDED_KINDS = frozenset({_CP_SAVED, _WR_SAVED, EventKind.THREAD_DELETED, *_REMOVALS})
+FOLDED_KINDS = frozenset({_CP_SAVED, _WR_SAVED, EventKind.THREAD_DELETED, *_REMOVALS, CHAIN_SNAPSHOT})
 
 
 @dataclass(slots=True)
@@ -54,6 +60,8 @@ class ThreadTrust:
     digests: dict[tuple[str, str], str] = field(default_factory=dict)
     writes: dict[tuple[str, str], dict[tuple[str, int], str]] = field(default_factory=dict)
     unsure: set[str] = field(default_factory=set)
+    #: seq of the newest ``chain.snapshot`` folded (0: none): the next one is due SNAPSHOT_EVERY later
+    snap_seq: int = 0
 
     @property
     def position(self) -> ChainPosition:
@@ -62,8 +70,28 @@ class ThreadTrust:
     def copy(self) -> ThreadTrust:
         return ThreadTrust(
             self.seq, self.hash, dict(self.latest), dict(self.digests),
-            {k: dict(v) for k, v in self.writes.items()}, set(self.unsure),
+            {k: dict(v) for k, v in self.writes.items()}, set(self.unsure), self.snap_seq,
         )
+
+    def canonical(self) -> dict[str, Any]:
+        """The fold as a ``chain.snapshot`` records it: exactly the newest ``RECENT`` checkpoints of
+        each namespace and their writes (and writes of newer ids), sorted — the same document
+        whether it comes from this incremental fold or from a replay of the whole chain."""
+        assert not self.unsure, "a fold that lost its newest checkpoint is refolded before a snapshot"
+        return _canonical(self.latest, self.digests, self.writes)
+
+    @classmethod
+    def from_canonical(cls, doc: Mapping[str, Any], seq: int, hash_: str) -> ThreadTrust:
+        """The fold a ``chain.snapshot`` (the event at ``seq``) records, positioned at that event."""
+        trust = cls(seq, hash_, snap_seq=seq)
+        trust.latest = dict(doc["latest"])
+        trust.digests = {(ns, cid): d for ns, cid, d in doc["digests"]}
+        for ns, cid, task, idx, d in doc["writes"]:
+            trust.writes.setdefault((ns, cid), {})[(task, int(idx))] = d
+        return trust
+
+    def snapshot_due(self) -> bool:
+        return not self.unsure and self.seq - self.snap_seq >= SNAPSHOT_EVERY
 
     def fold(self, kind: str, ns: str, payload: Mapping[str, Any]) -> None:
         """Take one verified event in (in chain order)."""
@@ -118,7 +146,10 @@ class ThreadTrust:
         for doc in docs:
             kind = doc["kind"]
             if kind in FOLDED_KINDS:
-                self.fold(kind, doc["checkpoint_ns"], _payload(doc))
+                if kind == CHAIN_SNAPSHOT:
+                    self.snap_seq = int(doc["seq"])
+                else:
+                    self.fold(kind, doc["checkpoint_ns"], _payload(doc))
 
     def expected_writes(self, ns: str, cid: str) -> dict[tuple[str, int], str]:
         return self.writes.get((ns, cid), {})
@@ -129,6 +160,66 @@ def _payload(doc: Mapping[str, Any]) -> Mapping[str, Any]:
     return doc["payload"]
 
 
+def _canonical(
+    latest: Mapping[str, str], digests: Mapping[tuple[str, str], str], writes: Mapping[tuple[str, str], Mapping[tuple[str, int], str]]
+) -> dict[str, Any]:
+    kept: dict[tuple[str, str], str] = {}
+    for ns in latest:
+        for cid in sorted(c for n, c in digests if n == ns)[-RECENT:]:
+            kept[(ns, cid)] = digests[(ns, cid)]
+    return {
+        "latest": dict(sorted(latest.items())),
+        "digests": [[ns, cid, d] for (ns, cid), d in sorted(kept.items())],
+        "writes": [
+            [ns, cid, task, idx, d]
+            for (ns, cid), rec in sorted(writes.items())
+            if (ns, cid) in kept or cid >= latest.get(ns, "")
+            for (task, idx), d in sorted(rec.items())
+        ],
+    }
+
+
+def replay_snapshots(docs: Iterable[Mapping[str, Any]]) -> list[tuple[int, str]]:
+    """Recompute every ``chain.snapshot`` of a whole chain (from genesis) from the events before it:
+    ``(seq, detail)`` for each one that records something else (a buggy or forged snapshot)."""
+    live: dict[str, dict[str, str]] = {}
+    writes: dict[tuple[str, str], dict[tuple[str, int], str]] = {}
+    wrong: list[tuple[int, str]] = []
+    for doc in docs:
+        kind = doc["kind"]
+        if kind == CHAIN_SNAPSHOT:
+            latest = {ns: max(cps) for ns, cps in live.items() if cps}
+            digests = {(ns, cid): d for ns, cps in live.items() for cid, d in cps.items()}
+            expected = _canonical(latest, digests, writes)
+            if doc["payload"].get("trust") != expected or doc["payload"].get("covers") != doc["seq"] - 1:
+                wrong.append((int(doc["seq"]), "the snapshot does not record what the events before it say"))
+        elif kind in FOLDED_KINDS:
+            _live_fold(live, writes, kind, doc["checkpoint_ns"], doc["payload"])
+    return wrong
+
+
+def _live_fold(
+    live: dict[str, dict[str, str]], writes: dict[tuple[str, str], dict[tuple[str, int], str]],
+    kind: str, ns: str, p: Mapping[str, Any],
+) -> None:
+    """Every live checkpoint and recorded write: the exact fold a verifier replays."""
+    if kind == _CP_SAVED:
+        live.setdefault(ns, {})[p["checkpoint_id"]] = p["digest"]
+    elif kind == _WR_SAVED:
+        recorded = writes.setdefault((ns, p["checkpoint_id"]), {})
+        for row in p.get("rows", ()):
+            recorded[(p["task_id"], int(row["idx"]))] = row["digest"]
+    elif kind == EventKind.THREAD_DELETED:
+        live.clear()
+        writes.clear()
+    elif kind in _REMOVALS:
+        if p.get("all_writes"):
+            writes.clear()
+        for removed_ns, cid in p.get("checkpoints", ()):
+            live.get(removed_ns, {}).pop(cid, None)
+            writes.pop((removed_ns, cid), None)
+
+
 def full_fold(docs: Iterable[Mapping[str, Any]]) -> ThreadTrust:
     """Fold a whole verified chain (from genesis), resolving removed checkpoints exactly.
 
@@ -137,9 +228,13 @@ def full_fold(docs: Iterable[Mapping[str, Any]]) -> ThreadTrust:
     """
     live: dict[str, dict[str, str]] = {}  # ns -> {checkpoint id: digest}
     writes: dict[tuple[str, str], dict[tuple[str, int], str]] = {}
+    snap_seq = 0
     for doc in docs:
         kind = doc["kind"]
         if kind not in FOLDED_KINDS:
+            continue
+        if kind == CHAIN_SNAPSHOT:
+            snap_seq = int(doc["seq"])
             continue
         p, ns = doc["payload"], doc["checkpoint_ns"]
         if kind == _CP_SAVED:
@@ -157,7 +252,7 @@ def full_fold(docs: Iterable[Mapping[str, Any]]) -> ThreadTrust:
             for removed_ns, cid in p.get("checkpoints", ()):
                 live.get(removed_ns, {}).pop(cid, None)
                 writes.pop((removed_ns, cid), None)
-    trust = ThreadTrust()
+    trust = ThreadTrust(snap_seq=snap_seq)
     for ns, cps in live.items():
         if cps:
             recent = sorted(cps)[-RECENT:]

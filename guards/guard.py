@@ -30,13 +30,14 @@ Fail closed: if the ledger cannot record ``tool.started`` the tool does not run.
 from __future__ import annotations
 
 import asyncio
+import logging
 import hashlib
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -73,297 +74,41 @@ from .credentials import CredentialBroker, CredentialError, Lease
 if TYPE_CHECKING:
     from langgraph_warden.checkpointers.claims import CallClaims
 from .policy import PolicyDecision, PolicyEngine, build_policy_input, fail_closed
-from .history import StepHistory
 from .retries import Origin, SeenCalls, origin_of, seen_calls
+from .thread_view import (
+    _APPROVAL_FINAL,
+    _CLAIM_KINDS,
+    _RECORD_KINDS,
+    _TAKEOVER_KINDS,
+    _VIEW_CACHE_SIZE,
+    _VIEW_KINDS,
+    _CallRecord,
+    _ThreadSnapshot,
+    _ThreadView,
+    _history_decision,
+    VIEW_SNAPSHOT,
+    VIEW_SNAPSHOT_EVERY,
+    VIEW_SNAPSHOT_SUBJECT,
+    snapshot_draft,
+)
 from .tools import ToolRegistry, ToolSpec
 
 __all__ = ["ToolGuard", "CHARTER_CONFIG_KEY", "GuardMode"]
+
+log = logging.getLogger(__name__)
 
 #: ``config["configurable"][CHARTER_CONFIG_KEY]`` may carry a charter dict for a new run.
 CHARTER_CONFIG_KEY = "warden_charter"
 
 GuardMode = Literal["enforce", "monitor"]
 
-_TOOL_KINDS = (
-    EventKind.POLICY_DECIDED,
-    EventKind.TOOL_DENIED,
-    EventKind.TOOL_STARTED,
-    EventKind.TOOL_COMPLETED,
-    EventKind.TOOL_FAILED,
-    EventKind.TOOL_REPLAYED,
-    EventKind.TOOL_ABORTED,
-    EventKind.TOOL_SUSPENDED,
-)
-_APPROVAL_FINAL = (EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_REJECTED, EventKind.APPROVAL_EDITED, EventKind.APPROVAL_EXPIRED)
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _history_decision(allow: bool, require_approval: bool) -> str:
-    """A decision as the policy input's step history states it."""
-    return "deny" if not allow else ("require_approval" if require_approval else "allow")
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
     """``text`` without the step's credential or any other secret live in this process."""
     return redaction.scrub_text(text, extra=secrets)
-
-
-@dataclass(slots=True)
-class _CallRecord:
-    """What the ledger says about one (tool call id, argument digest)."""
-
-    decided: EventSummary | None = None
-    denied: EventSummary | None = None
-    completed_seq: int | None = None  # seq of the tool.completed whose result a replay returns
-    completed_hash: str = ""  # and its hash, which the replay's read of that row is checked against
-    approval_requested: EventSummary | None = None
-    approval_final: EventSummary | None = None
-    attempts: dict[int, str] = field(default_factory=dict)  # attempt -> running/completed/failed/aborted/suspended
-    started_seq: dict[int, int] = field(default_factory=dict)  # attempt -> seq of its tool.started
-    #: The checkpoint the call's task ran from (checkpoint_ns, checkpoint_id), as its events recorded it,
-    #: and whether the guard saw it committed before the call's side effect.
-    origin: tuple[str, str] | None = None
-    origin_durable: bool = False
-    #: The later call recorded as a retry of this one (see guards/retries.py).
-    superseded_by: str | None = None
-
-    def copy(self) -> _CallRecord:
-        return _CallRecord(
-            self.decided, self.denied, self.completed_seq, self.completed_hash, self.approval_requested,
-            self.approval_final, dict(self.attempts), dict(self.started_seq), self.origin, self.origin_durable,
-            self.superseded_by,
-        )
-
-    def apply(self, e: EventSummary) -> None:
-        k, p = e.kind, e.payload
-        if k == EventKind.POLICY_DECIDED:
-            self.decided = e
-        elif k == EventKind.TOOL_DENIED:
-            self.denied = e
-        elif k in _ATTEMPT_STATE:
-            attempt = int(p["attempt"])
-            self.attempts[attempt] = _ATTEMPT_STATE[k]
-            if k == EventKind.TOOL_STARTED:
-                self.started_seq[attempt] = e.seq
-                self._origin_from(p)
-            elif k == EventKind.TOOL_COMPLETED:
-                self.completed_seq = e.seq
-                self.completed_hash = e.hash
-        elif k == EventKind.APPROVAL_REQUESTED:
-            self.approval_requested = e
-            self.approval_final = None
-            self._origin_from(p)
-        elif k in _APPROVAL_FINAL:
-            self.approval_final = e
-        elif k == EventKind.TOOL_SUPERSEDED:
-            self.superseded_by = p.get("superseded_by")
-
-    def _origin_from(self, p: Mapping[str, Any]) -> None:
-        o = p.get("origin")
-        if isinstance(o, Mapping) and isinstance(o.get("checkpoint_id"), str):
-            self.origin = (str(o.get("checkpoint_ns") or ""), o["checkpoint_id"])
-            self.origin_durable = self.origin_durable or o.get("durable") is True
-
-    def retry_status(self) -> str | None:
-        """What a retry of this call under a new id would take over: ``"completed"`` (replay its
-        result), ``"in_doubt"`` (it started and its outcome is unknown), ``"approved"`` (granted,
-        never started), or ``None`` (nothing: never authorised, refused, failed or already taken over)."""
-        if self.superseded_by is not None:
-            return None
-        if self.completed_seq is not None:
-            return "completed"
-        if self.attempts:
-            last = self.attempts[max(self.attempts)]
-            return "in_doubt" if last in ("running", "aborted") else None
-        if self.approval_final is not None and self.approval_final.kind in (
-            EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED
-        ):
-            return "approved"
-        return None
-
-    def approval_spent(self) -> bool:
-        """Whether an attempt started under the recorded approval and was aborted (outcome unknown)."""
-        if self.approval_requested is None:
-            return False
-        after = self.approval_requested.seq
-        return any(s == "aborted" and self.started_seq.get(a, 0) > after for a, s in self.attempts.items())
-
-    @property
-    def in_doubt_attempt(self) -> int | None:
-        running = [a for a, s in self.attempts.items() if s == "running"]
-        return max(running) if running else None
-
-    @property
-    def next_attempt(self) -> int:
-        return max(self.attempts, default=0) + 1
-
-
-_ATTEMPT_STATE = {
-    EventKind.TOOL_STARTED: "running",
-    EventKind.TOOL_COMPLETED: "completed",
-    EventKind.TOOL_FAILED: "failed",
-    EventKind.TOOL_ABORTED: "aborted",
-    EventKind.TOOL_SUSPENDED: "suspended",
-}
-#: Another attempt of the same call recorded after its record was read: the claim fails.
-_CLAIM_KINDS = (EventKind.TOOL_STARTED, EventKind.TOOL_COMPLETED, EventKind.TOOL_FAILED)
-#: Anything that changes an earlier call after a retry read it: the takeover fails (decided again).
-_TAKEOVER_KINDS = (*_CLAIM_KINDS, EventKind.TOOL_ABORTED, EventKind.TOOL_SUPERSEDED)
-#: Everything the guard needs from a thread's history, read in ONE query per call: the charter,
-#: the policy's step history and prior approvals, and each call's own record.
-_VIEW_KINDS = (EventKind.RUN_STARTED, *_TOOL_KINDS, EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL, EventKind.TOOL_SUPERSEDED)
-_RUN_STARTED, _POLICY_DECIDED = EventKind.RUN_STARTED, EventKind.POLICY_DECIDED
-_APPROVALS_ANSWERED = frozenset({EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED, EventKind.APPROVAL_REJECTED})
-#: Kinds that set a call's ``outcome`` in the policy's step history (``tool.completed`` -> ``"completed"``).
-_OUTCOME = {k: k.split(".", 1)[1] for k in _TOOL_KINDS if k != EventKind.POLICY_DECIDED}
-#: Kinds that make up a call's own record (see ``_CallRecord.apply``).
-_RECORD_KINDS = frozenset({EventKind.POLICY_DECIDED, EventKind.TOOL_DENIED, *_ATTEMPT_STATE, EventKind.APPROVAL_REQUESTED,
-                           *_APPROVAL_FINAL, EventKind.TOOL_SUPERSEDED})
-#: Threads whose view is kept between calls (least recently used dropped; rebuilt from the ledger).
-_VIEW_CACHE_SIZE = 1024
-#: Calls this guard recorded, remembered per thread view to tell its own calls' events from others'.
-_OWN_CALLS_KEPT = 256
-
-
-class _ThreadView:
-    """Incrementally folded view of one thread: charter, policy step history, approvals, call records.
-
-    Every value handed out is either immutable or copied, so a snapshot stays valid while
-    other calls of the thread keep folding new events in.
-    """
-
-    def __init__(self, *, input_version: int = 2, data_classes: Callable[[str], Iterable[str]] | None = None) -> None:
-        self.lock = threading.Lock()
-        self.last_seq = 0
-        self.charter: RunCharter | None = None
-        #: The policy's step history: aggregates and recent windows (every entry only for version 1).
-        self.input_version = input_version
-        self.history = StepHistory(keep_all=input_version == 1)
-        self._classes = data_classes
-        self.calls: dict[tuple[str, str], _CallRecord] = {}
-        #: (tool, args digest) -> ids of the calls that asked for it, oldest first (retries under a new id).
-        self.actions: dict[tuple[str, str], list[str]] = {}
-        #: Every event of _VIEW_KINDS up to last_seq is folded in, and none later is known of: set by
-        #: a read, kept by this guard's own appends that the ledger checked against it (see
-        #: Watermark), cleared by any other append. When set, a call may decide without reading.
-        self.current = False
-        #: This guard's appends queued with append_soon whose commit has not been taken in yet,
-        #: and the settled ones (events or None, whether the ledger vouched for them) to take in.
-        self.pending = 0
-        self.inbox: deque[tuple[list[Event] | None, bool]] = deque()
-        #: Tool call ids of this guard's latest appends to the thread, noted before each append
-        #: (see ToolGuard._commit: a sibling call's events do not make a decision stale).
-        self.own: deque[str] = deque(maxlen=_OWN_CALLS_KEPT)
-        #: Held while a call of the thread is decided here (snapshot, engine, noting the decision), so
-        #: parallel calls of one step are decided one after another (their tools still run together).
-        self.deciding = threading.Lock()
-        #: Decisions made here, by tool call id, as history entries: they count in the history of every
-        #: later decision from the moment they are made, before their record commits (a per-run rate
-        #: limit holds under parallel calls). Dropped when the call ends (ToolGuard._land); by then
-        #: the record is folded in, or the next call reads it.
-        self.decided_here: dict[str, dict[str, Any]] = {}
-
-    def mark(self) -> Watermark | None:
-        """How far this view vouches for the thread, if it does (caller holds ``lock``)."""
-        self.drain()
-        return Watermark(self.last_seq, _VIEW_KINDS) if self.current and not self.pending else None
-
-    def vouch_for(self, drafts: Sequence[EventDraft]) -> Watermark | None:
-        """The watermark to append ``drafts`` against, noting the calls they are about (caller holds ``lock``)."""
-        self.own.extend(d.subject for d in drafts if d.subject)
-        return self.mark()
-
-    def absorb(self, events: Sequence[Event] | None, current: bool) -> None:
-        """Take in events this guard appended (caller holds ``lock``).
-
-        ``current``: the ledger checked that nothing of _VIEW_KINDS lay between this view's
-        watermark and them, so they can be folded in without a read.
-        """
-        if events is not None and (not events or events[-1].seq <= self.last_seq):
-            return  # a read already folded them in
-        if current and events is not None and events[0].seq > self.last_seq:
-            self.fold([e.summary() for e in events])
-        else:
-            self.current = False  # the next call reads
-
-    def drain(self) -> None:
-        while self.inbox:
-            events, current = self.inbox.popleft()
-            self.pending -= 1
-            self.absorb(events, current)
-
-    def fold(self, events: Sequence[EventSummary]) -> None:
-        """Fold new events (in seq order) in: a fresh thread folds its whole history, so this loop is kept tight."""
-        history, calls, classes = self.history, self.calls, self._classes
-        for e in events:
-            kind, p = e.kind, e.payload
-            if kind == _RUN_STARTED:
-                self.charter = RunCharter.from_dict(p["charter"])
-                continue
-            tcid = p.get("tool_call_id")
-            # The policy's step history and approvals.
-            if kind == _POLICY_DECIDED:
-                d, tool = p["decision"], p["tool"]
-                dc = p.get("data_classes")
-                history.decided(tcid, tool, _history_decision(d["allow"], d["require_approval"]), e.ts,
-                                dc if dc is not None else (classes(tool) if classes is not None else ()))
-                if self.decided_here:
-                    self.decided_here.pop(tcid, None)  # counted now: never twice
-                same = self.actions.setdefault((tool, p.get("args_digest")), [])
-                if tcid not in same:
-                    same.append(tcid)
-            elif kind in _APPROVALS_ANSWERED:
-                history.answered(
-                    {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"],
-                     "ts": e.ts}, e.ts,
-                )
-            elif kind in _OUTCOME:
-                history.outcome(tcid, p.get("tool"), _OUTCOME[kind], e.ts)
-            # The call's own record (exactly-once, in-doubt attempts, approvals), per argument digest.
-            if kind in _RECORD_KINDS and type(tcid) is str:
-                key = (tcid, p.get("args_digest"))
-                rec = calls.get(key)
-                if rec is None:
-                    rec = calls[key] = _CallRecord()
-                rec.apply(e)
-        if events:
-            self.last_seq = max(self.last_seq, events[-1].seq)
-
-    def earlier_calls(self, tool: str, args_digest: str, tool_call_id: str) -> list[tuple[str, _CallRecord]]:
-        """Other calls of the same tool with the same arguments, newest first (caller holds ``lock``)."""
-        return [
-            (tcid, self.calls[(tcid, args_digest)].copy())
-            for tcid in reversed(self.actions.get((tool, args_digest), ()))
-            if tcid != tool_call_id and (tcid, args_digest) in self.calls
-        ]
-
-    def snapshot(self, call: tuple[str, str] | None = None, seen: Watermark | None = None) -> _ThreadSnapshot:
-        rec = self.calls.get(call) if call is not None else None
-        # Decisions made here and not yet folded count too (a retry keeps its place with its latest decision).
-        if self.input_version == 1:
-            history, approvals = self.history.version_1(self.decided_here)
-        else:
-            history, approvals = self.history.version_2(self.decided_here, self._classes)
-        return _ThreadSnapshot(
-            self.charter, history, approvals, rec.copy() if rec is not None else _CallRecord(), seen, self.last_seq,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _ThreadSnapshot:
-    charter: RunCharter | None
-    #: the policy input's ``history``: a list (version 1) or the aggregates (version 2)
-    history: Any
-    approvals: list[dict[str, Any]]
-    call: _CallRecord  # the record of the call asked about (empty if none)
-    #: Set when the snapshot was taken without reading the ledger: a decision made on it is
-    #: recorded only if the thread still has nothing newer (else _StaleDecision).
-    seen: Watermark | None = None
-    #: The last event the snapshot includes: the call's attempt is claimed against it (see _started).
-    read_seq: int = 0
 
 
 class _Flight:
@@ -950,11 +695,52 @@ class ToolGuard:
                     flush()
                 seen = view.mark()
                 if seen is not None:
+                    self._snapshot_if_due(thread_id, view)
                     return view.snapshot(call, seen)
+            if view.last_seq == 0 and not view.partial:
+                self._restore(thread_id, view)
             view.fold(self._summaries(thread_id, view.last_seq))
             view.current = True
             view.drain()  # appends the read committed: folded in already
+            if call is not None and call not in view.calls and view.may_hold(call[0]):
+                self._load_call(thread_id, view, call)
+            self._snapshot_if_due(thread_id, view)
             return view.snapshot(call)
+
+    def _restore(self, thread_id: str, view: _ThreadView) -> None:
+        """A first read starts at the thread's newest view snapshot (verified), not at genesis."""
+        newest = getattr(self.sink, "newest_snapshot", None)
+        if newest is None or view.input_version != 2:  # version 1 needs every entry: read them all
+            return
+        found = newest(thread_id, VIEW_SNAPSHOT, VIEW_SNAPSHOT_SUBJECT)
+        if found is not None:
+            view.restore(found[1], found[0])
+
+    def _load_call(self, thread_id: str, view: _ThreadView, call: tuple[str, str]) -> None:
+        """A call a restored view does not hold but the history may record (an old one): read its
+        events (verified) into a record (caller holds ``view.lock``)."""
+        rec = _CallRecord()
+        for e in self.sink.events(thread_id, subject=call[0]):
+            if e.kind in _RECORD_KINDS and e.payload.get("args_digest") == call[1]:
+                rec.apply(e.summary())
+        if rec.first_seq:
+            view.calls[call] = rec
+
+    def _snapshot_if_due(self, thread_id: str, view: _ThreadView) -> None:
+        """Append a view snapshot when one is due and this guard alone holds the thread's view
+        current (caller holds ``view.lock``). Best effort: a thread that moved on gets one later."""
+        if (view.since_snapshot < VIEW_SNAPSHOT_EVERY or view.input_version != 2 or not view.current or view.pending
+                or view.decided_here or not self._watermarks or not self._alone(thread_id)):
+            return
+        try:
+            self.sink.append(thread_id, [snapshot_draft(view.snapshot_doc())], seen=Watermark(view.last_seq, _VIEW_KINDS))
+        except UnseenEventsError:
+            view.current = False
+            return
+        except Exception as exc:  # noqa: BLE001 - a snapshot is an optimisation: never fail the call for it
+            log.warning("could not record a view snapshot of thread %r: %s: %s", thread_id, type(exc).__name__, exc)
+            return
+        view.since_snapshot = 0
 
     def _view_of(self, thread_id: str) -> _ThreadView:
         with self._views_lock:
@@ -1195,7 +981,8 @@ class ToolGuard:
                     # Filed under the edited arguments' digest, so the original call's recorded decision
                     # (the one the approval is bound to) stays the one a re-run of this task reuses.
                     {**base, "args_digest": edited_digest, "original_args_digest": base["args_digest"],
-                     "decision": again.to_dict(), "enforced": True, "edited_args_digest": edited_digest},
+                     "decision": again.to_dict(), "enforced": True, "edited_args_digest": edited_digest,
+                     "data_classes": list(self._data_classes_of(tool))},
                 )
                 if not again.allow:
                     return self._deny(

@@ -16,11 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chain import ChainReport
+from .chain import ChainReport, Finding
 from .charter import RunCharter
 from .events import Event, EventKind
 
-__all__ = ["Action", "AuditSummary", "AuditTrail", "reconstruct", "ActionStatus"]
+__all__ = ["Action", "AuditSummary", "AuditTrail", "reconstruct", "ActionStatus", "view_snapshot_findings"]
 
 #: Statuses of an action (one tool call id of a thread).
 ActionStatus = str
@@ -395,3 +395,12 @@ def export_jsonl(trails: Iterable[AuditTrail]) -> Iterable[str]:
     for trail in trails:
         for rec in trail.export_records():
             yield json.dumps(rec, sort_keys=True, default=str)
+
+
+def view_snapshot_findings(thread_id: str, events: Sequence[Event]) -> list[Finding]:
+    """Every ``view.snapshot`` of a thread recomputed from the events before it: a finding for each
+    that records something else (a guard that restores from it would decide on a wrong view)."""
+    from .guards.thread_view import replay_view_snapshots
+
+    return [Finding(thread_id, seq, "snapshot_mismatch", detail)
+            for seq, detail in replay_view_snapshots([e.summary() for e in events])]

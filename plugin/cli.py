@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli_db import fail, open_for_reading, require_thread
-from .errors import IntegrityError, WardenError
+from .errors import WardenError
 from .events import SignedHead
 
 app = typer.Typer(
@@ -113,8 +113,9 @@ def audit_verify(
 
 
 def _conduct(saver, threads) -> list:
-    """Findings about what the verified histories record: a call executed twice or without authorisation."""
-    from .audit import reconstruct
+    """Findings about what the verified histories record: a call executed twice or without
+    authorisation, a view snapshot that does not recompute."""
+    from .audit import reconstruct, view_snapshot_findings
     from .chain import Finding
 
     found = []
@@ -124,6 +125,7 @@ def _conduct(saver, threads) -> list:
         events, report = saver.ledger.history(thread_id)
         trail = reconstruct(thread_id, events, report)
         found.extend(_conduct_findings(trail, Finding))
+        found.extend(view_snapshot_findings(thread_id, events))
     return found
 
 

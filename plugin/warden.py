@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .anchors import HeadStore
-from .audit import AuditTrail, reconstruct
+from .audit import AuditTrail, reconstruct, view_snapshot_findings
 from .charter import RunCharter, RiskTier
 from .checkpointers import DEFAULT_WORKLOAD_ID, VerificationReport, WardenSaver
 from .checkpointers.leases import SqlLeaseStore
@@ -265,7 +265,16 @@ class Warden:
     def audit(self, thread_id: str) -> AuditTrail:
         """The verified, reconstructed audit trail of one thread."""
         events, report = self.ledger.history(thread_id)
+        if report.ok:
+            report.findings.extend(view_snapshot_findings(thread_id, events))
         return reconstruct(thread_id, events, report)
 
     def verify(self, thread_id: str | None = None, **kwargs: Any) -> VerificationReport:
-        return self.ledger.verify(thread_id=thread_id, **kwargs)
+        """The ledger's offline verification, and every view snapshot recomputed from its history."""
+        report = self.ledger.verify(thread_id=thread_id, **kwargs)
+        for tid, chain in report.threads.items():
+            if chain.ok:
+                found = view_snapshot_findings(tid, self.ledger.history(tid)[0])
+                chain.findings.extend(found)
+                report.findings.extend(found)
+        return report
