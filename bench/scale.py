@@ -118,6 +118,9 @@ def prior_call_drafts(start: int, count: int) -> list[EventDraft]:
 
 
 def seed_calls(warden: Warden, thread: str, calls: int) -> None:
+    # As the process that writes a real thread does, the seeding process has verified it (a new thread:
+    # nothing to read), so its appends carry the chain snapshots a real thread holds.
+    warden.ledger.verified_position(thread)
     warden.ledger.append(thread, [EventDraft(kind=EventKind.RUN_STARTED, payload={
         "charter": CHARTER.to_dict(), "workload_id": warden.ledger.workload_id, "source": "api"})])
     for start in range(0, calls, SEED_BATCH):
@@ -132,6 +135,7 @@ def seed_checkpoints(saver: Any, thread: str, n: int) -> None:
     version = saver.get_next_version(None, None)
     ckpt["channel_versions"] = {"payload": version, "counter": version}
     config: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    saver.ledger.verified_position(thread)  # as a real writer has: its puts carry chain snapshots
     for i in range(n):
         new_v = saver.get_next_version(ckpt["channel_versions"]["counter"], None)
         ckpt = {**ckpt, "id": cp._uuid6(), "channel_values": {"payload": cp.PAYLOAD, "counter": i},
