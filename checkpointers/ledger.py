@@ -864,6 +864,10 @@ class Ledger:
                 thread_id, rows, keys, start=ChainPosition(start, known.hash if start == known.seq else None),
                 pinned=known if start < known.seq else None, trusted_key_ids=self.trusted_ids(),
             )
+            if finding is not None and finding.reason == "truncated":
+                stale = self._stale_snapshot(conn, thread_id, after_seq, keys)
+                if stale is not None:
+                    return stale
             if finding is not None:
                 raise self._integrity_error(finding)
             new = known.seq - start
@@ -906,6 +910,29 @@ class Ledger:
         trust.seq, trust.hash = int(rows[-1].seq), rows[-1].hash
         self._trust.put(thread_id, trust)
         return trust
+
+    def _stale_snapshot(
+        self, conn: Connection | DirectTx, thread_id: str, after_seq: int, keys: Mapping[str, PublicKeyInfo]
+    ) -> tuple[list[ChainRow], list[dict[str, Any]]] | None:
+        """The rows of a read whose snapshot predates commits this process made (and verified)
+        since: they end at a position verified before, which pins them. ``None``: they do not —
+        a truncated history."""
+        end = Raw(conn).one("SELECT seq, hash FROM warden_events WHERE thread_id = ? ORDER BY seq DESC LIMIT 1",
+                            (thread_id,))
+        if end is None or not self._trust.was_verified(thread_id, ChainPosition(int(end[0]), end[1])):
+            return None
+        pinned = ChainPosition(int(end[0]), end[1])
+        start = max(0, min(after_seq, pinned.seq - 1))
+        sql, params = self._select_events(EV_COLS, thread_id, None, start)
+        rows = _chain_rows(Raw(conn), sql, params)
+        docs, finding = verify_extension(thread_id, rows, keys, start=ChainPosition(start, None), pinned=pinned,
+                                         trusted_key_ids=self.trusted_ids())
+        if finding is not None:
+            raise self._integrity_error(finding)
+        if after_seq > start:
+            skip = after_seq - start
+            return rows[skip:], docs[skip:]
+        return rows, docs
 
     def verified_position(self, thread_id: str) -> ChainPosition:
         """Verify ``thread_id`` up to its current head (from genesis on first touch); the position."""

@@ -106,6 +106,9 @@ _SQL_WRITES_INSERT = f"INSERT INTO warden_writes ({WR_COLS}) VALUES (?, ?, ?, ?,
 #: constant private (``langgraph._internal._constants.INTERRUPT``) and deprecated the public alias.
 INTERRUPT = "__interrupt__"
 
+#: Refusals a read can meet when its snapshot predates a commit of this process: tried once more.
+_RACY_REFUSALS = frozenset({"checkpoint_missing", "checkpoint_unrecorded", "writes_changed", "checkpoint_changed"})
+
 #: How many verified (checkpoint, writes) digests a saver remembers (LRU).
 _TRUST_CACHE_SIZE = 4096
 
@@ -998,6 +1001,16 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Load a checkpoint (latest, or the one named in config), verified against the signed chain."""
+        try:
+            return self._get_tuple_once(config)
+        except IntegrityError as exc:
+            if exc.reason not in _RACY_REFUSALS:
+                raise
+            # A read whose snapshot began before this process committed (and verified) a newer
+            # checkpoint can see less than the verified chain names; a tampered row stays refused.
+            return self._get_tuple_once(config)
+
+    def _get_tuple_once(self, config: RunnableConfig) -> CheckpointTuple | None:
         if self._one_statement:
             return self._pg_call(self._get_tuple_one_statement, config)
         return self._read_hot(self._get_tuple_tx, config)
@@ -1078,11 +1091,14 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             raise self._unavailable(exc) from None
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        if self._direct is not None:
-            return await asyncio.to_thread(self._read_hot, self._get_tuple_tx, config)
-        if self._one_statement:
-            return await asyncio.to_thread(self._pg_call, self._get_tuple_one_statement, config)
-        return await self._aread(self._get_tuple_tx, config)
+        if self._direct is not None or self._one_statement:
+            return await asyncio.to_thread(self.get_tuple, config)
+        try:
+            return await self._aread(self._get_tuple_tx, config)
+        except IntegrityError as exc:
+            if exc.reason not in _RACY_REFUSALS:
+                raise
+            return await self._aread(self._get_tuple_tx, config)  # see get_tuple
 
     async def alist(
         self,

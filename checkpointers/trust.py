@@ -273,10 +273,37 @@ class TrustCache:
     changes only under the lock (:meth:`put`, :meth:`advance`).
     """
 
+    #: Earlier verified positions remembered per thread (see :meth:`was_verified`).
+    _PAST = 64
+
     def __init__(self, size: int = 4096) -> None:
         self._data: OrderedDict[str, ThreadTrust] = OrderedDict()
+        self._past: dict[str, OrderedDict[int, str]] = {}
         self._lock = threading.Lock()
         self._size = size
+
+    def _moved(self, thread_id: str, old: ThreadTrust | None) -> None:
+        """Remember the position a thread leaves (caller holds the lock)."""
+        if old is None or old.seq == 0:
+            return
+        past = self._past.setdefault(thread_id, OrderedDict())
+        past[old.seq] = old.hash
+        while len(past) > self._PAST:
+            past.popitem(last=False)
+
+    def was_verified(self, thread_id: str, position: ChainPosition) -> bool:
+        """Whether ``position`` is one this thread was verified at, recently.
+
+        Why: a read transaction whose snapshot was taken before this process committed (and so
+        verified) newer events sees the history end at an earlier position. That is a stale
+        snapshot, not a truncation, when the history it sees ends exactly at a position verified
+        before; its rows are then pinned by that position.
+        """
+        with self._lock:
+            t = self._data.get(thread_id)
+            if t is not None and t.position == position:
+                return True
+            return self._past.get(thread_id, {}).get(position.seq) == position.hash
 
     def position(self, thread_id: str) -> ChainPosition | None:
         with self._lock:
@@ -319,6 +346,8 @@ class TrustCache:
             current = self._data.get(thread_id)
             if current is not None and current.seq > trust.seq:
                 return
+            if current is not None and current.position != trust.position:
+                self._moved(thread_id, current)
             self._data[thread_id] = trust
             self._data.move_to_end(thread_id)
             while len(self._data) > self._size:
@@ -331,6 +360,7 @@ class TrustCache:
             current = self._data.get(thread_id)
             if current is None or current.position != start:
                 return False
+            self._moved(thread_id, current)
             current.fold_docs(docs)
             current.seq, current.hash = end
             return True
@@ -338,7 +368,9 @@ class TrustCache:
     def drop(self, thread_id: str) -> None:
         with self._lock:
             self._data.pop(thread_id, None)
+            self._past.pop(thread_id, None)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._past.clear()

@@ -125,3 +125,27 @@ def test_snapshots_survive_deletions_and_pruning(db_url, keys):
         newest = saver.get_tuple({"configurable": {"thread_id": "pruned"}})
     with WardenSaver.from_url(db_url, key_store=keys) as fresh:
         assert fresh.get_tuple({"configurable": {"thread_id": "pruned"}}).config == newest.config
+
+
+def test_a_read_that_began_before_this_process_committed_is_not_taken_for_a_cut(tmp_path, keys):
+    """Found by bench/scale.py: a read transaction whose snapshot was taken just before this
+    process committed (and so verified) newer events sees the history end at the earlier
+    position. That position was verified before: the rows are pinned by it, not refused as a
+    truncated history (a real cut still is: see tests/test_attacks.py)."""
+    from langgraph_warden.checkpointers.engine import DirectTx
+
+    url = f"sqlite:///{tmp_path / 'stale.db'}"
+    with WardenSaver.from_url(url, key_store=keys) as saver:
+        ledger = saver.ledger
+        _grow(saver, "stale", 3)
+        before = ledger.verified_position("stale")
+        reader = saver._direct._open()
+        cur = reader.cursor()
+        cur.execute("BEGIN")
+        cur.execute("SELECT count(*) FROM warden_events")  # the snapshot is taken here
+        ledger.append("stale", [EventDraft("note", {"n": 1})])  # committed and verified after it
+        assert ledger.verified_position("stale").seq == before.seq + 1
+        rows, _docs = ledger._verified_rows(DirectTx(cur, True), "stale", 0)
+        assert rows[-1].seq == before.seq
+        cur.execute("ROLLBACK")
+        reader.close()
