@@ -5,9 +5,9 @@ Run from the repository root::
     python bench/security.py                      # SQLite in a temporary directory
     python bench/security.py --db postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-(a) **First touch of a thread.** A process verifies a thread's whole chain, from genesis to a
-    head signed by a trusted key, before anything it holds decides or resumes (then it only
-    checks what is new). Threads of 10, 1,000 and 100,000 events, written through the real
+(a) **First touch of a thread.** A process verifies a thread's chain — from its newest signed
+    chain snapshot (or genesis, before the first) to a head signed by a trusted key — before
+    anything it holds decides or resumes (then it only checks what is new). Threads of 10, 1,000 and 100,000 events, written through the real
     ledger as guarded tool calls leave them (a signed head per 5 events, a ~400-byte result in
     each ``tool.completed``). Timed in a new ``Ledger`` each round: ``verified_position`` (read
     + verify from genesis), against the peer a reader without verification would be — the same
@@ -49,6 +49,7 @@ RESULT = {"type": "json", "data": "x" * 400}
 def seed(saver: WardenSaver, thread: str, events: int) -> None:
     """``events`` events as guarded calls leave them: 5 per call, one signed head per call."""
     calls = max(1, events // 5)
+    saver.ledger.verified_position(thread)  # as the process writing a real thread has: its appends carry chain snapshots
     for i in range(calls):
         base = {"tool_call_id": f"c{i}", "tool": "lookup", "args_digest": "sha256:" + "0" * 64}
         drafts = [
