@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from langgraph_warden.anchors import HeadStore
+from langgraph_warden.errors import IntegrityError
 from langgraph_warden.events import SignedHead, head_signing_bytes
 from langgraph_warden.keys import b64u_decode, verify_signature
 
@@ -64,13 +65,19 @@ class AnchorWriter:
         self._wake.set()
 
     def flush(self, thread_ids: Iterable[str] | None = None) -> None:
-        """Save now: the marked threads (and ``thread_ids``); returns when they are saved."""
-        with self._lock:
-            todo = set(self._marked)
-            self._marked.clear()
-        todo.update(thread_ids or ())
-        if todo:
-            self._save(sorted(todo))
+        """Save now: the marked threads (and ``thread_ids``); returns when they are saved.
+
+        Under the save lock from taking the marks to the save: a flush that finds no marks
+        because the background writer just took them waits for that writer's save to finish
+        (so :meth:`close` returns only once every mark is in the store).
+        """
+        with self._save_lock:
+            with self._lock:
+                todo = set(self._marked)
+                self._marked.clear()
+            todo.update(thread_ids or ())
+            if todo:
+                self._save(sorted(todo))
 
     def close(self) -> None:
         self._closed = True
@@ -98,15 +105,21 @@ class AnchorWriter:
     def _save(self, thread_ids: list[str]) -> None:
         heads = [h for h in (self._head(t) for t in thread_ids) if h is not None]
         if heads:
-            with self._save_lock:
-                self.store.save(heads)
-                self.saved += len(heads)
+            self.store.save(heads)
+            self.saved += len(heads)
 
     def _head(self, thread_id: str) -> SignedHead | None:
         """The signed head at this process's verified position of ``thread_id``, checked."""
         ledger = self._ledger
-        position = ledger._trust.position(thread_id)
-        if position is None or position.seq == 0:
+        try:
+            # Up to the head first: commits that did not extend the verified position in place
+            # (another process's, or a transaction that registers nothing) would leave it behind.
+            position = ledger.verified_position(thread_id)
+        except IntegrityError as exc:
+            log.error("not saving the head of thread %r to %r: its history does not verify (%s)",
+                      thread_id, self.store, exc.reason)
+            return None
+        if position.seq == 0:
             return None
         with ledger._read_tx(short=True) as conn:
             row = Raw(conn).one(

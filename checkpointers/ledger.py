@@ -87,6 +87,8 @@ log = logging.getLogger(__name__)
 _SQL_ADVANCE_HEAD = "UPDATE warden_heads SET seq = ?, hash = ? WHERE thread_id = ? AND seq = ? AND hash = ?"
 #: How many unseen events an UnseenEventsError lists (more: the list ends there).
 _UNSEEN_LISTED = 16
+#: Key in a SQLAlchemy connection's ``info`` of the threads it appended to (noted at commit).
+_APPENDED = "warden_appended_threads"
 _EV_INSERT_COLS = "thread_id, seq, checkpoint_ns, kind, subject, ts, body, hash, key_id, key_store, signature"
 
 
@@ -503,6 +505,8 @@ class Ledger:
         after = conn.after_commit if isinstance(conn, DirectTx) else None
         if after is not None:
             after.append(partial(self._extended, thread_id, start, end, self._fold_docs(events)))
+        elif self._anchors is not None and not isinstance(conn, DirectTx):
+            conn.info.setdefault(_APPENDED, set()).add(thread_id)  # noted once it commits (_committed)
 
     @staticmethod
     def _fold_docs(events: Sequence[Event]) -> list[dict[str, Any]]:
@@ -661,16 +665,27 @@ class Ledger:
         self._extended(thread_id, ChainPosition(seq0, prev0), ChainPosition(seq, prev), self._fold_docs(events))  # autocommitted
         return events[: len(drafts)]
 
-    def transaction(self, fn: Any, *args: Any) -> Any:
+    def transaction(self, fn: Any, *args: Any, sqlalchemy: bool = False) -> Any:
         """Run ``fn(tx, *args)`` in one durable write transaction of the ledger's database.
 
-        For rows that must commit together with their events (the lease list):
-        ``fn`` writes with :class:`~.rawsql.Raw` and calls :meth:`append_in`.
+        For rows that must commit together with their events (the lease list, the saver's
+        checkpoints): ``fn`` writes with :class:`~.rawsql.Raw` and calls :meth:`append_in`.
+        ``sqlalchemy=True``: a SQLAlchemy connection even on SQLite (``fn`` uses its API).
         """
-        if self._direct is not None:
+        if self._direct is not None and not sqlalchemy:
             return self._direct.run_write(fn, *args)
         with self._write_engine.begin() as conn:
-            return fn(conn, *args)
+            result = fn(conn, *args)
+            appended = conn.info.pop(_APPENDED, ())
+        self._committed(appended)
+        return result
+
+    def _committed(self, thread_ids: Iterable[str]) -> None:
+        """A SQLAlchemy transaction that appended to ``thread_ids`` committed: the head store's
+        writer saves their new heads (it verifies up to them first; see anchoring.py)."""
+        if self._anchors is not None:
+            for thread_id in thread_ids:
+                self._anchors.note(thread_id)
 
     def shares_database_with(self, engine: Engine) -> bool:
         return self._engine.url.render_as_string(hide_password=False) == engine.url.render_as_string(
@@ -694,7 +709,10 @@ class Ledger:
             if self._direct is not None:
                 return self._direct.run_write(self._append_alone, thread_id, drafts, seen)
             with self._write_engine.begin() as tx:
-                return self.append_in(tx, thread_id, drafts, seen)
+                out = self.append_in(tx, thread_id, drafts, seen)
+                tx.info.pop(_APPENDED, None)
+            self._committed([thread_id])
+            return out
         except (IntegrityError, UnseenEventsError):
             raise
         except Exception as exc:
@@ -1070,8 +1088,7 @@ class Ledger:
     def anchor_now(self, thread_id: str) -> None:
         """Save the thread's current signed head to the head store now (a run pausing for a person)."""
         if self._anchors is not None:
-            self.verified_position(thread_id)
-            self._anchors.flush([thread_id])
+            self._anchors.flush([thread_id])  # verifies up to the head first
 
     def close(self) -> None:
         """Save what the head store has not seen yet (the saver calls this on close)."""

@@ -966,8 +966,8 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
 
     def _write(self, fn, *args):
         try:
-            with write_lock(self._engine), self._write_engine.begin() as conn:
-                return fn(conn, *args)
+            with write_lock(self._engine):
+                return self.ledger.transaction(fn, *args, sqlalchemy=True)
         except OperationalError as exc:
             raise self._unavailable(exc) from None
 
