@@ -354,7 +354,7 @@ def test_state_history_update_state_and_time_travel(db_url):
 
 
 class AesGcmCipher(CipherProtocol):
-    """AES-256-GCM with a random 96-bit nonce per message (``cryptography``; pycryptodome is not installed)."""
+    """AES-256-GCM with a random 96-bit nonce per message, on ``cryptography`` (a dependency already)."""
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
@@ -386,16 +386,25 @@ def _all_stored_bytes(url: str) -> list[bytes]:
     return out
 
 
-def test_encrypted_serializer_keeps_plaintext_out_of_the_database(db_url, tmp_path):
-    try:
-        import Crypto  # noqa: F401
+def _aesgcm_serde(key: bytes) -> EncryptedSerializer:
+    return EncryptedSerializer(AesGcmCipher(key))
 
-        pytest.fail("pycryptodome is installed: switch this test to EncryptedSerializer.from_pycryptodome_aes")
-    except ImportError:
-        pass
+
+def _pycryptodome_serde(key: bytes) -> EncryptedSerializer:
+    pytest.importorskip("Crypto", reason="pycryptodome is not installed (LangGraph's own AES cipher needs it)")
+    return EncryptedSerializer.from_pycryptodome_aes(key=key)
+
+
+# Our AES-GCM cipher always runs; LangGraph's pycryptodome cipher runs too wherever it is installed.
+_CIPHERS = {"aesgcm": _aesgcm_serde, "aes": _pycryptodome_serde}
+
+
+@pytest.mark.parametrize("cipher", sorted(_CIPHERS))
+def test_encrypted_serializer_keeps_plaintext_out_of_the_database(db_url, tmp_path, cipher):
+    make_serde = _CIPHERS[cipher]
     marker = "PLAINTEXT-MARKER-" + uuid.uuid4().hex
     key = AESGCM.generate_key(bit_length=256)
-    serde = EncryptedSerializer(AesGcmCipher(key))
+    serde = make_serde(key)
     cfg = _cfg()
     cfg_md = {**cfg, "metadata": {"note": marker}}
     with _open(db_url, serde=serde) as saver:
@@ -412,7 +421,7 @@ def test_encrypted_serializer_keeps_plaintext_out_of_the_database(db_url, tmp_pa
         types |= {r[0] for r in conn.execute(text("SELECT metadata_type FROM warden_checkpoints"))}
         types |= {r[0] for r in conn.execute(text("SELECT type FROM warden_writes WHERE type IS NOT NULL"))}
     eng.dispose()
-    assert types and all(t.endswith("+aesgcm") for t in types), types
+    assert types and all(t.endswith(f"+{cipher}") for t in types), types
     if db_url.startswith("sqlite"):
         path = Path(db_url.removeprefix("sqlite:///"))
         for f in (path, Path(f"{path}-wal")):
@@ -420,17 +429,17 @@ def test_encrypted_serializer_keeps_plaintext_out_of_the_database(db_url, tmp_pa
                 assert marker.encode() not in f.read_bytes(), f"marker in {f.name}"
 
     # The same key resumes the run (a new saver object); a saver without the key cannot read it.
-    with _open(db_url, serde=EncryptedSerializer(AesGcmCipher(key))) as saver:
+    with _open(db_url, serde=make_serde(key)) as saver:
         graph = build_approval(tmp_path / "side.txt").compile(checkpointer=saver)
         assert graph.get_state(cfg).values["request"] == marker
         assert graph.get_state(cfg).metadata["note"] == marker
         final = graph.invoke(Command(resume="approved"), cfg)
         assert final["log"] == ["prepare", "ask", "act:approved"]
         _assert_verified(saver, threads=1)
-    with _open(db_url, serde=EncryptedSerializer(AesGcmCipher(AESGCM.generate_key(bit_length=256)))) as saver:
+    with _open(db_url, serde=make_serde(AESGCM.generate_key(bit_length=256))) as saver:
         with pytest.raises(CorruptRowError, match="warden_checkpoints"):
             saver.get_tuple(cfg)
-    with _open(db_url) as saver:  # default JsonPlusSerializer: unknown type "msgpack+aesgcm"
+    with _open(db_url) as saver:  # default JsonPlusSerializer: unknown type "msgpack+<cipher>"
         with pytest.raises(CorruptRowError):
             saver.get_tuple(cfg)
 
