@@ -54,7 +54,7 @@ from langgraph_warden.errors import (
     IntegrityError,
 )
 from langgraph_warden.events import EventDraft, EventKind
-from langgraph_warden.keys import KeyringKeyStore, KeyStore
+from langgraph_warden.keys import KeyStore, default_key_store
 
 from . import migrate, schema
 from .engine import WRITE, DirectTx, direct_sqlite, engines_from, is_sqlite, make_engines, write_lock
@@ -139,8 +139,9 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             other API is created from the same URL. Prefer :meth:`from_url`.
         key_store: holds the Ed25519 key that signs the history. Default:
             :class:`~langgraph_warden.keys.KeyringKeyStore` — which raises with
-            instructions when no keyring backend is configured. Pass
-            ``EphemeralKeyStore()`` explicitly for demos and tests.
+            instructions when no keyring backend is configured — or, when
+            ``$WARDEN_KEY_DIR`` is set, :class:`~langgraph_warden.keyfiles.FileKeyStore`
+            there. Pass ``EphemeralKeyStore()`` explicitly for demos and tests.
         workload_id: the SPIFFE-style identity recorded as each event's actor.
         serde: the serializer (``JsonPlusSerializer`` by default;
             ``EncryptedSerializer`` works). ``LANGGRAPH_STRICT_MSGPACK`` is
@@ -189,7 +190,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             self._engine if is_sqlite(self._engine) else self._engine.execution_options(isolation_level="REPEATABLE READ")
         )
         self._awrite_engine = self._aengine.execution_options(**WRITE)
-        self.key_store = key_store if key_store is not None else KeyringKeyStore()
+        self.key_store = key_store if key_store is not None else default_key_store()
         self.ledger = Ledger(
             self._engine, self._aengine, self.key_store, workload_id, trusted_key_ids=trusted_key_ids,
             head_store=head_store,

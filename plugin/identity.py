@@ -10,9 +10,11 @@ tokens minted before a rotation still verify until they expire).
 
 The private key is held through ``keyring`` with the same no-silent-fallback
 rule as the signing key: :class:`KeyringWorkloadKeyStore` raises
-:class:`~langgraph_warden.errors.KeyStoreError` saying how to configure a
-backend; :class:`EphemeralWorkloadKeyStore` is the explicit in-memory store for
-demos and tests.
+:class:`~langgraph_warden.errors.KeyStoreError` naming the fixes;
+``$WARDEN_KEY_DIR`` switches the default to a private file
+(:class:`~langgraph_warden.keyfiles.FileWorkloadKeyStore`) for servers and CI;
+:class:`EphemeralWorkloadKeyStore` is the explicit in-memory store for demos and
+tests.
 
 :class:`IdentityProvider` is a protocol so a SPIRE-issued identity (Workload
 API) can replace :class:`LocalIdentityProvider` without touching the guards.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -38,7 +41,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import ConfigurationError, KeyStoreError, WardenError
-from .keys import b64u, b64u_decode
+from .keys import KEY_DIR_ENV, b64u, b64u_decode, keyring_help
 
 __all__ = [
     "SpiffeId",
@@ -46,6 +49,9 @@ __all__ = [
     "WorkloadKeyStore",
     "EphemeralWorkloadKeyStore",
     "KeyringWorkloadKeyStore",
+    "default_workload_key_store",
+    "workload_key_doc",
+    "parse_workload_key_doc",
     "IdentityProvider",
     "JwtSigner",
     "LocalIdentityProvider",
@@ -271,12 +277,36 @@ class EphemeralWorkloadKeyStore:
             return [current.public_jwk, *self._retired]
 
 
-_KEYRING_HELP = (
-    "Configure a keyring backend: on Linux install and unlock a Secret Service "
-    "(gnome-keyring or KeePassXC) or set PYTHON_KEYRING_BACKEND to a backend you trust "
-    "(e.g. keyrings.alt.file.EncryptedKeyring after `pip install keyrings.alt`); "
-    "or, for demos and tests only, pass key_store=EphemeralWorkloadKeyStore()."
-)
+_KEYRING_HELP = keyring_help("workload key (ES256, signs per-step credentials)")
+
+
+def workload_key_doc(private: ec.EllipticCurvePrivateKey, retired: list[dict[str, str]]) -> str:
+    """The stored form of a workload key (keyring entry or key file): its scalar and the retired public JWKs."""
+    d = private.private_numbers().private_value.to_bytes(32, "big")
+    return json.dumps({"v": 1, "alg": "ES256", "d": b64u(d), "retired": retired}, separators=(",", ":"))
+
+
+def parse_workload_key_doc(text: str, where: str) -> tuple[ec.EllipticCurvePrivateKey, list[dict[str, str]]]:
+    """Load :func:`workload_key_doc`'s form; KeyStoreError names ``where`` (never the content)."""
+    try:
+        doc = json.loads(text)
+        d = int.from_bytes(b64u_decode(doc["d"]), "big")
+        return ec.derive_private_key(d, ec.SECP256R1()), [dict(j) for j in doc.get("retired", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise KeyStoreError(
+            f"{where} is not a langgraph-warden workload key; delete it to have a new key generated, "
+            "or restore the right one"
+        ) from None
+
+
+def default_workload_key_store() -> WorkloadKeyStore:
+    """The workload-key store used when none is passed: files in ``$WARDEN_KEY_DIR`` if set, else the keyring."""
+    directory = os.environ.get(KEY_DIR_ENV)
+    if directory:
+        from .keyfiles import FileWorkloadKeyStore
+
+        return FileWorkloadKeyStore(directory)
+    return KeyringWorkloadKeyStore()
 
 
 def usable_keyring_backend(help_text: str = _KEYRING_HELP):
@@ -317,8 +347,7 @@ class KeyringWorkloadKeyStore:
         return f"service={self.service!r} username={self.username!r}"
 
     def _save(self, private: ec.EllipticCurvePrivateKey, retired: list[dict[str, str]]) -> None:
-        d = private.private_numbers().private_value.to_bytes(32, "big")
-        doc = json.dumps({"v": 1, "alg": "ES256", "d": b64u(d), "retired": retired}, separators=(",", ":"))
+        doc = workload_key_doc(private, retired)
         backend = usable_keyring_backend()
         try:
             backend.set_password(self.service, self.username, doc)
@@ -341,16 +370,7 @@ class KeyringWorkloadKeyStore:
             self._save(private, [])
             self._retired = []
         else:
-            try:
-                doc = json.loads(stored)
-                d = int.from_bytes(b64u_decode(doc["d"]), "big")
-                private = ec.derive_private_key(d, ec.SECP256R1())
-                self._retired = [dict(j) for j in doc.get("retired", [])]
-            except (ValueError, KeyError, TypeError):
-                raise KeyStoreError(
-                    f"the keyring entry {self._where()} is not a langgraph-warden workload key; delete it "
-                    "to have a new key generated, or restore the right one"
-                ) from None
+            private, self._retired = parse_workload_key_doc(stored, f"the keyring entry {self._where()}")
         self._key = WorkloadKey.from_private(private, self.kind)
 
     def workload_key(self) -> WorkloadKey:
@@ -429,8 +449,8 @@ class LocalIdentityProvider:
         self._spiffe_id = SpiffeId.parse(spiffe_id)
         if not isinstance(key_store, WorkloadKeyStore):
             raise ConfigurationError(
-                f"key_store is {type(key_store).__name__}; pass KeyringWorkloadKeyStore() or, for tests, "
-                "EphemeralWorkloadKeyStore()"
+                f"key_store is {type(key_store).__name__}; pass KeyringWorkloadKeyStore(), FileWorkloadKeyStore(DIR) "
+                "or, for tests, EphemeralWorkloadKeyStore()"
             )
         self.key_store = key_store
         self.clock = clock

@@ -7,16 +7,19 @@ or an explicitly configured backend.
 
 No silent downgrade: when keyring has no usable backend,
 :class:`KeyringKeyStore` raises :class:`~langgraph_warden.errors.KeyStoreError`
-saying how to configure one. :class:`EphemeralKeyStore` is the explicit
-in-memory store for demos and tests; every signed head records which kind of
-store held its key (``key_store``), so a verifier can tell a dev signature from
-a production one.
+naming the fixes (:func:`keyring_help`). Where no keyring can be unlocked (a
+server, CI), :envvar:`WARDEN_KEY_DIR` or ``Warden.open(key_dir=...)`` keeps the
+keys in private files (:mod:`langgraph_warden.keyfiles`).
+:class:`EphemeralKeyStore` is the explicit in-memory store for demos and tests;
+every signed head records which kind of store held its key (``key_store``), so a
+verifier can tell a dev signature from a production one.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -32,6 +35,9 @@ __all__ = [
     "KeyStore",
     "EphemeralKeyStore",
     "KeyringKeyStore",
+    "KEY_DIR_ENV",
+    "default_key_store",
+    "keyring_help",
     "key_id_for",
     "verify_signature",
     "b64u",
@@ -125,12 +131,56 @@ class EphemeralKeyStore:
             return self._key
 
 
-_KEYRING_HELP = (
-    "Configure a keyring backend: on Linux install and unlock a Secret Service "
-    "(gnome-keyring or KeePassXC) or set PYTHON_KEYRING_BACKEND to a backend you trust "
-    "(e.g. keyrings.alt.file.EncryptedKeyring after `pip install keyrings.alt`); "
-    "or, for demos and tests only, pass key_store=EphemeralKeyStore()."
-)
+#: A directory holding the keys as private files; when set, it replaces the keyring as the default store.
+KEY_DIR_ENV = "WARDEN_KEY_DIR"
+
+
+def keyring_help(key: str = "signing key") -> str:
+    """How to get past a missing keyring, for each context a user may be in (Python, CLI, server, desktop).
+
+    Why one text for every key: the signing key and the workload key fail at different moments, and
+    advice naming only one store sent users into a second error on the other.
+    """
+    saver = " (WardenSaver alone: key_store=EphemeralKeyStore())" if key == "signing key" else ""
+    return (
+        f"The {key} is kept in the OS keyring unless told otherwise. To fix it — on a server or in CI: "
+        f"set {KEY_DIR_ENV}=DIR (read by Warden, WardenSaver and the warden CLI) or pass Warden.open(url, key_dir=DIR): "
+        "both keys are kept in files only this user can read, created on first use or ahead with "
+        "`python -m langgraph_warden.keyfiles DIR` (README: \"Keys on a server or in CI\"); "
+        "on a desktop: install and unlock a Secret Service (gnome-keyring, KeePassXC); "
+        "for demos and tests only: Warden.open(url, ephemeral_keys=True), which covers both the signing key "
+        f"and the workload key{saver}, or the warden CLI's --ephemeral-keys."
+    )
+
+
+_KEYRING_HELP = keyring_help("signing key")
+
+
+def seed_text(private: Ed25519PrivateKey) -> str:
+    """The stored form of a signing key: base64 of its 32-byte seed (keyring entry, key file, ``--key FILE``)."""
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    return base64.b64encode(private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())).decode("ascii")
+
+
+def private_from_seed_text(text: str, where: str) -> Ed25519PrivateKey:
+    """Load :func:`seed_text`'s form; KeyStoreError names ``where`` (never the content)."""
+    try:
+        return Ed25519PrivateKey.from_private_bytes(base64.b64decode(text.strip(), validate=True))
+    except ValueError:
+        raise KeyStoreError(
+            f"{where} is not a base64 Ed25519 seed; delete it to have a new key generated, or restore the right one"
+        ) from None
+
+
+def default_key_store() -> KeyStore:
+    """The signing-key store used when none is passed: files in ``$WARDEN_KEY_DIR`` if set, else the keyring."""
+    directory = os.environ.get(KEY_DIR_ENV)
+    if directory:
+        from .keyfiles import FileKeyStore
+
+        return FileKeyStore(directory)
+    return KeyringKeyStore()
 
 
 class KeyringKeyStore:
@@ -165,11 +215,8 @@ class KeyringKeyStore:
         return backend
 
     def _store(self, private: Ed25519PrivateKey) -> None:
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
-        seed = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         try:
-            self._backend().set_password(self.service, self.username, base64.b64encode(seed).decode("ascii"))
+            self._backend().set_password(self.service, self.username, seed_text(private))
         except KeyStoreError:
             raise
         except Exception as exc:
@@ -195,13 +242,9 @@ class KeyringKeyStore:
                 private = Ed25519PrivateKey.generate()
                 self._store(private)
             else:
-                try:
-                    private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(stored, validate=True))
-                except ValueError:
-                    raise KeyStoreError(
-                        f"the keyring entry service={self.service!r} username={self.username!r} is not a "
-                        "base64 Ed25519 seed; delete it to have a new key generated, or restore the right one"
-                    ) from None
+                private = private_from_seed_text(
+                    stored, f"the keyring entry service={self.service!r} username={self.username!r}"
+                )
             self._key = SigningKey.from_private(private, self.kind)
             return self._key
 

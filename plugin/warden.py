@@ -13,6 +13,7 @@ This is the only module (with the CLI and audit) that imports both
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,8 +30,9 @@ from .guards.credentials import CredentialBroker, CredentialProvider, LocalToken
 from .guards.guard import ToolGuard
 from .guards.policy import PolicyEngine
 from .guards.tools import ToolRegistry
-from .identity import EphemeralWorkloadKeyStore, KeyringWorkloadKeyStore, LocalIdentityProvider, WorkloadKeyStore
-from .keys import EphemeralKeyStore, KeyStore
+from .identity import EphemeralWorkloadKeyStore, LocalIdentityProvider, WorkloadKeyStore, default_workload_key_store
+from .keyfiles import FileKeyStore, FileWorkloadKeyStore
+from .keys import EphemeralKeyStore, KeyStore, default_key_store
 
 __all__ = ["Warden"]
 
@@ -113,6 +115,7 @@ class Warden:
         url: str = "sqlite:///warden.db",
         *,
         ephemeral_keys: bool = False,
+        key_dir: str | os.PathLike[str] | None = None,
         key_store: KeyStore | None = None,
         workload_key_store: WorkloadKeyStore | None = None,
         workload_id: str = DEFAULT_WORKLOAD_ID,
@@ -122,15 +125,23 @@ class Warden:
     ) -> Warden:
         """Open (and migrate) the database and wire everything with the embedded defaults.
 
-        Keys come from the OS keyring unless ``ephemeral_keys=True`` (demos and
-        tests: in-memory keys, marked ``ephemeral`` in every signed record).
-        ``trusted_key_ids`` and ``head_store`` are trust anchors kept outside the database
-        (see :class:`~langgraph_warden.checkpointers.WardenSaver`).
+        Both keys (the Ed25519 signing key and the ES256 workload key) come from the OS
+        keyring, or from private files in ``$WARDEN_KEY_DIR`` when it is set. ``key_dir=DIR``
+        keeps both in files (servers, CI: :mod:`langgraph_warden.keyfiles`);
+        ``ephemeral_keys=True`` keeps both in memory (demos and tests; marked ``ephemeral``
+        in every signed record). ``trusted_key_ids`` and ``head_store`` are trust anchors
+        kept outside the database (see :class:`~langgraph_warden.checkpointers.WardenSaver`).
         """
-        if ephemeral_keys and (key_store is not None or workload_key_store is not None):
-            raise ConfigurationError("pass either ephemeral_keys=True or explicit key stores, not both")
-        ks = key_store or (EphemeralKeyStore() if ephemeral_keys else None)
-        wks = workload_key_store or (EphemeralWorkloadKeyStore() if ephemeral_keys else KeyringWorkloadKeyStore())
+        chosen = [n for n, on in (("ephemeral_keys=True", ephemeral_keys), ("key_dir", key_dir is not None),
+                                  ("key_store/workload_key_store", key_store is not None or workload_key_store is not None)) if on]
+        if len(chosen) > 1:
+            raise ConfigurationError(f"pass one way to hold the keys, not {' and '.join(chosen)}")
+        if ephemeral_keys:
+            ks, wks = EphemeralKeyStore(), EphemeralWorkloadKeyStore()
+        elif key_dir is not None:
+            ks, wks = FileKeyStore(key_dir), FileWorkloadKeyStore(key_dir)
+        else:
+            ks, wks = key_store or default_key_store(), workload_key_store or default_workload_key_store()
         saver = WardenSaver.from_url(
             url, key_store=ks, workload_id=workload_id, trusted_key_ids=trusted_key_ids, head_store=head_store
         )

@@ -236,7 +236,8 @@ def test_no_keyring_backend_raises_with_how_to(no_keyring):
         KeyringWorkloadKeyStore().workload_key()
     msg = str(info.value)
     assert "no usable backend" in msg
-    assert "PYTHON_KEYRING_BACKEND" in msg and "EphemeralWorkloadKeyStore()" in msg
+    assert "workload key" in msg and "WARDEN_KEY_DIR=DIR" in msg
+    assert "ephemeral_keys=True" in msg and "--ephemeral-keys" in msg
 
 
 def test_workload_key_repr_hides_private_material():

@@ -28,7 +28,8 @@ def test_no_backend_is_an_error_with_instructions(no_keyring):
     with pytest.raises(KeyStoreError) as info:
         KeyringKeyStore().signing_key()
     msg = str(info.value)
-    assert "no usable backend" in msg and "PYTHON_KEYRING_BACKEND" in msg and "EphemeralKeyStore" in msg
+    assert "no usable backend" in msg and "WARDEN_KEY_DIR=DIR" in msg and "key_store=EphemeralKeyStore()" in msg
+    assert "ephemeral_keys=True" in msg and "--ephemeral-keys" in msg
 
 
 def test_corrupt_keyring_entry_is_reported(memory_keyring):
