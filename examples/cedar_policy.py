@@ -57,13 +57,9 @@ from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
 from rich.console import Console
 
-from langgraph_warden.demo import ScriptedChatModel
-from langgraph_warden.guards.approval import approve
-from langgraph_warden.guards.cedar import CedarEngine
-from langgraph_warden.guards.policy import DEFAULT_CEDAR_POLICY
-from langgraph_warden.guards.tools import ToolSpec
+from langgraph_warden import DEFAULT_CEDAR_POLICY, CedarEngine, ToolSpec, Warden, approve
 from langgraph_warden.keys import SigningKey
-from langgraph_warden.warden import Warden
+from langgraph_warden.testing import ScriptedChatModel
 
 THREAD = "audit-request-3"
 

@@ -55,10 +55,9 @@ from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from langgraph_warden.demo import ScriptedChatModel
-from langgraph_warden.guards.credentials import CredentialRequest, Lease, SecretValue, current_credential
-from langgraph_warden.guards.tools import ToolSpec
-from langgraph_warden.warden import Warden
+from langgraph_warden import ToolSpec, Warden, current_credential
+from langgraph_warden.guards.credentials import CredentialRequest, Lease, SecretValue
+from langgraph_warden.testing import ScriptedChatModel
 
 THREAD = "billing-report-1"
 

@@ -44,8 +44,7 @@ from typing import Annotated, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from langgraph_warden.checkpointers import WardenSaver
-from langgraph_warden.keys import EphemeralKeyStore
+from langgraph_warden import EphemeralKeyStore, WardenSaver
 
 
 class State(TypedDict):

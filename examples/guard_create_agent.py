@@ -35,10 +35,8 @@ from langchain_core.tools import tool
 from langgraph.types import Command
 from rich.console import Console
 
-from langgraph_warden.demo import ScriptedChatModel
-from langgraph_warden.guards.approval import approve, reject
-from langgraph_warden.guards.tools import ToolSpec
-from langgraph_warden.warden import Warden
+from langgraph_warden import ToolSpec, Warden, approve, reject
+from langgraph_warden.testing import ScriptedChatModel
 
 THREAD = "ticket-77"
 

@@ -40,10 +40,8 @@ from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
 from rich.console import Console
 
-from langgraph_warden.demo import ScriptedChatModel
-from langgraph_warden.guards.approval import approve
-from langgraph_warden.guards.tools import ToolSpec
-from langgraph_warden.warden import Warden
+from langgraph_warden import ToolSpec, Warden, approve
+from langgraph_warden.testing import ScriptedChatModel
 
 THREAD = "ticket-42"
 

@@ -41,12 +41,8 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
 
-from langgraph_warden.demo import ScriptedChatModel
-from langgraph_warden.guards.approval import approve
-from langgraph_warden.guards.opa import OpaServerEngine
-from langgraph_warden.guards.policy import DEFAULT_REGO_POLICY
-from langgraph_warden.guards.tools import ToolSpec
-from langgraph_warden.warden import Warden
+from langgraph_warden import DEFAULT_REGO_POLICY, OpaServerEngine, ToolSpec, Warden, approve
+from langgraph_warden.testing import ScriptedChatModel
 
 try:
     from ._opa_stub import OpaStub  # imported as examples.opa_server

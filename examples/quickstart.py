@@ -137,8 +137,7 @@ def build_graph(side_log: str, phase: str):
 
 # --------------------------------------------------------------------------- child processes
 def child(phase: str, url: str, thread_id: str, side_log: str) -> int:
-    from langgraph_warden.checkpointers import WardenSaver
-    from langgraph_warden.keys import EphemeralKeyStore
+    from langgraph_warden import EphemeralKeyStore, WardenSaver
 
     config = {"configurable": {"thread_id": thread_id}}
     # A fresh in-memory signing key for this process; from_url() registers its public key.
@@ -218,8 +217,8 @@ def parent(db: str) -> int:
     console.print(f"[bold]process 1[/] (--phase run) starts the order; node 3 ({CRASH_NODE}) sends itself SIGKILL ...")
     p1 = _spawn("run", url, thread_id, side_log)
     # Import the library while process 1 works (the imports take a moment).
-    from langgraph_warden.checkpointers import WardenSaver, schema
-    from langgraph_warden.keys import EphemeralKeyStore
+    from langgraph_warden import EphemeralKeyStore, WardenSaver
+    from langgraph_warden.checkpointers import schema
     from sqlalchemy import select
 
     out1, err1 = p1.communicate(timeout=120)

@@ -50,10 +50,8 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
 
-from langgraph_warden.demo import ScriptedChatModel
-from langgraph_warden.guards.approval import approve
-from langgraph_warden.guards.tools import ToolSpec
-from langgraph_warden.warden import Warden
+from langgraph_warden import ToolSpec, Warden, approve
+from langgraph_warden.testing import ScriptedChatModel
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPH_REF = "examples.resume_from_cli:build_graph"

@@ -30,13 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
@@ -50,6 +47,7 @@ from .events import EventKind
 from .guards import approval as approvals
 from .guards.credentials import CredentialRejected, current_credential
 from .guards.tools import ToolSpec
+from .testing import ScriptedChatModel  # re-exported: `from langgraph_warden.demo import ScriptedChatModel` keeps working
 from .warden import Warden
 
 __all__ = ["run_demo", "build_graph", "ScriptedChatModel"]
@@ -58,21 +56,6 @@ THREAD = "ops-1042"
 OWNER = "alice@ops.example"
 REVIEWER = "bob@finance.example"
 CRASH_ENV = "WARDEN_DEMO_CRASH_AFTER"
-
-
-class ScriptedChatModel(GenericFakeChatModel):
-    """A chat model that answers turn *n* with ``script[n]`` (deterministic across processes)."""
-
-    script: list[AIMessage]
-    messages: Any = None
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
-        return self
-
-    def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, **kwargs: Any) -> ChatResult:
-        turn = sum(1 for m in messages if isinstance(m, AIMessage))
-        reply = self.script[min(turn, len(self.script) - 1)]
-        return ChatResult(generations=[ChatGeneration(message=reply.model_copy())])
 
 
 def _call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:

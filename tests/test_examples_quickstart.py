@@ -1,4 +1,4 @@
-"""``examples/quickstart.py`` (the README's main job) runs end to end: crash, resume, verify."""
+"""The README's Quickstart block, run verbatim; ``examples/quickstart.py`` end to end: crash, resume, verify."""
 
 from __future__ import annotations
 
@@ -64,3 +64,28 @@ def test_quickstart_recreates_the_database_each_run(tmp_path):
     assert first.returncode == 0 and second.returncode == 0, second.stdout + second.stderr
     # A fresh file each run: still exactly one thread and two registered keys.
     assert "public keys registered: 2" in second.stdout
+
+
+def readme_quickstart() -> str:
+    """The first ``python`` block of the README's Quickstart section, exactly as a reader copies it."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Quickstart\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README's Quickstart has no python block"
+    return match.group(1)
+
+
+def test_readme_quickstart_runs_verbatim(tmp_path):
+    code = readme_quickstart()
+    # The public API comes from the top-level package; only test doubles come from a submodule.
+    assert not re.findall(r"from langgraph_warden\.(?!testing\b)", code), code
+    script = tmp_path / "quickstart.py"
+    script.write_text(code, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, encoding="utf-8", timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
+    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "lookup_customer authorised+completed" in proc.stdout, proc.stdout
+    assert "issue_refund authorised+completed bob@example.com" in proc.stdout, proc.stdout
+    assert (tmp_path / "agent.db").exists()

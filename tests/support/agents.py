@@ -13,7 +13,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 
-from langgraph_warden.demo import ScriptedChatModel  # the scripted LLM boundary, re-exported
+from langgraph_warden.testing import ScriptedChatModel  # the scripted LLM boundary, re-exported
 
 __all__ = ["ScriptedChatModel", "SideEffects", "call", "turn"]
 
