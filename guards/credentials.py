@@ -115,7 +115,9 @@ class ScopeNotGrantedError(CredentialError, PermissionError):
     def __init__(self, missing: Sequence[str], granted: Sequence[str], tool_name: str) -> None:
         super().__init__(
             f"scopes_requested {sorted(missing)} were not granted by the policy for tool {tool_name!r} "
-            f"(granted: {sorted(granted)}); request a subset of the granted scopes or change the policy"
+            f"(granted: {sorted(granted)}); a policy grants only the scopes its decision lists (an allow-all "
+            "policy that lists none grants none): have it grant them (in Rego, \"scopes\": input.tool.scopes), "
+            "or request a subset of the granted scopes"
         )
         self.missing = tuple(sorted(missing))
         self.granted = tuple(sorted(granted))

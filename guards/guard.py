@@ -91,7 +91,7 @@ from .thread_view import (
     VIEW_SNAPSHOT_SUBJECT,
     snapshot_draft,
 )
-from .tools import ToolRegistry, ToolSpec
+from .tools import ToolRegistry, ToolSpec, UnknownTools, check_unknown_tools, deny_undeclared
 
 __all__ = ["ToolGuard", "CHARTER_CONFIG_KEY", "GuardMode"]
 
@@ -204,6 +204,9 @@ class ToolGuard:
         claims: cross-process locks on tool calls (default: the sink's ``claims``): a call
             another live process is executing is waited for, then replayed; one whose process
             died is in doubt.
+        unknown_tools: a call to a tool ``registry`` does not declare is ``"deny"``-ed whatever
+            the policy answers (default: an allow-all policy cannot run an undeclared tool), or
+            decided by the ``"policy"`` alone (it sees ``tool.known = false``).
         claim_timeout: how long (seconds) to wait for another process's live attempt before
             raising :class:`~langgraph_warden.errors.CallInProgressError` (nothing runs).
         origin_timeout: in LangGraph's ``"async"`` durability, how long (seconds) to wait for the
@@ -225,9 +228,11 @@ class ToolGuard:
         claims: CallClaims | None = None,
         claim_timeout: float = 300.0,
         origin_timeout: float = 30.0,
+        unknown_tools: UnknownTools = "deny",
     ) -> None:
         if mode not in ("enforce", "monitor"):
             raise ConfigurationError(f"mode {mode!r} is unknown; use 'enforce' or 'monitor'")
+        self.unknown_tools: UnknownTools = check_unknown_tools(unknown_tools)
         self.sink = sink
         self.policy = policy
         self.registry = registry if registry is not None else ToolRegistry()
@@ -814,7 +819,10 @@ class ToolGuard:
             )
         except ConfigurationError as exc:
             return fail_closed(self.policy, {"tool": tool}, exc)
-        return self.policy.decide(policy_input)
+        decision = self.policy.decide(policy_input)
+        if spec is None and self.unknown_tools == "deny":
+            return deny_undeclared(decision)
+        return decision
 
     @property
     def _input_version(self) -> int:
@@ -926,11 +934,7 @@ class ToolGuard:
             )
             self._note_decision(thread_id, tool_call_id, tool, decision)
         if not decision.allow and self.mode == "enforce":
-            return self._deny(
-                thread_id, base, decision, list(decision.reasons),
-                f"Denied by policy ({decision.engine}): {', '.join(decision.reasons) or 'no reason given'}. "
-                "The tool was not run.",
-            )
+            return self._deny(thread_id, base, decision, list(decision.reasons), self._denied_message(tool, spec, decision))
         inherited: ApprovalDecision | None = None
         if retry is not None:
             taken = self._take_over(thread_id, base, retry)
@@ -1101,6 +1105,17 @@ class ToolGuard:
             subject=new))
         self._commit(thread_id, *self._drafts(thread_id, new, drafts), claim=claim)
         return _Plan(final=_readdressed(self._load_result(completed), earlier, new))
+
+    def _denied_message(self, tool: str, spec: ToolSpec | None, decision: PolicyDecision) -> str:
+        """What the model (and the audit) reads for a denied call; an undeclared tool's says how to declare it."""
+        reasons = ", ".join(decision.reasons) or "no reason given"
+        if spec is None and "unknown_tool" in decision.reasons:
+            rule = " and undeclared tools are denied (unknown_tools='deny')" if self.unknown_tools == "deny" else ""
+            return (
+                f"Denied ({reasons}; policy {decision.engine}): {tool!r} is not a declared tool{rule}. The tool was "
+                f"not run. Declare it with warden.tools.register(ToolSpec({tool!r}, ...)) so the policy can decide it."
+            )
+        return f"Denied by policy ({decision.engine}): {reasons}. The tool was not run."
 
     def _deny(
         self, thread_id: str, base: Mapping[str, Any], decision: PolicyDecision | None, reasons: list[str], message: str

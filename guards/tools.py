@@ -2,9 +2,11 @@
 
 Why a registry: a policy can only reason about a tool it knows. The guard looks
 each call's tool up here and puts the :class:`ToolSpec` into the policy input;
-a tool that was never declared reaches the policy as ``known: false`` and the
-default policies deny it (``unknown_tool``), so forgetting to declare a new tool
-fails closed instead of silently allowing it.
+a tool that was never declared reaches the policy as ``known: false``. With the
+guard's ``unknown_tools="deny"`` (the default) it is then denied (``unknown_tool``)
+whatever the policy answers, so forgetting to declare a new tool fails closed even
+under a permissive policy; ``unknown_tools="policy"`` leaves it to the policy (the
+shipped policies deny it too).
 
 Example::
 
@@ -21,12 +23,29 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from langgraph_warden.errors import ConfigurationError
 
-__all__ = ["SENSITIVITY_LEVELS", "ToolSpec", "ToolRegistry", "unknown_tool_dict"]
+if TYPE_CHECKING:
+    from .policy import PolicyDecision
+
+__all__ = [
+    "SENSITIVITY_LEVELS",
+    "ToolSpec",
+    "ToolRegistry",
+    "unknown_tool_dict",
+    "UnknownTools",
+    "UNKNOWN_TOOLS_CHOICES",
+    "check_unknown_tools",
+    "deny_undeclared",
+]
+
+#: What the guard does with a call to a tool no :class:`ToolSpec` declares: ``"deny"`` it
+#: whatever the policy answers (the default), or leave it to the ``"policy"``.
+UnknownTools = Literal["deny", "policy"]
+UNKNOWN_TOOLS_CHOICES: tuple[str, ...] = ("deny", "policy")
 
 #: Sensitivity labels, least to most sensitive. Policies compare labels by name,
 #: so the set is closed: a typo like ``"confidental"`` must not silently become
@@ -141,6 +160,29 @@ def unknown_tool_dict(name: str) -> dict[str, Any]:
         "scopes": [],
         "target_arg": None,
     }
+
+
+def check_unknown_tools(value: object) -> UnknownTools:
+    """Validate the ``unknown_tools=`` setting; the error names the choices."""
+    if value not in UNKNOWN_TOOLS_CHOICES:
+        raise ConfigurationError(
+            f"unknown_tools={value!r}: use 'deny' (an undeclared tool never runs; the default) or 'policy' "
+            "(the policy decides undeclared tools, which reach it as tool.known = false)"
+        )
+    return value  # type: ignore[return-value]
+
+
+def deny_undeclared(decision: PolicyDecision) -> PolicyDecision:
+    """The policy's decision for an undeclared tool, turned into a deny that says ``unknown_tool``.
+
+    Why after the policy, not instead of it: the recorded decision keeps the engine, revision
+    and the policy's own reasons, so the audit can tell which policy was asked and what it said.
+    """
+    reasons = tuple(dict.fromkeys((*decision.reasons, "unknown_tool")))
+    if not decision.allow and reasons == decision.reasons:
+        return decision
+    return replace(decision, allow=False, require_approval=False, reasons=reasons, scopes=(), ttl_seconds=0,
+                   obligations={})
 
 
 def _tool_name(obj: Any) -> str:

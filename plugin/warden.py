@@ -29,7 +29,7 @@ from .guards.approval import ApprovalRequest
 from .guards.credentials import CredentialBroker, CredentialProvider, LocalTokenProvider, revoke_outstanding
 from .guards.guard import ToolGuard
 from .guards.policy import PolicyEngine
-from .guards.tools import ToolRegistry
+from .guards.tools import ToolRegistry, UnknownTools
 from .identity import EphemeralWorkloadKeyStore, LocalIdentityProvider, WorkloadKeyStore, default_workload_key_store
 from .keyfiles import FileKeyStore, FileWorkloadKeyStore
 from .keys import EphemeralKeyStore, KeyStore, default_key_store
@@ -71,9 +71,13 @@ class Warden:
         default_charter: RunCharter | None = None,
         default_provider: str | None = None,
         routes: Mapping[str, str] | None = None,
+        unknown_tools: UnknownTools = "deny",
     ) -> None:
         """``default_provider`` names the provider a tool gets unless ``routes`` maps it (tool → provider
-        name) to another; by default the built-in local token provider ("local")."""
+        name) to another; by default the built-in local token provider ("local").
+
+        ``unknown_tools``: a call to a tool ``tools`` does not declare is denied whatever the policy
+        answers (``"deny"``, the default), or decided by the policy alone (``"policy"``)."""
         self.saver = saver
         self.ledger = saver.ledger
         self.tools = tools if tools is not None else ToolRegistry()
@@ -106,6 +110,7 @@ class Warden:
             mode=mode,  # type: ignore[arg-type]
             approver_keys=approver_keys,
             default_charter=default_charter,
+            unknown_tools=unknown_tools,
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -159,7 +164,7 @@ class Warden:
         url = self.saver.engine.url.render_as_string(hide_password=True)
         return (
             f"<Warden {url} workload={self.ledger.workload_id} policy={self.policy.name}@{self.policy.revision[:19]} "
-            f"tools={len(self.tools)} mode={self.guard.mode} credentials={'on' if self.broker is not None else 'off'}>"
+            f"tools={len(self.tools)} unknown_tools={self.guard.unknown_tools} mode={self.guard.mode} credentials={'on' if self.broker is not None else 'off'}>"
         )
 
     def threads(self) -> list[str]:
