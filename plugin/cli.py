@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli_db import fail, open_for_reading, require_thread
+from .cli_errors import EXIT_CODES_HELP, WardenGroup
 from .errors import WardenError
 from .events import SignedHead
 
@@ -32,8 +33,10 @@ app = typer.Typer(
     help="langgraph-warden: durable, governed execution for LangGraph agents.",
     no_args_is_help=True,
     add_completion=False,
+    cls=WardenGroup,
+    epilog=EXIT_CODES_HELP,
 )
-audit_app = typer.Typer(help="Verify and inspect the signed event history.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and inspect the signed event history.", no_args_is_help=True, cls=WardenGroup)
 app.add_typer(audit_app, name="audit")
 
 console = Console()

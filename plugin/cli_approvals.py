@@ -51,11 +51,12 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli_db import database_errors, fail, one_line, open_for_reading, require_thread
+from .cli_errors import WardenGroup
 from .errors import WardenError
 
 __all__ = ["app"]
 
-app = typer.Typer(help="List and answer the approval requests of paused runs.", no_args_is_help=True)
+app = typer.Typer(help="List and answer the approval requests of paused runs.", no_args_is_help=True, cls=WardenGroup)
 
 DbOption = Annotated[
     str,

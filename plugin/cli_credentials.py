@@ -23,11 +23,12 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_db import database_errors, fail, one_line, open_for_reading, require_thread
+from .cli_errors import WardenGroup
 from .errors import WardenError
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Inspect and revoke just-in-time credential leases.", no_args_is_help=True)
+app = typer.Typer(help="Inspect and revoke just-in-time credential leases.", no_args_is_help=True, cls=WardenGroup)
 
 DbOption = Annotated[
     str,
