@@ -12,8 +12,8 @@ history are in the database; nothing is lost if the process goes away. Then:
 * **thread B — resumed from the CLI**, in other processes (run here with
   ``subprocess``; you would type them in a shell)::
 
-      warden approvals list   --db URL --format json
-      warden approvals decide THREAD REQUEST_ID --approve --as bob@example.com \\
+      warden approvals list --db URL --thread thread-b --format json
+      warden approvals decide thread-b REQUEST_ID --approve --as bob@example.com \\
           --db URL --graph examples.resume_from_cli:build_graph --ephemeral-keys
 
   ``--graph module:attribute`` names :func:`build_graph` below: a factory whose first
@@ -25,7 +25,10 @@ history are in the database; nothing is lost if the process goes away. Then:
 Finally the history of both threads is verified (events signed by three
 processes' keys still verify as one history).
 
-Run it from the repository root (so ``examples`` is importable for ``--graph``)::
+The script runs exactly the ``warden`` commands it prints, from the repository root
+(``--graph`` imports ``examples.resume_from_cli`` from the current directory).
+
+Run it from anywhere::
 
     python examples/resume_from_cli.py                      # SQLite file in a temp dir
     python examples/resume_from_cli.py --db sqlite:///x.db  # or any database URL / path
@@ -37,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -105,15 +110,26 @@ def pause(warden: Warden, g: Any, thread: str) -> None:
     print(f"   {thread}: paused, {i.value['tool']} {i.value['args']} needs approval ({', '.join(i.value['reasons'])})")
 
 
+def warden_argv(*args: str) -> list[str]:
+    """``warden <args>``: the console script installed with this Python (what your shell runs), else ``python -m``."""
+    script = Path(sys.executable).with_name("warden.exe" if os.name == "nt" else "warden")
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "langgraph_warden.cli", *args]
+
+
+def shown(argv: list[str]) -> str:
+    """The command as printed: the console script as ``warden``, every argument quoted for a shell."""
+    head = ["warden"] if Path(argv[0]).stem == "warden" else argv[:3]
+    return shlex.join(head + argv[len(head):])
+
+
 def warden_cli(*args: str) -> subprocess.Popen[str]:
-    """Start ``warden <args>`` in a new process (``python -m langgraph_warden.cli`` is the ``warden`` command)."""
-    return subprocess.Popen([sys.executable, "-m", "langgraph_warden.cli", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Start ``warden <args>`` in a new process, in the repository root."""
+    return subprocess.Popen(warden_argv(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(args: tuple[str, ...], proc: subprocess.Popen[str]) -> tuple[int, str]:
     out, err = proc.communicate(timeout=60)
-    print(f"   $ warden {' '.join(args)}")
+    print(f"   $ cd {shlex.quote(str(REPO))} && {shown(warden_argv(*args))}")
     if proc.returncode != 0:
         print(f"   exit {proc.returncode}\n{out}{err}")
     return proc.returncode, out

@@ -9,7 +9,8 @@
 ``decide`` builds the resume payload for the pending :class:`ApprovalRequest`
 (bound to its request id and action digest; signed when ``--key`` is given), then
 resumes the run with ``Command(resume=...)`` through the user's graph. ``--graph``
-is a ``module:attribute`` reference: a compiled graph, or a callable that returns
+is a ``module:attribute`` reference, imported from the current directory or
+``sys.path`` (as ``python -m`` and uvicorn do): a compiled graph, or a callable that returns
 one given either the ``Warden`` this command opened (first parameter named
 ``warden``) or its checkpointer. A factory that takes the ``Warden`` must wire
 ``warden.guard`` into its ToolNode (or ``warden.middleware()`` into ``create_agent``)
@@ -42,6 +43,8 @@ import binascii
 import importlib
 import inspect
 import json
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -131,14 +134,31 @@ def _approver_keys(path: Optional[Path]) -> dict[str, bytes]:
     return {name: _decode_b64(v, f"--approver-keys {path} entry {name!r}") for name, v in doc.items()}
 
 
+def _cwd_importable() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m``, uvicorn and the langgraph CLI do.
+
+    Why: the ``warden`` console script's ``sys.path`` starts at its own bin directory, so
+    ``--graph myagent:build_graph`` could not import ``myagent.py`` from where the user stands.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def _load_graph(ref: str, warden: Any) -> Any:
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise _Usage(f"--graph {ref!r}: use module:attribute, e.g. my_app.graphs:build")
+    _cwd_importable()
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise _Usage(f"--graph {ref!r}: cannot import {module_name!r} ({exc})") from None
+        missing = isinstance(exc, ModuleNotFoundError) and exc.name is not None and (
+            module_name == exc.name or module_name.startswith(exc.name + "."))
+        if missing:
+            raise _Usage(f"--graph {ref!r}: no module {module_name!r} in {os.getcwd()!r} nor on sys.path; run the "
+                         "command from the directory that holds it, or add that directory to PYTHONPATH") from None
+        raise _Usage(f"--graph {ref!r}: importing {module_name!r} failed ({type(exc).__name__}: {exc})") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise _Usage(f"--graph {ref!r}: {module_name!r} has no attribute {attr!r}")
@@ -211,7 +231,8 @@ def decide(
     graph: Annotated[
         str,
         typer.Option("--graph", envvar="WARDEN_GRAPH",
-                     help="module:attribute of the compiled graph, or of a factory taking the Warden or the checkpointer"),
+                     help="module:attribute of the compiled graph, or of a factory taking the Warden or the checkpointer; "
+                          "imported from the current directory or sys.path"),
     ],
     approve_: Annotated[bool, typer.Option("--approve", help="Approve the exact action")] = False,
     reject_: Annotated[bool, typer.Option("--reject", help="Reject it (the agent sees --message)")] = False,
