@@ -157,45 +157,12 @@ class AuditTrail:
             yield {**e.to_record(), "chain": {"seq": e.seq, "prev_hash": e.prev_hash, "hash": e.hash}, "verified": self.verified}
 
     # ------------------------------------------------------------ rendering
-    def rich_table(self):
-        from rich.table import Table
+    def rich_table(self) -> Any:
+        """A rich renderable of the trail: one column per field when the console is wide enough, else a
+        compact layout that stays readable at 80 columns (see :mod:`langgraph_warden.audit_table`)."""
+        from .audit_table import TrailTable
 
-        title = f"audit trail of {self.thread_id}"
-        if self.charter:
-            title += f" — owner {self.charter.owner}, {self.charter.risk_tier} risk: {self.charter.intent}"
-        table = Table(title=title, show_lines=False)
-        table.add_column("#", justify="right")
-        table.add_column("tool", no_wrap=True)
-        table.add_column("status", no_wrap=True)
-        table.add_column("decision")
-        table.add_column("approver")
-        table.add_column("lease", no_wrap=True)
-        table.add_column("att", justify="right")
-        table.add_column("rep", justify="right")
-        table.add_column("sig", justify="center")
-        for i, a in enumerate(self.actions, 1):
-            style = {
-                "authorised+completed": "green",
-                "denied": "red",
-                "rejected": "red",
-                "aborted": "yellow",
-                "failed": "yellow",
-                "in-doubt": "yellow",
-                "approval-pending": "cyan",
-            }.get(a.status, "")
-            decision = _decision_label(a.decision)
-            table.add_row(
-                str(i),
-                a.tool,
-                f"[{style}]{a.status}[/]" if style else a.status,
-                decision + (f" ({', '.join(a.reasons)})" if a.reasons else ""),
-                a.approver or "",
-                ",".join(x[:8] for x in a.leases),
-                str(a.attempts),
-                str(a.replays),
-                "✔" if a.verified else "[red]✘[/]",
-            )
-        return table
+        return TrailTable(self)
 
     def _repr_html_(self) -> str:
         esc = html.escape

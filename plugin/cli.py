@@ -250,12 +250,17 @@ def audit_events(
 @app.command("demo")
 def demo(
     db: Annotated[
-        Optional[str], typer.Option("--db", help="Run on this database instead of a fresh SQLite file (e.g. PostgreSQL).")
+        Optional[str], typer.Option("--db", help="Run on this database (URL, e.g. PostgreSQL, or a SQLite file path) "
+                                    "instead of a new SQLite file; each run is a new thread, earlier runs are kept.")
     ] = None,
     approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every request without asking.")] = False,
     reject_all: Annotated[bool, typer.Option("--reject-all", help="Reject every request without asking.")] = False,
 ) -> None:
-    """Run the governed demo: charter, policy, approvals, JIT credentials, a crash and resume, audit, verify."""
+    """Run the governed demo: charter, policy, approvals, JIT credentials, a crash and resume, audit, verify.
+
+    Exit 0 when everything verified and the assistant's answer matches what happened, 1 if not, 2 when the
+    database cannot be used, 130 when interrupted at an approval prompt (the run stays paused).
+    """
     from .demo import run_demo
 
     if approve_all and reject_all:

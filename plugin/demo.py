@@ -16,6 +16,11 @@ The story (ticket OPS-1042, a customer was charged twice):
    twice, and the idempotent CRM update that was cut off is retried;
 6. the audit trail and the offline verification of the signed history.
 
+Every run is a new thread (``ops-1042-<random>``), so running it again on the same
+database (``--db``) starts afresh and keeps the earlier runs, which still verify.
+The assistant's last answer is built from what the tools returned: after a rejected
+refund it says so, and the e-mail and the ticket say so too.
+
 The chat model is scripted (langchain-core's fake chat model); everything else —
 LangGraph, the SQLite/PostgreSQL checkpointer, the ledger, embedded Rego,
 credentials, interrupts — is the real thing.
@@ -25,11 +30,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -40,6 +48,7 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -52,7 +61,7 @@ from .warden import Warden
 
 __all__ = ["run_demo", "build_graph", "ScriptedChatModel"]
 
-THREAD = "ops-1042"
+THREAD = "ops-1042"  # the prefix of each run's thread id (see new_thread_id)
 OWNER = "alice@ops.example"
 REVIEWER = "bob@finance.example"
 CRASH_ENV = "WARDEN_DEMO_CRASH_AFTER"
@@ -95,8 +104,65 @@ SCRIPT = [
             _call("update_crm_record", {"customer_id": "C-311", "field": "last_refund", "value": "O-77"}, "call_crm"),
         ],
     ),
-    AIMessage(content="Done: the duplicate charge on O-77 was refunded and the customer informed."),
+    # The last answer is not scripted: final_answer() builds it from the tool results.
 ]
+
+#: The same turns after a refund that did not happen: the e-mail and the ticket tell the truth.
+SCRIPT_NOT_REFUNDED = [
+    *SCRIPT[:2],
+    AIMessage(
+        content="The refund was not made. Letting the customer know.",
+        tool_calls=[
+            _call(
+                "send_email",
+                {"to": "ada@customer.example", "subject": "Your refund request",
+                 "body": "We could not refund order O-77 yet; we will contact you again."},
+                "call_email",
+            )
+        ],
+    ),
+    AIMessage(
+        content="Recording the outcome.",
+        tool_calls=[
+            _call("post_status_update", {"ticket": "OPS-1042", "status": "refund not approved"}, "call_status"),
+            _call("update_crm_record", {"customer_id": "C-311", "field": "last_refund", "value": "O-77 not approved"},
+                  "call_crm"),
+        ],
+    ),
+]
+
+
+def new_thread_id() -> str:
+    """A fresh thread per run: a rerun on the same database never continues (or deletes) an earlier one."""
+    return f"{THREAD}-{secrets.token_hex(3)}"
+
+
+def _result(messages: Sequence[Any], call_id: str) -> ToolMessage | None:
+    return next((m for m in messages if isinstance(m, ToolMessage) and m.tool_call_id == call_id), None)
+
+
+def _done(result: ToolMessage | None) -> bool:
+    return result is not None and result.status != "error"
+
+
+def _why(result: ToolMessage | None) -> str:
+    """Who refused a call, from its refusal ("Rejected by bob@…: not approved in the demo. …")."""
+    if result is None:
+        return "it never ran"
+    who = str(result.content).split(":")[0].split(". ")[0]
+    return who[:1].lower() + who[1:]
+
+
+def final_answer(messages: Sequence[Any]) -> AIMessage:
+    """The assistant's last message, from what the tools returned: it claims nothing that did not happen."""
+    refund, email = _result(messages, "call_refund"), _result(messages, "call_email")
+    if _done(refund):
+        text = "Done: the duplicate charge on O-77 was refunded"
+        text += " and the customer informed." if _done(email) else f"; the customer was not e-mailed ({_why(email)})."
+    else:
+        text = f"Not refunded: the refund of O-77 was refused ({_why(refund)})"
+        text += "; the customer was told." if _done(email) else f"; the customer was not e-mailed ({_why(email)})."
+    return AIMessage(content=text)
 
 
 class World:
@@ -140,8 +206,9 @@ class PaymentsAPI:
         return "ACCEPTED (this must not happen)"
 
 
-def build_graph(warden: Warden, world: World, payments: PaymentsAPI):
-    """The assistant: a model node and a guarded ToolNode, checkpointed by the warden."""
+def build_graph(warden: Warden, world: World, payments: PaymentsAPI, thread: str = THREAD):
+    """The assistant: a model node and a guarded ToolNode, checkpointed by the warden (``thread``: the
+    run the simulated crash watches)."""
 
     @tool
     def lookup_customer(customer_id: str) -> str:
@@ -193,7 +260,7 @@ def build_graph(warden: Warden, world: World, payments: PaymentsAPI):
             # Simulated worker crash: wait until the status update is durably completed, then die.
             deadline = time.time() + 10
             while time.time() < deadline:
-                done = warden.ledger.events(THREAD, kinds=[EventKind.TOOL_COMPLETED], subject="call_status")
+                done = warden.ledger.events(thread, kinds=[EventKind.TOOL_COMPLETED], subject="call_status")
                 if done:
                     break
                 time.sleep(0.02)
@@ -214,12 +281,17 @@ def build_graph(warden: Warden, world: World, payments: PaymentsAPI):
 
     tools = [lookup_customer, export_all_customers, drop_orders_table, issue_refund, notify_finance, send_email, post_status_update, update_crm_record]
     model = ScriptedChatModel(script=SCRIPT)
+    model_not_refunded = ScriptedChatModel(script=SCRIPT_NOT_REFUNDED)
 
     class State(TypedDict):
         messages: Annotated[list[AnyMessage], add_messages]
 
     def assistant(state: State) -> dict:
-        return {"messages": [model.invoke(state["messages"])]}
+        messages = state["messages"]
+        if sum(isinstance(m, AIMessage) for m in messages) >= len(SCRIPT):
+            return {"messages": [final_answer(messages)]}
+        refused = _result(messages, "call_refund") is not None and not _done(_result(messages, "call_refund"))
+        return {"messages": [(model_not_refunded if refused else model).invoke(messages)]}
 
     builder = StateGraph(State)
     builder.add_node("assistant", assistant)
@@ -234,18 +306,19 @@ def build_graph(warden: Warden, world: World, payments: PaymentsAPI):
 
 
 class _Demo:
-    def __init__(self, db: str, workdir: Path, console: Console, decide: str) -> None:
+    def __init__(self, db: str, workdir: Path, console: Console, decide: str, thread: str) -> None:
         self.db = db
+        self.thread = thread
         self.workdir = workdir
         self.console = console
         self.decide_mode = decide  # "prompt" | "approve" | "reject"
         self.world = World(workdir / "world.jsonl")
-        self.config = {"configurable": {"thread_id": THREAD}}
+        self.config = {"configurable": {"thread_id": thread}}
 
     def open(self) -> tuple[Warden, Any, PaymentsAPI]:
         warden = Warden.open(self.db, ephemeral_keys=True)
         payments = PaymentsAPI(warden)
-        return warden, build_graph(warden, self.world, payments), payments
+        return warden, build_graph(warden, self.world, payments, self.thread), payments
 
     def say(self, text: str) -> None:
         self.console.print(text, highlight=False)
@@ -255,7 +328,7 @@ class _Demo:
             if not isinstance(m, ToolMessage) or m.tool_call_id in seen:
                 continue
             seen.add(m.tool_call_id)
-            kinds = {e.kind for e in warden.ledger.events(THREAD, subject=m.tool_call_id)}
+            kinds = {e.kind for e in warden.ledger.events(self.thread, subject=m.tool_call_id)}
             if m.status == "error":
                 mark = "[red]✘ refused[/]"
             elif EventKind.TOOL_ABORTED in kinds:
@@ -274,7 +347,7 @@ class _Demo:
             f"     request {request['request_id']} · action digest {request['action_digest'][:23]}…"
         )
         if self.decide_mode == "prompt":
-            answer = self.console.input(f"     approve as {REVIEWER}? [y/N] ").strip().lower()
+            answer = self.console.input(f"     approve as {REVIEWER}? {escape('[y/N]')} ").strip().lower()
             approve = answer in ("y", "yes")
         else:
             approve = self.decide_mode == "approve"
@@ -305,7 +378,8 @@ class _Demo:
         """Run the next step in a worker process that is killed mid-step."""
         env = {**os.environ, CRASH_ENV: "crm"}
         proc = subprocess.run(
-            [sys.executable, "-m", "langgraph_warden.demo", "--worker", "--db", self.db, "--workdir", str(self.workdir)],
+            [sys.executable, "-m", "langgraph_warden.demo", "--worker", "--db", self.db, "--workdir", str(self.workdir),
+             "--thread", self.thread],
             env=env,
             capture_output=True,
             text=True,
@@ -314,20 +388,32 @@ class _Demo:
         return proc.returncode
 
     def run(self) -> int:
+        """The show; Ctrl-C (or end of input) at an approval prompt leaves the run paused and says so."""
+        try:
+            return self._run()
+        except (KeyboardInterrupt, EOFError):
+            self.say(f"\n[yellow]interrupted[/]: run {self.thread} stays paused where it was; a pending approval "
+                     "is not an approval, so nothing it waits for was done. `warden demo` starts a new run.")
+            self.console.print(f"    look at it: warden audit show --db {shlex.quote(self.db)} {self.thread}",
+                               soft_wrap=True, highlight=False)
+            return 130
+
+    def _run(self) -> int:
         c = self.console
+        warden, graph, payments = self.open()  # first: a database that cannot be opened is one error line
         c.rule("[bold]langgraph-warden demo[/] — governed operations assistant")
         self.say(f"database: {self.db}  ·  keys: ephemeral (demo only; production reads them through keyring)")
-        warden, graph, payments = self.open()
+        self.say(f"run: thread {self.thread} (a new thread each run; earlier runs in the database are kept)")
         with warden:
             warden.start_run(
-                THREAD,
+                self.thread,
                 owner=OWNER,
                 intent="Resolve ticket OPS-1042: refund a duplicate charge and inform the customer",
                 risk_tier="medium",
                 purpose={"ticket": "OPS-1042"},
                 allowed_tools=["lookup_customer", "issue_refund", "notify_finance", "send_email", "post_status_update", "update_crm_record"],
             )
-            charter = warden.charter(THREAD)
+            charter = warden.charter(self.thread)
             assert charter is not None
             c.print(
                 Panel.fit(
@@ -340,8 +426,8 @@ class _Demo:
             seen: set[str] = set()
             self.say("\n[bold]1. Agent steps[/] (each tool call: policy → approval → credential → record)")
             self.run_until_crash_step(warden, graph, {"messages": [HumanMessage("Customer C-311 says order O-77 was charged twice.")]}, seen)
-            issued = warden.ledger.events(THREAD, kinds=[EventKind.CREDENTIAL_ISSUED])
-            revoked = warden.ledger.events(THREAD, kinds=[EventKind.CREDENTIAL_REVOKED])
+            issued = warden.ledger.events(self.thread, kinds=[EventKind.CREDENTIAL_ISSUED])
+            revoked = warden.ledger.events(self.thread, kinds=[EventKind.CREDENTIAL_REVOKED])
             for e in issued:
                 p = e.payload
                 self.say(
@@ -367,7 +453,7 @@ class _Demo:
 
             # 4. audit
             self.say("\n[bold]4. Audit trail[/] (reconstructed from the signed history)")
-            trail = warden.audit(THREAD)
+            trail = warden.audit(self.thread)
             c.print(trail.rich_table())
             s = trail.summary
             self.say(
@@ -378,7 +464,8 @@ class _Demo:
             effects: dict[str, int] = {}
             for e in self.world.effects():
                 effects[e["effect"]] = effects.get(e["effect"], 0) + 1
-            table = Table(title="side effects that actually happened (counted outside the processes)")
+            self.say("side effects that happened (counted outside the processes):")
+            table = Table()
             table.add_column("effect")
             table.add_column("times")
             for name, n in sorted(effects.items()):
@@ -386,50 +473,43 @@ class _Demo:
             c.print(table)
             report = warden.verify(signatures="all")
             twice = [k for k, n in effects.items() if n > 1]
-            ok = report.ok and not s.ran_without_authorisation and not twice and "export_all_customers" not in effects
+            truthful = ("refund" in effects) == final.content.startswith("Done")  # the answer matches the world
+            ok = (report.ok and not s.ran_without_authorisation and not twice and "export_all_customers" not in effects
+                  and truthful)
             self.say(
                 f"\n[bold]5. Verify[/]: {report.events} events in {len(report.threads)} thread(s), every signature checked — "
                 + ("[green]OK[/]" if report.ok else f"[red]FAILED[/] {[str(f) for f in report.findings]}")
             )
-            self.say(f"    re-run it yourself: warden audit verify --db {self.db}   ·   warden audit show --db {self.db} {THREAD}")
+            self.say("    check it yourself:")
+            db = shlex.quote(self.db)
+            for command in (f"warden audit verify --db {db}", f"warden audit show --db {db} {self.thread}"):
+                c.print(f"      {command}", soft_wrap=True, highlight=False)  # one line each: copy and paste
             c.rule("[green]demo complete[/]" if ok else "[red]demo found a problem[/]")
             return 0 if ok else 1
 
 
 def run_demo(db: str | None = None, *, decide: str = "prompt", console: Console | None = None) -> int:
-    """Run the demo; ``decide`` is "prompt", "approve" or "reject". Returns the exit code."""
+    """Run the demo on a new thread; ``decide`` is "prompt", "approve" or "reject". Returns the exit code.
+
+    ``db``: a database URL or a SQLite file path (default: a new file in a temporary directory).
+    Earlier runs in the database are left as they are.
+    """
     if decide not in ("prompt", "approve", "reject"):
         raise ValueError(f"decide={decide!r} is not one of 'prompt', 'approve', 'reject'")
     workdir = Path(tempfile.mkdtemp(prefix="warden-demo-"))
-    url = db or f"sqlite:///{workdir / 'warden-demo.db'}"
-    if db and db.startswith("postgresql"):
-        _reset_postgres_demo(db)
-    return _Demo(url, workdir, console or Console(), decide).run()
+    if db is None:
+        url = f"sqlite:///{workdir / 'warden-demo.db'}"
+    else:
+        url = db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
+    return _Demo(url, workdir, console or Console(), decide, new_thread_id()).run()
 
 
-def _reset_postgres_demo(url: str) -> None:
-    """Start the demo thread afresh on a shared PostgreSQL database."""
-    from sqlalchemy import create_engine, text
-
-    from .checkpointers.engine import parse_url
-
-    engine = create_engine(parse_url(url))
-    try:
-        with engine.begin() as conn:
-            for table in ("warden_writes", "warden_checkpoints", "warden_events", "warden_heads", "warden_leases"):
-                exists = conn.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar()
-                if exists:
-                    conn.execute(text(f"DELETE FROM {table} WHERE thread_id = :t"), {"t": THREAD})
-    finally:
-        engine.dispose()
-
-
-def _worker(db: str, workdir: Path) -> int:
+def _worker(db: str, workdir: Path, thread: str) -> int:
     """The crash step, in its own process (killed by SIGKILL inside update_crm_record)."""
     world = World(workdir / "world.jsonl")
     with Warden.open(db, ephemeral_keys=True) as warden:
-        graph = build_graph(warden, world, PaymentsAPI(warden))
-        graph.invoke(None, {"configurable": {"thread_id": THREAD}})
+        graph = build_graph(warden, world, PaymentsAPI(warden), thread)
+        graph.invoke(None, {"configurable": {"thread_id": thread}})
     return 0
 
 
@@ -440,5 +520,6 @@ if __name__ == "__main__":  # the worker entry point used by the crash step
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--db", required=True)
     parser.add_argument("--workdir", required=True)
+    parser.add_argument("--thread", required=True)
     ns = parser.parse_args()
-    sys.exit(_worker(ns.db, Path(ns.workdir)))
+    sys.exit(_worker(ns.db, Path(ns.workdir), ns.thread))

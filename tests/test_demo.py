@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import select
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -75,3 +80,111 @@ def test_demo_on_postgres():
     proc = _run_demo("--approve-all", "--db", pg_schema_url("demo"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _assert_story(proc.stdout)
+
+
+# ------------------------------------------------------------- issue 19 item 6: the demo tells the truth
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def _thread_of(out: str) -> str:
+    match = re.search(r"run: thread (ops-1042-[0-9a-f]+)", out)
+    assert match, out
+    return match.group(1)
+
+
+def _pending(db: str) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-m", "langgraph_warden.cli", "approvals", "list", "--db", db,
+                           "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_rerun_on_the_same_file_is_a_new_run_and_a_rejection_is_reported_truthfully(tmp_path):
+    """The old demo reused its finished thread on a second run (no steps, "worker exited with 0
+    (unexpected)"), said "Done: … refunded" after a rejected refund, and squeezed the audit table
+    to `…` at 80 columns without a terminal."""
+    db = tmp_path / "demo.db"
+    first = _run_demo("--reject-all", "--db", f"sqlite:///{db}", env_extra={"COLUMNS": "80"})
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert "assistant: Not refunded: the refund of O-77 was refused (rejected by bob@finance.example)" in " ".join(
+        out.split()), out
+    assert "Done:" not in out and "marked refunded" not in out and "We refunded" not in out
+    audit = out[out.index("4. Audit trail"):out.index("side effects that happened")]
+    for whole in ("export_all_customers", "post_status_update", "authorised+completed", "rejected_by_approver",
+                  "outside_intent, unknown_tool", "by bob@finance.example"):
+        assert whole in audit, audit
+    assert "…" not in audit, audit
+    long = [line for line in out.splitlines() if len(line) > 80 and not line.lstrip().startswith("warden audit")]
+    assert not long, long
+
+    second = _run_demo("--approve-all", "--db", str(db))  # a plain path is a SQLite file
+    assert second.returncode == 0, second.stdout + second.stderr
+    _assert_story(second.stdout)
+    assert _thread_of(second.stdout) != _thread_of(out)
+    assert "in 2 thread(s), every signature checked — OK" in second.stdout
+    assert "assistant: Done: the duplicate charge on O-77 was refunded and the customer informed." in second.stdout
+
+
+def test_ctrl_c_at_the_prompt_leaves_the_run_paused_and_a_rerun_starts_afresh(tmp_path):
+    """At a terminal the prompt shows `[y/N]` (rich markup swallowed it); Ctrl-C there leaves the run
+    paused, says so, and the rerun neither continues it nor claims its refund."""
+    import pty
+
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "langgraph_warden.cli", "demo", "--db", db],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    seen, deadline = b"", time.monotonic() + 180
+    try:
+        while b"? [y/N]" not in _ANSI.sub("", seen.decode("utf-8", "replace")).encode() and time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+        text = _ANSI.sub("", seen.decode("utf-8", "replace"))
+        assert "approve as bob@finance.example? [y/N]" in text, text
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
+        proc.wait(timeout=60)
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = " ".join(_ANSI.sub("", seen.decode("utf-8", "replace")).split())
+    assert proc.returncode == 130, text
+    paused = _thread_of(text)
+    assert f"interrupted: run {paused} stays paused" in text and "Traceback" not in text, text
+    assert [(r["thread_id"], r["tool"]) for r in _pending(db)] == [(paused, "issue_refund")]
+
+    rerun = _run_demo("--approve-all", "--db", db)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    _assert_story(rerun.stdout)
+    assert _thread_of(rerun.stdout) != paused
+    assert [(r["thread_id"], r["tool"]) for r in _pending(db)] == [(paused, "issue_refund")]  # still not refunded
+
+
+@requires_pg
+@pytest.mark.postgres
+def test_demo_on_postgres_keeps_earlier_runs(tmp_path):
+    """The old demo deleted its earlier rows from a shared PostgreSQL database without saying so."""
+    url = pg_schema_url("demo")
+    first = _run_demo("--approve-all", "--db", url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = _run_demo("--approve-all", "--db", url)
+    assert second.returncode == 0, second.stdout + second.stderr
+    _assert_story(second.stdout)
+    assert "in 2 thread(s), every signature checked — OK" in second.stdout
+    verify = subprocess.run([sys.executable, "-m", "langgraph_warden.cli", "audit", "verify", "--db", url],
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0 and "OK 2 thread(s)" in verify.stdout, verify.stdout + verify.stderr
