@@ -81,7 +81,20 @@ def parse_url(url: str | URL) -> URL:
         )
     if backend == "postgresql" and not parsed.host and "host" not in parsed.query:
         raise ConfigurationError(f"postgresql url {parsed.render_as_string(hide_password=True)!r} has no host")
+    if backend == "postgresql":
+        _require_psycopg()
     return parsed
+
+
+def _require_psycopg() -> None:
+    """Say which extra to install before SQLAlchemy fails deep inside its dialect on a missing driver."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"a PostgreSQL URL needs the psycopg driver, which cannot be imported ({exc}); install the "
+            "postgres extra: pip install 'langgraph-warden[postgres]'"
+        ) from None
 
 
 def is_sqlite(engine: Engine | AsyncEngine) -> bool:

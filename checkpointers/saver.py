@@ -57,10 +57,11 @@ from langgraph_warden.events import EventDraft, EventKind
 from langgraph_warden.keys import KeyStore, default_key_store
 
 from . import migrate, schema
-from .engine import WRITE, DirectTx, direct_sqlite, engines_from, is_sqlite, make_engines, write_lock
+from .engine import WRITE, DirectTx, direct_sqlite, engines_from, is_sqlite, make_engines, parse_url, write_lock
 from .ledger import Ledger, checkpoint_subject
 from .rawsql import CP_COLS, WR_COLS, CpRow, Raw, WrRow
 from .rows import checkpoint_digest, row_checkpoint_digest, row_write_digest, write_digest
+from .sqlite_access import check_sqlite_writable, sqlite_write_problem
 
 __all__ = ["WardenSaver", "DEFAULT_WORKLOAD_ID"]
 
@@ -225,6 +226,8 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         The saver owns the engines it creates: ``close()`` or the ``with`` block disposes them.
         Fails fast (``DatabaseUnavailableError`` naming the host) if the database is unreachable.
         """
+        if setup:  # it will write: a read-only directory or file is named as such, not as an unreachable server
+            check_sqlite_writable(parse_url(url))
         sync_engine, async_engine = make_engines(url, connect_timeout=connect_timeout, pool_size=pool_size)
         saver = cls(
             sync_engine,
@@ -253,8 +256,14 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         return f"PostgreSQL at {url.host}:{url.port or 5432}/{url.database}"
 
     def _unavailable(self, exc: Exception) -> DatabaseUnavailableError:
+        detail = str(getattr(exc, 'orig', exc)).strip().splitlines()[0] if str(getattr(exc, 'orig', exc)).strip() else type(exc).__name__
+        if self._sqlite:  # no server to check: say what is wrong with the file or its directory
+            problem = sqlite_write_problem(self._engine.url.database or "")
+            hint = " Check the path and the permissions of the file and its directory." if (
+                "open" in detail or "readonly" in detail) else ""
+            return DatabaseUnavailableError(problem or f"cannot use the {self._describe_db()}: {detail}.{hint}")
         return DatabaseUnavailableError(
-            f"cannot reach the {self._describe_db()}: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0] if str(getattr(exc, 'orig', exc)).strip() else type(exc).__name__}. "
+            f"cannot reach the {self._describe_db()}: {detail}. "
             "Check that the server is running and the URL (host, port, database, user) is right."
         )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .anchors import HeadStore
@@ -53,6 +54,40 @@ def _default_policy() -> PolicyEngine:
         return _DEFAULT_POLICY
 
 
+def _policy_engine(policy: Any) -> PolicyEngine:
+    """``policy=``: an engine, or the path of a policy file loaded by the engine its extension names.
+
+    Checked here so a wrong value fails at ``open`` with the right call named, not at the first
+    tool call with an ``AttributeError``.
+    """
+    engines = ("RegoEngine('policy.rego'), CedarEngine('policy.cedar'), OpaServerEngine(url)"
+               " from langgraph_warden.guards.rego/.cedar/.opa")
+    if isinstance(policy, (str, os.PathLike)):
+        text = os.fspath(policy)
+        if "\n" in text or text.lstrip().startswith(("package ", "permit", "forbid")):
+            raise ConfigurationError("policy= got policy text; pass RegoEngine.from_source(text) or "
+                                     "CedarEngine.from_source(text), or the path of a .rego/.cedar file")
+        path = Path(text)
+        suffix = path.suffix.lower()
+        if suffix not in (".rego", ".cedar") and not path.is_dir():
+            raise ConfigurationError(f"policy={text!r}: expected a .rego or .cedar file, a directory of .rego "
+                                     f"files, or an engine: {engines}")
+        if not path.exists():
+            raise ConfigurationError(f"policy={text!r}: no such file ({path.resolve()}); check the path, or "
+                                     "omit policy= to use the shipped default policy")
+        if suffix == ".cedar":
+            from .guards.cedar import CedarEngine
+
+            return CedarEngine(path)
+        from .guards.rego import RegoEngine
+
+        return RegoEngine(path)
+    if not callable(getattr(policy, "decide", None)):
+        raise ConfigurationError(f"policy= expects a policy engine or a .rego/.cedar path, got "
+                                 f"{type(policy).__name__}: use {engines}")
+    return policy
+
+
 class Warden:
     """Durable, governed execution for one LangGraph application."""
 
@@ -60,7 +95,7 @@ class Warden:
         self,
         saver: WardenSaver,
         *,
-        policy: PolicyEngine | None = None,
+        policy: PolicyEngine | str | os.PathLike[str] | None = None,
         tools: ToolRegistry | None = None,
         identity: LocalIdentityProvider | None = None,
         providers: Sequence[CredentialProvider] = (),
@@ -73,7 +108,10 @@ class Warden:
         routes: Mapping[str, str] | None = None,
         unknown_tools: UnknownTools = "deny",
     ) -> None:
-        """``default_provider`` names the provider a tool gets unless ``routes`` maps it (tool → provider
+        """``policy``: a policy engine, or the path of a ``.rego`` / ``.cedar`` file (or a directory of
+        ``.rego`` files) loaded by the matching engine; default: the shipped Rego policy.
+
+        ``default_provider`` names the provider a tool gets unless ``routes`` maps it (tool → provider
         name) to another; by default the built-in local token provider ("local").
 
         ``unknown_tools``: a call to a tool ``tools`` does not declare is denied whatever the policy
@@ -81,7 +119,7 @@ class Warden:
         self.saver = saver
         self.ledger = saver.ledger
         self.tools = tools if tools is not None else ToolRegistry()
-        self.policy = policy if policy is not None else _default_policy()
+        self.policy = _policy_engine(policy) if policy is not None else _default_policy()
         self.identity = identity
         self.lease_store = SqlLeaseStore(saver.engine)
         self.broker: CredentialBroker | None = None
