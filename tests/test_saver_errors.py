@@ -249,5 +249,6 @@ def test_default_key_store_without_keyring_backend(db_url, no_keyring_backend):
         WardenSaver.from_url(db_url)  # no key_store: the keyring is the default, no silent downgrade
     msg = str(info.value)
     assert "keyring" in msg
-    assert "PYTHON_KEYRING_BACKEND" in msg  # how to configure one
-    assert "EphemeralKeyStore" in msg  # and the explicit dev alternative
+    assert "WARDEN_KEY_DIR" in msg  # the headless fix (server, CI)
+    assert "ephemeral_keys=True" in msg and "--ephemeral-keys" in msg  # the dev fix, for Python and the CLI
+    assert "EphemeralKeyStore" in msg  # and the saver-alone form
