@@ -181,6 +181,12 @@ def _walk_calls(node: Any) -> Iterable[dict[str, Any]]:
 # regopy 1.5.2's save_bundle corrupts the heap (free(): invalid pointer) once
 # greenlet — imported by SQLAlchemy's asyncio support — is loaded. The plan is
 # therefore produced in a short-lived subprocess, once per policy revision.
+# save_bundle also writes every module back to its *module name* as a path: a
+# module named by its absolute path (a user's policy file, the shipped default)
+# was truncated and rewritten in place, so a process loading the same policy at
+# that moment read an empty file ("Invalid file"), and a read-only install
+# failed. The subprocess therefore names modules by neutral relative aliases
+# (``_module_alias``), which land inside its temporary directory.
 _PLAN_SCRIPT = r"""
 import json, os, sys, tempfile
 import regopy
@@ -188,11 +194,12 @@ req = json.load(sys.stdin)
 interp = regopy.Interpreter()
 interp.log_level = regopy.LogLevel.NONE
 for name, source in req["sources"]:
-    interp.add_module(name, source)
+    interp.add_module(name, source)  # a relative alias: save_bundle writes it under the bundle directory
 if req["data"]:
     interp.add_data_json(json.dumps(req["data"]))
 bundle = interp.build(req["query"])
 with tempfile.TemporaryDirectory(prefix="warden-rego-") as tmp:
+    os.chdir(tmp)  # belt and braces: nothing is written outside the temporary directory
     target = os.path.join(tmp, "bundle")
     interp.save_bundle(target, bundle)
     with open(os.path.join(target, "plan.json"), encoding="utf-8") as fh:
@@ -202,8 +209,17 @@ _PLAN_CACHE: dict[str, dict[str, Any]] = {}
 _PLAN_LOCK = threading.Lock()
 
 
+def _module_alias(index: int) -> str:
+    """The name a policy module gets in the plan subprocess (see ``_PLAN_SCRIPT``'s note)."""
+    return f"module{index:04d}.rego"
+
+
 def _compiled_plan(revision: str, sources: Mapping[str, str], data: Mapping[str, Any], query: str) -> dict[str, Any]:
-    """The compiled plan (plan.json) of a policy, computed in an isolated process and cached."""
+    """The compiled plan (plan.json) of a policy, computed in an isolated process and cached.
+
+    Modules are compiled under :func:`_module_alias` names; the plan's file list is
+    mapped back to the caller's file names before it is returned.
+    """
     import subprocess
     import sys
 
@@ -211,7 +227,13 @@ def _compiled_plan(revision: str, sources: Mapping[str, str], data: Mapping[str,
         cached = _PLAN_CACHE.get(revision)
     if cached is not None:
         return cached
-    request = json.dumps({"sources": list(sources.items()), "data": dict(data), "query": query})
+    names = list(sources)
+    aliases = {_module_alias(i): name for i, name in enumerate(names)}
+    request = json.dumps({
+        "sources": [[_module_alias(i), sources[name]] for i, name in enumerate(names)],
+        "data": dict(data),
+        "query": query,
+    })
     proc = subprocess.run(
         [sys.executable, "-c", _PLAN_SCRIPT], input=request, capture_output=True, text=True, timeout=60
     )
@@ -221,6 +243,10 @@ def _compiled_plan(revision: str, sources: Mapping[str, str], data: Mapping[str,
             f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
         )
     plan = json.loads(proc.stdout)
+    for entry in plan.get("static", {}).get("files", []):
+        if isinstance(entry, dict) and isinstance(entry.get("value"), str):
+            value = entry["value"]
+            entry["value"] = aliases.get(value, aliases.get(os.path.basename(value), value))
     with _PLAN_LOCK:
         _PLAN_CACHE[revision] = plan
     return plan
@@ -330,9 +356,7 @@ class RegoEngine:
                 sites.append((name, None, None, None))
                 continue
             idx = call.get("file")
-            file = files[idx] if isinstance(idx, int) and idx < len(files) else None
-            # the plan keeps only the base name; report the path the user gave
-            file = next((f for f in self._sources if file and os.path.basename(f) == file), file)
+            file = files[idx] if isinstance(idx, int) and idx < len(files) else None  # the user's file name
             sites.append((name, file, int(call["row"]) + 1, int(call["col"]) + 1))
         described = "; ".join(
             f"{n} (called at {f}:{line}:{col})" if f else n for n, f, line, col in sites

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import threading
 import time
@@ -102,6 +103,19 @@ def test_policy_calling_missing_builtin_is_refused(tmp_path) -> None:
     assert err.builtins == ("net.cidr_contains",)
     assert "net.cidr_contains" in str(err) and f"{path}:3:16" in str(err)
     assert (err.file, err.line, err.column) == (str(path), 3, 16)
+
+
+def test_loading_a_policy_never_writes_its_files(tmp_path) -> None:
+    # regopy's save_bundle (used to compile the plan that checks builtins) writes each module back
+    # to its module name as a path; named by the user's path, the policy file was truncated and
+    # rewritten in place, so a second process loading it at that moment read an empty file.
+    path = tmp_path / "policy.rego"
+    path.write_text(DEFAULT_REGO_POLICY.read_text())
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = path.stat()
+    RegoEngine(path, data={"revision_salt": str(tmp_path)})  # a fresh revision: the plan is compiled
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_ino, after.st_size) == (before.st_mtime_ns, before.st_ino, before.st_size)
 
 
 def test_missing_builtin_in_unreached_function_is_still_refused() -> None:
