@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, select
@@ -54,14 +54,14 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite returns naive values; they were written in UTC
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _to_db(value: datetime, field_name: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ConfigurationError(f"lease {field_name} is a naive datetime; pass a timezone-aware UTC datetime")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +106,8 @@ class SqlLeaseStore:
 
     def _now(self) -> datetime:
         if self._clock is None:
-            return datetime.now(timezone.utc)
-        return datetime.fromtimestamp(self._clock(), timezone.utc)
+            return datetime.now(UTC)
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     def _write(self):
         conn = self._engine.connect()

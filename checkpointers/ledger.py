@@ -18,11 +18,11 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from contextlib import AbstractContextManager
-from functools import lru_cache, partial
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import cache, partial
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
@@ -40,24 +40,24 @@ from langgraph_warden.chain import (
     verify_chain,
     verify_extension,
 )
+from langgraph_warden.errors import IntegrityError, LedgerAppendError, UnseenEventsError
 from langgraph_warden.events import (
     GENESIS_HASH,
     Event,
-    event_hash,
     EventDraft,
     EventKind,
     EventSummary,
     SignedHead,
     Watermark,
+    event_hash,
     head_signing_bytes,
 )
-from langgraph_warden.errors import IntegrityError, LedgerAppendError, UnseenEventsError
 from langgraph_warden.keys import KeyStore, SigningKey, b64u
 
 from . import schema
+from .claims import AdvisoryCallClaims, CallClaims, file_call_claims
 from .engine import WRITE, DirectPostgres, DirectTx, direct_postgres, direct_sqlite, is_sqlite, write_lock
 from .rawsql import EV_COLS, Raw
-from .claims import AdvisoryCallClaims, CallClaims, file_call_claims
 from .trust import (
     CHAIN_SNAPSHOT,
     CHAIN_SNAPSHOT_SUBJECT,
@@ -96,7 +96,7 @@ def _signed_already(_tx: DirectTx) -> None:
     """A group commit's entry for a thread whose head was signed in its own row (nothing to do)."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pg_type(table: str, column: str) -> str:
     """The PostgreSQL type of a schema column (the one-statement append casts its parameters)."""
     from sqlalchemy.dialects import postgresql
@@ -236,7 +236,7 @@ class Ledger:
                 "INSERT INTO warden_keys (key_id, algorithm, public_key, workload_id, store_kind, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (key.key_id, "Ed25519", key.public_key, self.workload_id, key.store_kind,
-                 raw.timestamp(datetime.now(timezone.utc))),
+                 raw.timestamp(datetime.now(UTC))),
             )
 
     def _remember(self, key_id: str) -> None:
@@ -275,7 +275,7 @@ class Ledger:
             conn.execute(
                 update(schema.keys)
                 .where(schema.keys.c.key_id == old.key_id, schema.keys.c.retired_at.is_(None))
-                .values(retired_at=datetime.now(timezone.utc))
+                .values(retired_at=datetime.now(UTC))
             )
         self._remember(new.key_id)  # committed
         return new.key_id
@@ -353,7 +353,7 @@ class Ledger:
 
         ``sign=False`` leaves the head unsigned for :meth:`_sign_head_in` to sign before the commit.
         """
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         stamped = stamp(now)
         out: list[Event] = []
         rows: list[list[Any]] = []
@@ -974,7 +974,7 @@ class Ledger:
             rows, docs = self._verified_rows(conn, thread_id, after_seq)
         return [
             Event.from_doc(doc, row.body if type(row.body) is bytes else bytes(row.body), row.hash)
-            for row, doc in zip(rows, docs)
+            for row, doc in zip(rows, docs, strict=True)
             if (wanted is None or row.kind in wanted)
             and (subject is None or self._subject_of(doc) == subject)
         ]
@@ -999,7 +999,7 @@ class Ledger:
             rows, docs = self._verified_rows(conn, thread_id, after_seq)
         return [
             EventSummary.from_doc(doc, row.body if type(row.body) is bytes else bytes(row.body), row.hash)
-            for row, doc in zip(rows, docs)
+            for row, doc in zip(rows, docs, strict=True)
             if wanted is None or row.kind in wanted
         ]
 
@@ -1162,7 +1162,7 @@ class Ledger:
         first = Raw(conn).one("SELECT min(seq) FROM warden_events WHERE thread_id = ? AND subject = ?", (thread_id, subject))
         if first is None or first[0] is None:
             raise fail("checkpoint_unrecorded", "no checkpoint.saved event records this checkpoint (row inserted?)")
-        rows, docs = self._verified_rows(conn, thread_id, int(first[0]) - 1)
+        _rows, docs = self._verified_rows(conn, thread_id, int(first[0]) - 1)
         saved_digest: str | None = None
         saved_seq: int | None = None
         expected: dict[tuple[str, int], str] = {}

@@ -11,9 +11,10 @@ the driver's paramstyle (sqlite3: ``?``, psycopg: ``%s``).
 from __future__ import annotations
 
 from collections import namedtuple
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -75,7 +76,7 @@ class Raw:
         """A UTC timestamp as SQLAlchemy's DateTime type stores it on this backend."""
         if self.sqlite:
             # SQLAlchemy's SQLite DATETIME text, formatted directly: strftime costs ~3x as much.
-            u = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+            u = value if value.tzinfo is UTC else value.astimezone(UTC)
             return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond)
         return value
 

@@ -40,13 +40,11 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-
 from sqlalchemy import Connection, Engine, delete, insert, select, tuple_
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from langgraph_warden.anchors import HeadStore
-from langgraph_warden.redaction import scrub_blob  # the storage boundary: live secrets masked before digests
 from langgraph_warden.errors import (
     ConfigurationError,
     CorruptRowError,
@@ -55,6 +53,7 @@ from langgraph_warden.errors import (
 )
 from langgraph_warden.events import EventDraft, EventKind
 from langgraph_warden.keys import KeyStore, default_key_store
+from langgraph_warden.redaction import scrub_blob  # the storage boundary: live secrets masked before digests
 
 from . import migrate, schema
 from .engine import WRITE, DirectTx, direct_sqlite, engines_from, is_sqlite, make_engines, parse_url, write_lock

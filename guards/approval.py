@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from langgraph_warden import canonical
@@ -202,7 +202,7 @@ class ApprovalRequest:
     separation_of_duties: bool = False
     requires_signature: bool = False
     retry_of_in_doubt: bool = False
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -246,7 +246,7 @@ class ApprovalRequest:
 
     @property
     def expired(self) -> bool:
-        return datetime.now(timezone.utc) >= datetime.fromisoformat(self.expires_at)
+        return datetime.now(UTC) >= datetime.fromisoformat(self.expires_at)
 
 
 @dataclass(frozen=True, slots=True)

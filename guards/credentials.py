@@ -69,7 +69,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from langgraph_warden import redaction
@@ -228,7 +228,7 @@ _EMPTY_SECRET = SecretValue("")
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def short_digest(token: str) -> str:
@@ -575,7 +575,7 @@ class CredentialBroker:
             raise UnknownProviderError(name, self.providers)
 
         now = int(self.clock())
-        issued_at = datetime.fromtimestamp(now, timezone.utc)
+        issued_at = datetime.fromtimestamp(now, UTC)
         request = CredentialRequest(
             lease_id=uuid.uuid4().hex,
             thread_id=thread_id,
@@ -584,7 +584,7 @@ class CredentialBroker:
             audience=aud,
             scopes=requested,
             issued_at=issued_at,
-            expires_at=datetime.fromtimestamp(now + ttl, timezone.utc),
+            expires_at=datetime.fromtimestamp(now + ttl, UTC),
         )
         lease = prov.acquire(request)  # SecretNotFoundError etc. propagate: nothing recorded yet
         if lease.secret:  # any provider's value, before anything can carry it anywhere
@@ -810,7 +810,7 @@ def _revoked_draft(
         **lease.to_record(),
         "reason": stored_reason,
         "revoked": revoked,
-        "revoked_at": _iso(datetime.fromtimestamp(int(clock()), timezone.utc)),
+        "revoked_at": _iso(datetime.fromtimestamp(int(clock()), UTC)),
     }
     if recovered:
         payload["recovered"] = True

@@ -30,16 +30,16 @@ Fail closed: if the ledger cannot record ``tool.started`` the tool does not run.
 from __future__ import annotations
 
 import asyncio
-import logging
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from langchain_core.messages import ToolMessage
@@ -82,13 +82,13 @@ from .thread_view import (
     _TAKEOVER_KINDS,
     _VIEW_CACHE_SIZE,
     _VIEW_KINDS,
-    _CallRecord,
-    _ThreadSnapshot,
-    _ThreadView,
-    _history_decision,
     VIEW_SNAPSHOT,
     VIEW_SNAPSHOT_EVERY,
     VIEW_SNAPSHOT_SUBJECT,
+    _CallRecord,
+    _history_decision,
+    _ThreadSnapshot,
+    _ThreadView,
     snapshot_draft,
 )
 from .tools import ToolRegistry, ToolSpec, UnknownTools, check_unknown_tools, deny_undeclared
@@ -103,7 +103,7 @@ CHARTER_CONFIG_KEY = "warden_charter"
 GuardMode = Literal["enforce", "monitor"]
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:

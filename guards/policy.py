@@ -83,7 +83,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
@@ -417,7 +417,7 @@ def check_input_version(engine: Any, policy_input: Any) -> PolicyDecision | None
 
 
 def _utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _iso(value: Any, field_name: str) -> str | None:
@@ -426,7 +426,7 @@ def _iso(value: Any, field_name: str) -> str | None:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ConfigurationError(f"policy input {field_name}: naive datetime; pass a timezone-aware one")
-        return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     raise ConfigurationError(f"policy input {field_name}: expected an ISO-8601 string or datetime, got {value!r}")
 
 
@@ -712,7 +712,7 @@ APPROVAL_TRIGGERS: tuple[str, ...] = ("escalates", "irreversible", "external", "
 def default_approval_triggers(risk_tier: str) -> list[str]:
     """Triggers used when the input carries no profile (hand-written inputs)."""
     base = ["escalates", "external", "irreversible"]
-    return sorted(base + ["sensitive_data"]) if risk_tier == "high" else base
+    return sorted([*base, "sensitive_data"]) if risk_tier == "high" else base
 
 
 def approval_triggers(run: Mapping[str, Any]) -> list[str]:

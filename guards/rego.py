@@ -76,7 +76,7 @@ def _load_error(exc: Exception, sources: Mapping[str, str], stage: str) -> Polic
         return PolicyLoadError(f"Rego policy could not be {stage}: {detail}")
     lines = []
     first: tuple[str, int, int] | None = None
-    for loc, msg in zip(locs, msgs + [""] * len(locs)):
+    for loc, msg in zip(locs, msgs + [""] * len(locs), strict=False):
         file = loc.group("file")
         line, col = _line_col(sources.get(file, ""), int(loc.group("offset")))
         if first is None:

@@ -31,7 +31,7 @@ import base64
 import hashlib
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -95,7 +95,7 @@ def _normalise(value: Any, path: str) -> Any:
             raise CanonicalEncodingError(
                 f"{path}: naive datetime {value.isoformat()}; pass a timezone-aware datetime"
             )
-        utc = value.astimezone(timezone.utc)
+        utc = value.astimezone(UTC)
         return {_DATETIME_TAG: utc.isoformat(timespec="microseconds").replace("+00:00", "Z")}
     raise CanonicalEncodingError(
         f"{path}: {type(value).__name__} is not canonically encodable; "
@@ -153,7 +153,7 @@ def _datetime_text(value: datetime) -> str:
     always writes six fraction digits; the UTC offset it appends is ``+00:00``,
     which the reference turns into ``Z``. Pinned against the reference by a property test.
     """
-    u = value.astimezone(timezone.utc)
+    u = value.astimezone(UTC)
     return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond)
 
 

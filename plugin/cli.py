@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -55,18 +55,18 @@ def _fail(exc: Exception) -> None:
 @audit_app.command("verify")
 def audit_verify(
     db: DbOption,
-    thread: Annotated[Optional[str], typer.Option("--thread", help="Verify one thread only.")] = None,
+    thread: Annotated[str | None, typer.Option("--thread", help="Verify one thread only.")] = None,
     against: Annotated[
-        Optional[Path], typer.Option("--against", help="JSON from `warden audit head` saved earlier.", exists=True)
+        Path | None, typer.Option("--against", help="JSON from `warden audit head` saved earlier.", exists=True)
     ] = None,
     all_signatures: Annotated[
         bool, typer.Option("--all-signatures", help="Verify every signed head, not only each key's latest.")
     ] = False,
     trust_key: Annotated[
-        Optional[list[str]], typer.Option("--trust-key", help="Accept only signatures by these key ids (repeatable).")
+        list[str] | None, typer.Option("--trust-key", help="Accept only signatures by these key ids (repeatable).")
     ] = None,
     head_store: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--head-store", help="Directory of a FileHeadStore (head_store=): each thread is checked against "
                      "the head saved there.", exists=True, file_okay=False),
     ] = None,
@@ -147,7 +147,7 @@ def _conduct_findings(trail, finding_type) -> list:
 @audit_app.command("head")
 def audit_head(
     db: DbOption,
-    thread: Annotated[Optional[str], typer.Option("--thread", help="One thread only.")] = None,
+    thread: Annotated[str | None, typer.Option("--thread", help="One thread only.")] = None,
 ) -> None:
     """Print the signed chain head of every thread as JSON (save it outside the database)."""
     with open_for_reading(db) as saver:
@@ -169,7 +169,6 @@ def audit_show(
     Exit 1 if verification failed or anything ran without an authorisation.
     """
     from .audit import reconstruct
-
     from .chain import Finding
 
     with open_for_reading(db) as saver:
@@ -200,9 +199,9 @@ def audit_show(
 @audit_app.command("export")
 def audit_export(
     db: DbOption,
-    thread: Annotated[Optional[str], typer.Option("--thread", help="One thread only (default: every thread).")] = None,
+    thread: Annotated[str | None, typer.Option("--thread", help="One thread only (default: every thread).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Only jsonl is supported.")] = "jsonl",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Export events as JSON lines (one record per event, with chain position, hash and verification)."""
     from .audit import export_jsonl, reconstruct
@@ -250,7 +249,7 @@ def audit_events(
 @app.command("demo")
 def demo(
     db: Annotated[
-        Optional[str], typer.Option("--db", help="Run on this database (URL, e.g. PostgreSQL, or a SQLite file path) "
+        str | None, typer.Option("--db", help="Run on this database (URL, e.g. PostgreSQL, or a SQLite file path) "
                                     "instead of a new SQLite file; each run is a new thread, earlier runs are kept.")
     ] = None,
     approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every request without asking.")] = False,

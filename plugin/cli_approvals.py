@@ -47,7 +47,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -122,7 +122,7 @@ def _signing_key(ref: str):
     raise _Usage(f"--key {ref!r} is neither a file nor SERVICE:USERNAME of a keyring entry")
 
 
-def _approver_keys(path: Optional[Path]) -> dict[str, bytes]:
+def _approver_keys(path: Path | None) -> dict[str, bytes]:
     if path is None:
         return {}
     try:
@@ -194,7 +194,7 @@ def _request_row(r: Any) -> dict[str, Any]:
 @app.command("list")
 def list_(
     db: DbOption,
-    thread: Annotated[Optional[str], typer.Option("--thread", help="One thread only.")] = None,
+    thread: Annotated[str | None, typer.Option("--thread", help="One thread only.")] = None,
     output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
 ) -> None:
     """Show pending approval requests across threads (read-only; needs no key)."""
@@ -237,14 +237,14 @@ def decide(
     approve_: Annotated[bool, typer.Option("--approve", help="Approve the exact action")] = False,
     reject_: Annotated[bool, typer.Option("--reject", help="Reject it (the agent sees --message)")] = False,
     edit_args: Annotated[
-        Optional[str], typer.Option("--edit-args", help="Approve with these arguments instead (JSON object); policy decides again")
+        str | None, typer.Option("--edit-args", help="Approve with these arguments instead (JSON object); policy decides again")
     ] = None,
-    message: Annotated[Optional[str], typer.Option("--message", help="Message for the agent / the record")] = None,
+    message: Annotated[str | None, typer.Option("--message", help="Message for the agent / the record")] = None,
     key: Annotated[
-        Optional[str], typer.Option("--key", help="Sign the decision: SERVICE:USERNAME of a keyring entry, or a key file")
+        str | None, typer.Option("--key", help="Sign the decision: SERVICE:USERNAME of a keyring entry, or a key file")
     ] = None,
     approver_keys: Annotated[
-        Optional[Path], typer.Option("--approver-keys", help="JSON {approver: base64 Ed25519 public key} for signed approvals")
+        Path | None, typer.Option("--approver-keys", help="JSON {approver: base64 Ed25519 public key} for signed approvals")
     ] = None,
     ephemeral_keys: Annotated[
         bool,

@@ -18,7 +18,7 @@ foreign, corrupt, too-new or unreachable database; an unknown thread; no signing
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -63,7 +63,7 @@ def _credentials() -> None:
 @app.command("list")
 def list_leases(
     db: DbOption,
-    thread: Annotated[Optional[str], typer.Option("--thread", help="Only this run's leases.")] = None,
+    thread: Annotated[str | None, typer.Option("--thread", help="Only this run's leases.")] = None,
     output: FormatOption = "text",
 ) -> None:
     """List outstanding (never revoked) leases, of one run or of all."""
@@ -78,10 +78,10 @@ def list_leases(
     if output == "json":
         typer.echo(json.dumps({"outstanding": records}, indent=2))
         return
+    import sys
+
     from rich.console import Console
     from rich.table import Table
-
-    import sys
 
     console = Console(width=None if sys.stdout.isatty() else 220)  # ids stay whole when piped
     if records:
@@ -105,7 +105,7 @@ def revoke_run(
         typer.Option("--ephemeral-keys", help="Sign the revocation events with a throwaway key (demos and tests; "
                                               "recorded as ephemeral). Default: the signing key in the OS keyring."),
     ] = False,
-    workload_id: Annotated[Optional[str], typer.Option("--workload-id", help="SPIFFE id recorded with a new key.")] = None,
+    workload_id: Annotated[str | None, typer.Option("--workload-id", help="SPIFFE id recorded with a new key.")] = None,
     output: FormatOption = "text",
 ) -> None:
     """Revoke every outstanding lease of a run (after a crash) and record each revocation."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -52,7 +52,7 @@ app = typer.Typer(help="Evaluate and check tool-call policies.", no_args_is_help
                   epilog=EXIT_CODES_HELP)
 
 
-class EngineChoice(str, Enum):
+class EngineChoice(str, Enum):  # noqa: UP042 - StrEnum would change str(member) in the CLI's choices; kept as it is
     rego = "rego"
     cedar = "cedar"
 
@@ -79,16 +79,16 @@ def eval_command(
     input_file: Annotated[Path, typer.Option("--input", "-i", help="Policy input document (JSON); '-' reads stdin. "
                                              "Start from `warden policy example-input`.")],
     policy: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option("--policy", "-p", help="Policy file (.rego/.cedar) or directory of .rego files; repeatable for "
                      "Rego. Default: the engine's shipped default policy (`warden policy show-default`)."),
     ] = None,
     engine: Annotated[EngineChoice, typer.Option("--engine", "-e", help="Engine to evaluate with.")] = EngineChoice.rego,
     query: Annotated[
-        Optional[str], typer.Option("--query", "-q", help="Rego rule holding the decision (default data.warden.decision).")
+        str | None, typer.Option("--query", "-q", help="Rego rule holding the decision (default data.warden.decision).")
     ] = None,
     data: Annotated[
-        Optional[Path], typer.Option("--data", "-d", help="Rego: JSON base document, e.g. {\"warden_config\": {...}}.")
+        Path | None, typer.Option("--data", "-d", help="Rego: JSON base document, e.g. {\"warden_config\": {...}}.")
     ] = None,
 ) -> None:
     """Print the decision for one input. Exit 0 allow, 1 deny, 2 approval, 3 error, 4 usage error."""
@@ -149,7 +149,7 @@ def _default_policy(engine: EngineChoice) -> Path:
 
 
 _VersionOption = Annotated[
-    Optional[int],
+    int | None,
     typer.Option("--version", "-v", min=1, max=2, help="Policy input version (1 or 2; default: the current one)."),
 ]
 

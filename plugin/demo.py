@@ -56,7 +56,9 @@ from .events import EventKind
 from .guards import approval as approvals
 from .guards.credentials import CredentialRejected, current_credential
 from .guards.tools import ToolSpec
-from .testing import ScriptedChatModel  # re-exported: `from langgraph_warden.demo import ScriptedChatModel` keeps working
+from .testing import (
+    ScriptedChatModel,  # re-exported: `from langgraph_warden.demo import ScriptedChatModel` keeps working
+)
 from .warden import Warden
 
 __all__ = ["run_demo", "build_graph", "ScriptedChatModel"]

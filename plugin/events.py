@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from . import canonical
@@ -126,11 +126,11 @@ class EventSummary(NamedTuple):
         joined = b"[" + b",".join(bodies) + b"]"
         docs = _loads(joined)
         if joined.count(b"$") == len(bodies):
-            return [cls(seq, kind, doc["ts"]["$datetime"], doc["payload"]) for (seq, kind, _), doc in zip(rows, docs)]
+            return [cls(seq, kind, doc["ts"]["$datetime"], doc["payload"]) for (seq, kind, _), doc in zip(rows, docs, strict=True)]
         revive = canonical.revive
         return [
             cls(seq, kind, doc["ts"]["$datetime"], doc["payload"] if body.count(b"$") == 1 else revive(doc["payload"]))
-            for (seq, kind, _), body, doc in zip(rows, bodies, docs)
+            for (seq, kind, _), body, doc in zip(rows, bodies, docs, strict=True)
         ]
 
 
@@ -192,7 +192,7 @@ class Event:
         On every commit, so the body is built, encoded and hashed once and the
         event constructed once; the body is exactly what :meth:`body` returns.
         """
-        when = ts or datetime.now(timezone.utc)
+        when = ts or datetime.now(UTC)
         body = canonical.encode(
             {
                 "v": EVENT_SCHEMA_VERSION,

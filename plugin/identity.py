@@ -267,7 +267,7 @@ class EphemeralWorkloadKeyStore:
     def rotate(self) -> WorkloadKey:
         with self._lock:
             if self._key is not None:
-                self._retired = ([self._key.public_jwk] + self._retired)[:RETAINED_RETIRED_KEYS]
+                self._retired = ([self._key.public_jwk, *self._retired])[:RETAINED_RETIRED_KEYS]
             self._key = WorkloadKey.from_private(ec.generate_private_key(ec.SECP256R1()), self.kind)
             return self._key
 
@@ -385,7 +385,7 @@ class KeyringWorkloadKeyStore:
             if self._key is None:
                 self._load()
             assert self._key is not None
-            retired = ([self._key.public_jwk] + self._retired)[:RETAINED_RETIRED_KEYS]
+            retired = ([self._key.public_jwk, *self._retired])[:RETAINED_RETIRED_KEYS]
             private = ec.generate_private_key(ec.SECP256R1())
             self._save(private, retired)
             self._retired = retired

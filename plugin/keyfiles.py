@@ -211,7 +211,7 @@ class FileWorkloadKeyStore:
             if self._key is None:
                 self._load()
             assert self._key is not None
-            retired = ([self._key.public_jwk] + self._retired)[:RETAINED_RETIRED_KEYS]
+            retired = ([self._key.public_jwk, *self._retired])[:RETAINED_RETIRED_KEYS]
             private = ec.generate_private_key(ec.SECP256R1())
             write_key_file(self.path, workload_key_doc(private, retired), replace=True)
             self._retired = retired

@@ -677,7 +677,7 @@ class _Walker:
                 return v
             pairs = [(k, x) for k, x in v.items()]
             clean = [(self.value(k), self.value(x)) for k, x in pairs]
-            if all(a is c and b is d for (a, b), (c, d) in zip(pairs, clean)):
+            if all(a is c and b is d for (a, b), (c, d) in zip(pairs, clean, strict=True)):
                 out = v
             else:
                 out = self._rebuild(v, dict(clean), dict)
@@ -687,7 +687,7 @@ class _Walker:
                 return v
             items = list(v)
             clean = [self.value(x) for x in items]
-            if all(a is b for a, b in zip(items, clean)):
+            if all(a is b for a, b in zip(items, clean, strict=True)):
                 out = v
             else:
                 plain = frozenset if isinstance(v, frozenset) else set if isinstance(v, Set) else tuple if isinstance(v, tuple) else list

@@ -21,7 +21,7 @@ from typing import Any
 
 from .anchors import HeadStore
 from .audit import AuditTrail, reconstruct, view_snapshot_findings
-from .charter import RunCharter, RiskTier
+from .charter import RiskTier, RunCharter
 from .checkpointers import DEFAULT_WORKLOAD_ID, VerificationReport, WardenSaver
 from .checkpointers.leases import SqlLeaseStore
 from .errors import ConfigurationError
