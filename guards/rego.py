@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_warden import canonical
+from langgraph_warden.guards.rego_projection import input_projection, project
 
 from .policy import (
     POLICY_INPUT_VERSION,
@@ -329,11 +330,14 @@ class RegoEngine:
             raise _load_error(exc, self._sources, "compiled") from None
         if not bundle.ok():
             raise PolicyLoadError(f"RegoEngine: compiling {query} produced no usable bundle")
-        self._check_builtins(interp, bundle)
+        plan = _compiled_plan(self._revision, self._sources, self._data, self._query)
+        self._check_builtins(interp, plan)
+        # Only what the compiled policy can read is converted on each evaluation (rego_projection).
+        self._projection = input_projection(plan)
         self._interp = interp
         self._bundle = bundle
 
-    def _check_builtins(self, interp: Any, bundle: Any) -> None:  # noqa: ARG002 - bundle kept for clarity
+    def _check_builtins(self, interp: Any, plan: Mapping[str, Any]) -> None:
         """Refuse a policy that calls a builtin rego-cpp lacks.
 
         The compiled plan lists every builtin the policy's rules and functions
@@ -342,7 +346,6 @@ class RegoEngine:
         ones rego-cpp implements. That is exact where a text scan of the source
         would be fooled by aliases, comments and strings.
         """
-        plan = _compiled_plan(self._revision, self._sources, self._data, self._query)
         static = plan.get("static", {})
         names = [f.get("name") for f in static.get("builtin_funcs", []) if isinstance(f, dict)]
         missing = sorted({n for n in names if isinstance(n, str) and not interp.is_builtin(n)})
@@ -404,7 +407,8 @@ class RegoEngine:
         """
         from regopy import rego_shared as native
 
-        p_in = _native_input(policy_input)
+        projection = self._projection
+        p_in = _native_input(policy_input if projection is None else project(policy_input, projection))
         with self._lock:
             try:
                 native.rego_set_input(self._interp._impl, p_in)  # copies the term
@@ -443,6 +447,9 @@ class RegoEngine:
         if refused is not None:
             return refused
         digest = safe_input_digest(policy_input)
+        if digest.startswith("unavailable:"):
+            # The whole document must be JSON data, not only the part this policy reads (rego_projection).
+            return fail_closed(self, policy_input, TypeError("the policy input is not JSON data"), input_digest=digest)
         try:
             document = self.evaluate(policy_input)
             return decision_from_document(
