@@ -1163,6 +1163,19 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await self._awrite(self._prune_tx, list(thread_ids), strategy)
 
+    async def aget_iter(self, config: RunnableConfig) -> AsyncIterator[CheckpointTuple]:
+        """LangGraph Agent Server's state read (its probed ``aget_iter``): the requested checkpoint, verified.
+
+        A coroutine returning an iterator, as the server awaits it; at most one tuple (``aget_tuple``).
+        """
+        found = await self.aget_tuple(config)
+
+        async def one() -> AsyncIterator[CheckpointTuple]:
+            if found is not None:
+                yield found
+
+        return one()
+
     # -------------------------------------------------------------- versions
     def get_next_version(self, current: str | None, channel: None = None) -> str:
         """Monotonic string versions: zero-padded counter plus a random tiebreak (as LangGraph's savers)."""

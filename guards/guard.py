@@ -61,7 +61,6 @@ from langgraph_warden.events import Event, EventDraft, EventKind, EventSink, Eve
 from langgraph_warden.keys import key_id_for
 
 from .approval import (
-    RESPONSE_JSON_SCHEMA,
     ApprovalDecision,
     ApprovalRequest,
     InvalidApprovalError,
@@ -70,6 +69,8 @@ from .approval import (
     same_identity,
 )
 from .credentials import CredentialBroker, CredentialError, Lease
+from .hitl import HITL_RESPONSE_JSON_SCHEMA, bind_resume, hitl_request
+from .run_charter import authenticated_user
 
 if TYPE_CHECKING:
     from langgraph_warden.checkpointers.claims import CallClaims
@@ -241,6 +242,10 @@ class ToolGuard:
         self.mode = mode
         self.approver_keys = dict(approver_keys or {})
         self.default_charter = default_charter
+        #: Reads a new thread's charter from its run config instead of ``warden_charter`` (Agent Server:
+        #: :func:`~langgraph_warden.guards.run_charter.charter_from_run`); ``charter_hint`` says where it goes.
+        self.charter_source: Callable[[Mapping[str, Any]], RunCharter | None] | None = None
+        self.charter_hint: str | None = None
         self._serde = JsonPlusSerializer()
         self._views: OrderedDict[str, _ThreadView] = OrderedDict()
         self._views_lock = threading.Lock()
@@ -782,16 +787,19 @@ class ToolGuard:
         if recorded is not None:
             return recorded
         doc = ((config or {}).get("configurable") or {}).get(CHARTER_CONFIG_KEY)
-        charter = RunCharter.from_dict(doc) if isinstance(doc, Mapping) else (
-            doc if isinstance(doc, RunCharter) else self.default_charter
-        )
+        if self.charter_source is not None:
+            doc = charter = self.charter_source(config or {})
+        else:
+            charter = RunCharter.from_dict(doc) if isinstance(doc, Mapping) else (
+                doc if isinstance(doc, RunCharter) else self.default_charter
+            )
         if charter is None:
             return None
         self._append(
             thread_id,
             EventKind.RUN_STARTED,
             None,
-            {"charter": charter.to_dict(), "workload_id": self.workload_id, "source": "config" if doc else "default"},
+            {"charter": charter.to_dict(), "workload_id": self.workload_id, "source": "run" if self.charter_source is not None else "config" if doc else "default"},
         )
         return charter
 
@@ -912,7 +920,7 @@ class ToolGuard:
             return self._deny(
                 thread_id, base, None, ["no_owner"],
                 "Denied (no_owner): this run has no charter (owner, intent, risk tier). Start it with warden.start_run(...) or "
-                f"config['configurable']['{CHARTER_CONFIG_KEY}'].",
+                f"config['configurable']['{CHARTER_CONFIG_KEY}']." + (f" {self.charter_hint}" if self.charter_hint else ""),
             )
 
         # 2. policy (a decision awaiting approval is reused so the approval binds to it).
@@ -1288,6 +1296,8 @@ class ToolGuard:
             def validate(raw: Any) -> Any:
                 new = _is_new_resume(raw, scratchpad, conf)
                 try:
+                    # LangChain's HITL answers become warden's; with server auth the sender is the approver.
+                    raw = bind_resume(raw, req, authenticated_user({"configurable": conf}))
                     result = self._validate_resume(thread_id, req, charter, raw, new)
                 except InvalidApprovalError as exc:
                     mine = _addressed_to(raw, req.request_id)
@@ -1296,10 +1306,10 @@ class ToolGuard:
                 walked.append(raw)
                 return result
 
-            schema = Annotated[Any, PlainValidator(validate), WithJsonSchema(RESPONSE_JSON_SCHEMA)]
+            schema = Annotated[Any, PlainValidator(validate), WithJsonSchema(HITL_RESPONSE_JSON_SCHEMA)]
             while True:
                 try:
-                    result = interrupt(req.to_dict(), response_schema=schema)  # pauses the run the first time
+                    result = interrupt(hitl_request(req), response_schema=schema)  # pauses the run the first time
                 except _Refusal as refusal:
                     raise refusal.error from None
                 if result is not _NOT_MINE:

@@ -1079,7 +1079,8 @@ def _install_log_filter() -> None:
         record = previous(*args, **kwargs)
         if registry._snap is not None:
             name = record.name
-            if name == _HIERARCHY or name.startswith(_HIERARCHY + "."):
+            # makeLogRecord (structlog's formatter, e.g. on Agent Server) builds records with name None.
+            if isinstance(name, str) and (name == _HIERARCHY or name.startswith(_HIERARCHY + ".")):
                 _log_filter.filter(record)
         return record
 
