@@ -3,6 +3,11 @@
     warden approvals list   --db URL [--thread T] [--format table|json]
     warden approvals decide THREAD REQUEST --db URL --graph my_app.graphs:build \\
         (--approve | --reject --message TEXT | --edit-args JSON) --as NAME [--key SERVICE:USER | --key FILE]
+    warden approvals list   --server URL [--token T] [--thread T]
+    warden approvals decide THREAD REQUEST --server URL [--token T] (--approve | ...) [--as NAME] [--key ...]
+
+``--server URL`` works on runs deployed on LangGraph Agent Server, through its API
+(:mod:`langgraph_warden.cli_server`), instead of a database and an imported graph.
 
 ``list`` reads the signed ledger: every request with no decision yet, across threads.
 
@@ -64,6 +69,22 @@ app = typer.Typer(help="List and answer the approval requests of paused runs.", 
 DbOption = Annotated[
     str,
     typer.Option("--db", help="Database URL: sqlite:///path.db or postgresql+psycopg://user@host/db", envvar="WARDEN_DB"),
+]
+
+
+OptDbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL: sqlite:///path.db or postgresql+psycopg://user@host/db", envvar="WARDEN_DB"),
+]
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", envvar="WARDEN_SERVER",
+                 help="URL of a LangGraph Agent Server (e.g. http://127.0.0.1:2024): use its API instead of --db/--graph"),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar="WARDEN_SERVER_TOKEN", show_default=False,
+                 help="Bearer token for the server's auth (--server only); never printed"),
 ]
 
 
@@ -193,20 +214,33 @@ def _request_row(r: Any) -> dict[str, Any]:
 
 @app.command("list")
 def list_(
-    db: DbOption,
+    db: OptDbOption = None,
     thread: Annotated[str | None, typer.Option("--thread", help="One thread only.")] = None,
     output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Show pending approval requests across threads (read-only; needs no key)."""
     from .warden import Warden
 
     if output not in ("table", "json"):
         _fail(f"--format {output!r}: use table or json")
-    with open_for_reading(db) as saver:
-        if thread is not None:
-            require_thread(saver, thread)
-        pending = Warden(saver, credentials=False).pending_approvals(thread)
-    rows = [_request_row(r) for r in pending]
+    if server is not None:
+        from .cli_server import pending_on_server
+
+        try:
+            rows = [{**_request_row(r), "interrupt_id": iid} for iid, r in pending_on_server(server, token, thread)]
+        except WardenError as exc:
+            _fail(str(exc))
+    else:
+        if db is None:
+            _fail("pass --db URL (the warden database), or --server URL for runs on LangGraph Agent Server")
+            return
+        with open_for_reading(db) as saver:
+            if thread is not None:
+                require_thread(saver, thread)
+            pending = Warden(saver, credentials=False).pending_approvals(thread)
+        rows = [_request_row(r) for r in pending]
     if output == "json":
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
@@ -226,14 +260,15 @@ def list_(
 def decide(
     thread: Annotated[str, typer.Argument(help="Thread id of the paused run")],
     request: Annotated[str, typer.Argument(help="Approval request id (from `warden approvals list`)")],
-    db: DbOption,
-    as_: Annotated[str, typer.Option("--as", help="Your name as approver (recorded and checked)")],
+    db: OptDbOption = None,
+    as_: Annotated[str | None, typer.Option("--as", help="Your name as approver (recorded and checked); "
+                                                     "with --server and server auth, the authenticated user")] = None,
     graph: Annotated[
-        str,
+        str | None,
         typer.Option("--graph", envvar="WARDEN_GRAPH",
                      help="module:attribute of the compiled graph, or of a factory taking the Warden or the checkpointer; "
                           "imported from the current directory or sys.path"),
-    ],
+    ] = None,
     approve_: Annotated[bool, typer.Option("--approve", help="Approve the exact action")] = False,
     reject_: Annotated[bool, typer.Option("--reject", help="Reject it (the agent sees --message)")] = False,
     edit_args: Annotated[
@@ -251,6 +286,10 @@ def decide(
         typer.Option("--ephemeral-keys", help="Demo/test only: sign ledger events with a throwaway in-memory key instead of the keyring"),
     ] = False,
     output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    server: ServerOption = None,
+    token: TokenOption = None,
+    assistant: Annotated[str | None, typer.Option("--assistant", help="--server: the assistant to resume with "
+                                                                      "(default: the thread's)")] = None,
 ) -> None:
     """Answer one pending request and resume its run."""
     from langgraph.types import Command
@@ -265,6 +304,13 @@ def decide(
         _fail("choose exactly one of --approve, --reject and --edit-args")
     if reject_ and not message:
         _fail("--reject needs --message: the agent is told why")
+    if server is not None:
+        _decide_on_server(server, token, thread, request, chosen[0], as_, message, edit_args, key, assistant, output)
+        return
+    missing = [n for n, v in (("--db", db), ("--graph", graph), ("--as", as_)) if v is None]
+    if missing:
+        _fail(f"pass {', '.join(missing)} (or --server URL for runs on LangGraph Agent Server)")
+    assert db is not None and graph is not None and as_ is not None
     try:
         new_args = None
         if edit_args is not None:
@@ -330,3 +376,38 @@ def decide(
         if result is not None:
             typer.echo(f"tool result: {result}")
         typer.echo(f"still pending on {thread}: {', '.join(still) if still else 'none'}")
+
+
+def _decide_on_server(
+    server: str, token: str | None, thread: str, request: str, chosen: str, as_: str | None,
+    message: str | None, edit_args: str | None, key: str | None, assistant: str | None, output: str,
+) -> None:
+    """``decide --server``: answer through the Agent Server's API (see :mod:`langgraph_warden.cli_server`)."""
+    from .cli_server import RefusedAnswer, decide_on_server
+
+    decision = {"--approve": "approve", "--reject": "reject", "--edit-args": "edit"}[chosen]
+    try:
+        new_args = json.loads(edit_args) if edit_args is not None else None
+    except ValueError as exc:
+        _fail(f"--edit-args is not JSON: {exc}")
+    if edit_args is not None and not isinstance(new_args, dict):
+        _fail("--edit-args must be a JSON object of the tool's arguments")
+    try:
+        signing = _signing_key(key) if key else None
+        got = decide_on_server(server, token, thread, request, decision, approver=as_, message=message,
+                               args=new_args, key=signing, assistant=assistant)
+    except RefusedAnswer as exc:
+        _fail(f"refused: {exc}", code=1)
+    except WardenError as exc:
+        _fail(str(exc))
+    doc = {"thread_id": thread, "request_id": request, "decision": decision, "approver": as_,
+           "signed": key is not None, "result": got["result"], "pending": got["pending"]}
+    if output == "json":
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    verb = {"approve": "approved", "reject": "rejected", "edit": "approved with edited arguments"}[decision]
+    typer.echo(f"{verb} {request} on {thread}" + (f" as {as_}" if as_ else " as the authenticated user")
+               + (" (signed)" if key else ""))
+    if got["result"] is not None:
+        typer.echo(f"tool result: {got['result']}")
+    typer.echo(f"still pending on {thread}: {', '.join(got['pending']) if got['pending'] else 'none'}")
