@@ -422,7 +422,8 @@ class DirectSqlite:
             # Chain heads are signed just before COMMIT, once per thread (see DirectTx.before_commit), even
             # for a lone request: requests that join late may move its head. (A lone Ledger.append signs
             # its head in its row and registers that; a joiner on its thread registers the newer head.)
-            tx = DirectTx(cur, True, {})
+            finishers: dict[Any, Callable[[DirectTx], None]] = {}
+            tx = DirectTx(cur, True, finishers)
             if len(batch) == 1:
                 # Alone: no savepoint; a failure rolls the whole (one-request) transaction back.
                 batch[0].result = batch[0].fn(tx, *batch[0].args)
@@ -436,7 +437,7 @@ class DirectSqlite:
                     break
                 batch.extend(late)
                 self._run_each(tx, late)
-            for finish in tx.before_commit.values():
+            for finish in finishers.values():
                 finish(tx)
             cur.execute("COMMIT")
             self.commits += 1

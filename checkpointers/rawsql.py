@@ -10,11 +10,10 @@ the driver's paramstyle (sqlite3: ``?``, psycopg: ``%s``).
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -22,16 +21,40 @@ from .engine import DirectTx
 
 __all__ = ["Raw", "CpRow", "WrRow", "CP_COLS", "WR_COLS", "EV_COLS"]
 
-CP_COLS = (
-    "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, type, checkpoint, "
-    "metadata_type, metadata, digest"
-)
-WR_COLS = "thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type, blob, digest"
+class CpRow(NamedTuple):
+    """A checkpoints row as the raw SELECT of :data:`CP_COLS` returns it (values as the driver gives them)."""
+
+    thread_id: Any
+    checkpoint_ns: Any
+    checkpoint_id: Any
+    parent_checkpoint_id: Any
+    run_id: Any
+    type: Any
+    checkpoint: Any
+    metadata_type: Any
+    metadata: Any
+    digest: Any
+
+
+class WrRow(NamedTuple):
+    """A writes row as the raw SELECT of :data:`WR_COLS` returns it."""
+
+    thread_id: Any
+    checkpoint_ns: Any
+    checkpoint_id: Any
+    task_id: Any
+    idx: Any
+    task_path: Any
+    channel: Any
+    type: Any
+    blob: Any
+    digest: Any
+
+
+CP_COLS = ", ".join(CpRow._fields)
+WR_COLS = ", ".join(WrRow._fields)
 #: the field order of chain.ChainRow
 EV_COLS = "thread_id, seq, kind, body, hash, key_id, key_store, signature"
-
-CpRow = namedtuple("CpRow", [c.strip() for c in CP_COLS.split(",")])
-WrRow = namedtuple("WrRow", [c.strip() for c in WR_COLS.split(",")])
 
 
 @lru_cache(maxsize=256)

@@ -127,8 +127,8 @@ def expected_rows(report: ChainReport) -> tuple[dict[tuple[str, str], str], dict
             removed = {(c[0], c[1]) for c in p.get("checkpoints", ())}
             for key in removed:
                 cps.pop(key, None)
-            for key in [k for k in wrs if (k[0], k[1]) in removed]:
-                del wrs[key]
+            for wkey in [k for k in wrs if (k[0], k[1]) in removed]:
+                del wrs[wkey]
     return cps, wrs
 
 
@@ -148,12 +148,12 @@ def check_rows_against_events(conn: Connection, thread_id: str, report: ChainRep
         findings.append(Finding(thread_id, None, "checkpoint_deleted", f"checkpoint {key} was recorded but its row is gone"))
     wr = schema.writes
     for r in conn.execute(select(wr).where(wr.c.thread_id == thread_id)):
-        key = (r.checkpoint_ns, r.checkpoint_id, r.task_id, int(r.idx))
-        want = exp_wr.pop(key, None)
+        wkey = (r.checkpoint_ns, r.checkpoint_id, r.task_id, int(r.idx))
+        want = exp_wr.pop(wkey, None)
         if want is None:
-            findings.append(Finding(thread_id, None, "write_unrecorded", f"write {key} has no writes.saved event"))
+            findings.append(Finding(thread_id, None, "write_unrecorded", f"write {wkey} has no writes.saved event"))
         elif want != row_write_digest(r):
-            findings.append(Finding(thread_id, None, "write_changed", f"write {key} differs from its recorded digest"))
-    for key in exp_wr:
-        findings.append(Finding(thread_id, None, "write_deleted", f"write {key} was recorded but its row is gone"))
+            findings.append(Finding(thread_id, None, "write_changed", f"write {wkey} differs from its recorded digest"))
+    for wkey in exp_wr:
+        findings.append(Finding(thread_id, None, "write_deleted", f"write {wkey} was recorded but its row is gone"))
     return findings

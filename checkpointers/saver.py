@@ -26,7 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -41,6 +41,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import Connection, Engine, delete, insert, select, tuple_
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -209,7 +210,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
     @classmethod
     def from_url(
         cls,
-        url: str,
+        url: str | URL,
         *,
         key_store: KeyStore | None = None,
         workload_id: str = DEFAULT_WORKLOAD_ID,
@@ -328,7 +329,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             value = self.serde.loads_typed((r.type, bytes(r.checkpoint)))
             if not isinstance(value, dict) or "id" not in value or "channel_values" not in value:
                 raise TypeError(f"decoded to {type(value).__name__}, not a checkpoint")
-            return value
+            return cast(Checkpoint, value)
         except Exception as exc:
             raise CorruptRowError(
                 f"checkpoint row (thread {r.thread_id!r}, ns {r.checkpoint_ns!r}, id {r.checkpoint_id!r}) in "
@@ -341,7 +342,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             value = self.serde.loads_typed((r.metadata_type, bytes(r.metadata)))
             if not isinstance(value, dict):
                 raise TypeError(f"decoded to {type(value).__name__}, not metadata")
-            return value
+            return cast(CheckpointMetadata, value)
         except Exception as exc:
             raise CorruptRowError(
                 f"metadata of checkpoint row (thread {r.thread_id!r}, id {r.checkpoint_id!r}) in {_cp.name} cannot be decoded "
@@ -358,14 +359,14 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             ) from None
 
     def _tuple(self, r: Any, writes: list[Any]) -> CheckpointTuple:
-        conf = {
+        conf: RunnableConfig = {
             "configurable": {
                 "thread_id": r.thread_id,
                 "checkpoint_ns": r.checkpoint_ns,
                 "checkpoint_id": r.checkpoint_id,
             }
         }
-        parent = (
+        parent: RunnableConfig | None = (
             {
                 "configurable": {
                     "thread_id": r.thread_id,
@@ -385,7 +386,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         )
 
     # ----------------------------------------------------------- read (tx)
-    def _writes_for(self, conn: Connection, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
+    def _writes_for(self, conn: Connection | DirectTx, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
         return [WrRow(*w) for w in Raw(conn).all(_SQL_WRITES, (thread_id, ns, checkpoint_id))]
 
     # ------------------------------------------------------- trust cache
@@ -413,7 +414,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
             entry = self._trusted.get(key)
             return entry is not None and entry[0] == cp_digest and entry[1] == writes
 
-    def _verify_loaded(self, conn: Connection, r: Any, writes: list[Any]) -> None:
+    def _verify_loaded(self, conn: Connection | DirectTx, r: Any, writes: list[Any]) -> None:
         key = (r.thread_id, r.checkpoint_ns, r.checkpoint_id)
         cp_digest = row_checkpoint_digest(r)
         write_digests = {(w.task_id, int(w.idx)): row_write_digest(w) for w in writes}
@@ -494,7 +495,7 @@ class WardenSaver(BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyn
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "") or ""
         checkpoint_id = get_checkpoint_id(config)
-        newer_sql, newer_params = "FALSE", ()
+        newer_sql, newer_params = "FALSE", cast(tuple[Any, ...], ())
         expected: tuple[str | None, dict[tuple[str, int], str]] | None = None
         if not checkpoint_id and self.verify_reads:
             known = self.ledger.trusted_latest(thread_id, ns)

@@ -37,7 +37,7 @@ CHAIN_SNAPSHOT = "chain.snapshot"
 #: Its subject: the events table's (thread, subject) index finds the newest one.
 CHAIN_SNAPSHOT_SUBJECT = "$chain.snapshot"
 #: How many events apart chain snapshots are taken (a first touch reads at most about this many).
-SNAPSHOT_EVERY = 256
+SNAPSHOT_EVERY = 128
 #: Kinds that change what the latest checkpoint is (everything else is skipped by the fold).
 FOLDED_KINDS = frozenset({_CP_SAVED, _WR_SAVED, EventKind.THREAD_DELETED, *_REMOVALS, CHAIN_SNAPSHOT})
 
@@ -303,7 +303,8 @@ class TrustCache:
             t = self._data.get(thread_id)
             if t is not None and t.position == position:
                 return True
-            return self._past.get(thread_id, {}).get(position.seq) == position.hash
+            past = self._past.get(thread_id)
+            return past is not None and past.get(position.seq) == position.hash
 
     def position(self, thread_id: str) -> ChainPosition | None:
         with self._lock:
@@ -362,7 +363,8 @@ class TrustCache:
                 return False
             self._moved(thread_id, current)
             current.fold_docs(docs)
-            current.seq, current.hash = end
+            assert end.hash is not None, "an end position names its hash"
+            current.seq, current.hash = end.seq, end.hash
             return True
 
     def drop(self, thread_id: str) -> None:

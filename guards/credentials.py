@@ -70,7 +70,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from langgraph_warden import redaction
 from langgraph_warden.errors import ConfigurationError, KeyStoreError, WardenError
@@ -84,6 +84,9 @@ __all__ = [
     "CredentialRequest",
     "CredentialProvider",
     "LeaseStore",
+    "AtomicLeaseStore",
+    "LeaseEvents",
+    "records_atomically",
     "CredentialBroker",
     "LocalTokenProvider",
     "KeyringSecretProvider",
@@ -192,6 +195,7 @@ class SecretValue:
     """
 
     __slots__ = ("_value",)
+    _value: str
 
     def __init__(self, value: str) -> None:
         object.__setattr__(self, "_value", value)
@@ -238,19 +242,30 @@ def short_digest(token: str) -> str:
 
 @runtime_checkable
 class LeaseRecord(Protocol):
-    """What a :class:`LeaseStore` returns for a stored lease (no secret, no digest)."""
+    """What a :class:`LeaseStore` returns for a stored lease (no secret, no digest); read-only."""
 
-    lease_id: str
-    jti: str | None
-    thread_id: str
-    tool_call_id: str | None
-    provider: str
-    audience: str
-    scopes: tuple[str, ...]
-    issued_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
-    revoke_reason: str | None
+    @property
+    def lease_id(self) -> str: ...
+    @property
+    def jti(self) -> str | None: ...
+    @property
+    def thread_id(self) -> str: ...
+    @property
+    def tool_call_id(self) -> str | None: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def audience(self) -> str: ...
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
+    @property
+    def issued_at(self) -> datetime: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+    @property
+    def revoke_reason(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,12 +391,8 @@ class LeaseStore(Protocol):
     """The durable lease list and revocation list (``warden_leases``).
 
     Each call is its own transaction and durable on return, so a revocation is
-    effective before :meth:`CredentialBroker.lease` exits. A store whose
-    ``records_atomically`` attribute is true also accepts
-    ``record=(event_sink, thread_id, drafts)`` on :meth:`record_issued` and
-    :meth:`mark_revoked` and commits those events with the row (the SQL store
-    does, when the sink is its database's ledger); the broker then never leaves
-    a lease row without its event or the reverse.
+    effective before :meth:`CredentialBroker.lease` exits. A store that can also
+    commit the lease's events with its row is an :class:`AtomicLeaseStore`.
     """
 
     def record_issued(self, lease: Lease) -> None: ...
@@ -397,6 +408,32 @@ class LeaseStore(Protocol):
     def outstanding(self, thread_id: str) -> Sequence[LeaseRecord]:
         """Leases of the run that were never revoked (expired ones included)."""
         ...
+
+
+#: (event sink, thread id, drafts): the events that describe a lease-list change.
+LeaseEvents = tuple[EventSink, str, Sequence[EventDraft]]
+
+
+@runtime_checkable
+class AtomicLeaseStore(LeaseStore, Protocol):
+    """A :class:`LeaseStore` that commits a lease-list change and its events in one transaction.
+
+    With ``records_atomically`` true, :meth:`record_issued` and :meth:`mark_revoked` accept
+    ``record=(event_sink, thread_id, drafts)`` and commit those events with the row (the SQL
+    store does, when the sink is its database's ledger); the broker then never leaves a lease
+    row without its event or the reverse.
+    """
+
+    records_atomically: bool
+
+    def record_issued(self, lease: Lease, *, record: LeaseEvents | None = None) -> None: ...
+
+    def mark_revoked(self, lease_id: str, reason: str, *, record: LeaseEvents | None = None) -> bool: ...
+
+
+def records_atomically(store: LeaseStore) -> TypeGuard[AtomicLeaseStore]:
+    """True if ``store`` commits lease rows and their events together (see :class:`AtomicLeaseStore`)."""
+    return isinstance(store, AtomicLeaseStore) and bool(store.records_atomically)
 
 
 # --------------------------------------------------------------------------- context accessor
@@ -453,11 +490,9 @@ def _reason_for(exc: BaseException) -> str:
 
     if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
         return RevokeReason.STEP_CANCELLED
-    try:
-        from langgraph.errors import GraphBubbleUp
-    except ImportError:  # pragma: no cover - langgraph is a dependency
-        GraphBubbleUp = ()  # type: ignore[assignment]
-    if GraphBubbleUp and isinstance(exc, GraphBubbleUp):
+    from langgraph.errors import GraphBubbleUp
+
+    if isinstance(exc, GraphBubbleUp):
         return RevokeReason.STEP_INTERRUPTED
     return RevokeReason.STEP_FAILED
 
@@ -497,7 +532,10 @@ class CredentialBroker:
                 "lease_store is required: leases must be recorded durably so a crashed run can be cleaned "
                 "up; pass SqlLeaseStore(engine)"
             )
-        self.max_ttl_seconds = _check_ttl("max_ttl_seconds", max_ttl_seconds)
+        max_ttl = _check_ttl("max_ttl_seconds", max_ttl_seconds)
+        if max_ttl is None:
+            raise ConfigurationError("max_ttl_seconds=None; pass a positive whole number of seconds")
+        self.max_ttl_seconds: int = max_ttl
         self.default_ttl_seconds = min(_check_ttl("default_ttl_seconds", default_ttl_seconds) or 60, max_ttl_seconds)
         self.default_provider = default_provider or items[0].name
         if self.default_provider not in self.providers:
@@ -508,6 +546,16 @@ class CredentialBroker:
         self._lock = threading.Lock()
         #: tool name (or audience) -> provider name, for calls that name no provider (the guard never does).
         self.routes: dict[str, str] = {}
+
+    @property
+    def lease_store(self) -> LeaseStore:
+        return self._lease_store
+
+    @lease_store.setter
+    def lease_store(self, store: LeaseStore) -> None:
+        self._lease_store = store
+        # Decided once: a protocol isinstance check costs ~30 µs, and issue and revoke run per tool call.
+        self._atomic_store: AtomicLeaseStore | None = store if records_atomically(store) else None
 
     def route(self, tool_or_audience: str, provider: str) -> None:
         """Send credentials for this tool (or audience) to ``provider`` instead of the default one.
@@ -591,10 +639,11 @@ class CredentialBroker:
             _register(lease.secret.reveal(), lease)
         payload = {**lease.to_record(), "tool_name": tool_name, "ttl_seconds": ttl, "ttl_capped": capped}
         drafts = [EventDraft(EventKind.CREDENTIAL_ISSUED, payload)]
-        if getattr(self.lease_store, "records_atomically", False):
+        atomic = self._atomic_store
+        if atomic is not None:
             # Lease row and credential.issued commit together: neither can exist without the other.
             try:
-                self.lease_store.record_issued(lease, record=(self.event_sink, thread_id, drafts))
+                atomic.record_issued(lease, record=(self.event_sink, thread_id, drafts))
             except BaseException:
                 with contextlib.suppress(Exception):
                     prov.revoke(lease, RevokeReason.ISSUE_ABORTED)  # unrecorded: a jti token is rejected anyway
@@ -626,11 +675,12 @@ class CredentialBroker:
         commit together, and only the call that revoked the lease records it.
         """
         prov = self.providers.get(lease.provider)
-        if not getattr(self.lease_store, "records_atomically", False):
+        atomic = self._atomic_store
+        if atomic is None:
             revoked, stored_reason = self._end(prov, lease, reason)
             self.event_sink.append(lease.thread_id, [self._revoked_event(lease, stored_reason, revoked)])
             return revoked
-        _claimed, revoked = _revoke_recorded(self.lease_store, self.event_sink, lease, reason, prov, self.clock)
+        _claimed, revoked = _revoke_recorded(atomic, self.event_sink, lease, reason, prov, self.clock)
         return revoked
 
     def _revoked_event(self, lease: Lease, stored_reason: str, revoked: bool) -> EventDraft:
@@ -777,15 +827,15 @@ def revoke_outstanding(
     (``mark_revoked`` is a conditional update), so two processes recovering the
     same run record each lease once. Returns the lease ids this call revoked.
     """
-    atomic = getattr(lease_store, "records_atomically", False)
+    atomic = lease_store if records_atomically(lease_store) else None
     done: list[str] = []
     for rec in lease_store.outstanding(thread_id):
         if tool_call_id is not None and rec.tool_call_id != tool_call_id:
             continue
         lease = Lease.from_record(rec)
         prov = (providers or {}).get(lease.provider)
-        if atomic:
-            claimed, _revoked = _revoke_recorded(lease_store, event_sink, lease, reason, prov, clock, recovered=True)
+        if atomic is not None:
+            claimed, _revoked = _revoke_recorded(atomic, event_sink, lease, reason, prov, clock, recovered=True)
             if claimed:
                 done.append(lease.lease_id)
             continue  # not claimed: another process got there first and recorded it
@@ -818,7 +868,7 @@ def _revoked_draft(
 
 
 def _revoke_recorded(
-    lease_store: Any,
+    lease_store: AtomicLeaseStore,
     event_sink: EventSink,
     lease: Lease,
     reason: str,

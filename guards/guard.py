@@ -57,7 +57,15 @@ from langgraph_warden.errors import (
     LedgerAppendError,
     UnseenEventsError,
 )
-from langgraph_warden.events import Event, EventDraft, EventKind, EventSink, EventSummary, Watermark
+from langgraph_warden.events import (
+    Event,
+    EventDraft,
+    EventKind,
+    EventSink,
+    EventSummary,
+    Watermark,
+    waits_for_checkpoints,
+)
 from langgraph_warden.keys import key_id_for
 
 from .approval import (
@@ -369,7 +377,7 @@ class ToolGuard:
         take them all. Polls this process's verified view (its commits extend it); the database
         is asked every ~50 ms in a thread."""
         o = plan.origin
-        if o is None or o.durability != "async" or not o.same_ledger or not hasattr(self.sink, "wait_for_checkpoint"):
+        if o is None or o.durability != "async" or not o.same_ledger or not waits_for_checkpoints(self.sink):
             await asyncio.to_thread(self._await_origin, plan)  # "sync" and the rest: no wait, only a note
             return
         deadline = time.monotonic() + self.origin_timeout
@@ -1196,7 +1204,7 @@ class ToolGuard:
         if refusal is not None:
             return self._message(None, refusal, tool=tool, tool_call_id=tool_call_id)
         assert answer is not None
-        return answer, (dict(answer.args) if answer.decision == "edit" else args)
+        return answer, (dict(answer.args or {}) if answer.decision == "edit" else args)
 
     @staticmethod
     def _refusal(req: ApprovalRequest, answer: ApprovalDecision | None) -> str | None:
@@ -1252,7 +1260,7 @@ class ToolGuard:
         open_: dict[str, tuple[ApprovalRequest, dict[str, Any]]] = {}
         final: set[str] = set()
         for e in self.sink.events(thread_id, kinds=[EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL]):
-            rid = e.payload.get("request_id")
+            rid: Any = e.payload.get("request_id")  # payloads are untyped dicts (issue 20: a typed event vocabulary)
             if e.kind == EventKind.APPROVAL_REQUESTED:
                 p = e.payload
                 open_[rid] = (ApprovalRequest.from_dict(p["request"]),

@@ -117,7 +117,7 @@ class StepHistory:
         history = {"window": self.window, "run": run, "tools": tools, "data_classes": classes, "recent": entries}
         return history, list(self.recent_approvals)
 
-    def version_1(self, pending: Mapping[str, Mapping[str, Any]] = {}) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def version_1(self, pending: Mapping[str, Mapping[str, Any]] = {}) -> tuple[list[Mapping[str, Any]], list[dict[str, Any]]]:
         """The version-1 ``history`` (every call's latest entry, oldest first) and ``approvals``."""
         if self.entries is None or self.approvals is None:
             raise ValueError("this history keeps aggregates only (keep_all=False): version 1 needs every entry")

@@ -75,13 +75,13 @@ def _body(blocks: Iterable[Mapping[str, Any]], strings: list[Any], tree: dict[st
             src = _local(st.get("source"))
             key = st.get("key") or {}
             tgt = st.get("target")
-            if src in paths and key.get("type") == "string_index" and isinstance(tgt, int) and tgt not in paths:
-                if targets.get(tgt) == 1 and tgt != _INPUT:
-                    name = strings[key["value"]]
-                    if not isinstance(name, str):
-                        raise _Unknown
-                    paths[tgt] = (*paths[src], name)
-                    changed = True
+            if (src in paths and key.get("type") == "string_index" and isinstance(tgt, int) and tgt not in paths
+                    and targets.get(tgt) == 1 and tgt != _INPUT):
+                name = strings[key["value"]]
+                if not isinstance(name, str):
+                    raise _Unknown
+                paths[tgt] = (*paths[src], name)
+                changed = True
     # Pass 2: every use of an input-derived local that is not a constant-key DotStmt keeps its path whole.
     whole: set[tuple[str, ...]] = set()
     reached: set[tuple[str, ...]] = set(paths.values())
@@ -93,8 +93,9 @@ def _body(blocks: Iterable[Mapping[str, Any]], strings: list[Any], tree: dict[st
             key = st.get("key") or {}
             if src in paths and not (key.get("type") == "string_index" and st.get("target") in paths):
                 whole.add(paths[src])
-            if _local(key) in paths:
-                whole.add(paths[_local(key)])
+            keyed = _local(key)
+            if keyed is not None and keyed in paths:
+                whole.add(paths[keyed])
             continue
         if kind == "CallStmt":
             args = st.get("args") or []

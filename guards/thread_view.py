@@ -217,7 +217,7 @@ class _ThreadView:
         self.input_version = input_version
         self.history = StepHistory(keep_all=input_version == 1)
         self._classes = data_classes
-        self.calls: dict[tuple[str, str], _CallRecord] = {}
+        self.calls: dict[tuple[str, str | None], _CallRecord] = {}  # (tool_call_id, args_digest)
         #: Every call id ever decided on the thread (a restored view does not hold every record).
         self.ids = _Bloom()
         #: Restored from a snapshot: a call not held may be an old one (looked up, see the guard).
@@ -225,7 +225,7 @@ class _ThreadView:
         #: Decisions folded since the last snapshot (one is due every VIEW_SNAPSHOT_EVERY).
         self.since_snapshot = 0
         #: (tool, args digest) -> ids of the calls that asked for it, oldest first (retries under a new id).
-        self.actions: dict[tuple[str, str], list[str]] = {}
+        self.actions: dict[tuple[str, str | None], list[str]] = {}
         #: Every event of _VIEW_KINDS up to last_seq is folded in, and none later is known of: set by
         #: a read, kept by this guard's own appends that the ledger checked against it (see
         #: Watermark), cleared by any other append. When set, a call may decide without reading.
@@ -283,7 +283,7 @@ class _ThreadView:
             if kind == _RUN_STARTED:
                 self.charter = RunCharter.from_dict(p["charter"])
                 continue
-            tcid = p.get("tool_call_id")
+            tcid: Any = p.get("tool_call_id")  # payloads are untyped dicts (issue 20: a typed event vocabulary)
             # The policy's step history and approvals.
             if kind == _POLICY_DECIDED:
                 d, tool = p["decision"], p["tool"]
@@ -360,6 +360,7 @@ class _ThreadView:
     def snapshot(self, call: tuple[str, str] | None = None, seen: Watermark | None = None) -> _ThreadSnapshot:
         rec = self.calls.get(call) if call is not None else None
         # Decisions made here and not yet folded count too (a retry keeps its place with its latest decision).
+        history: list[Mapping[str, Any]] | dict[str, Any]
         if self.input_version == 1:
             history, approvals = self.history.version_1(self.decided_here)
         else:

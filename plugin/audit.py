@@ -115,7 +115,7 @@ class AuditSummary:
     verified: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 @dataclass(slots=True)
@@ -221,7 +221,7 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
     order: list[str] = []
     issued: dict[str, str] = {}
     revoked: set[str] = set()
-    granted: set[str] = set()  # approval request ids that were granted (or edited)
+    granted: set[str | None] = set()  # approval request ids that were granted (or edited)
     running: dict[str, Any] = {}  # tool call id -> attempt started and not yet ended
     for e in events:
         p = e.payload

@@ -297,4 +297,4 @@ def main() -> None:  # console entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -366,7 +366,7 @@ def decide(
         _fail(str(exc))
     finally:
         warden.close()
-    doc = {"thread_id": thread, "request_id": request, "decision": {"--approve": "approve", "--reject": "reject", "--edit-args": "edit"}[chosen[0]],
+    doc: dict[str, Any] = {"thread_id": thread, "request_id": request, "decision": {"--approve": "approve", "--reject": "reject", "--edit-args": "edit"}[chosen[0]],
            "approver": as_, "signed": signing is not None, "result": result, "pending": still}
     if output == "json":
         typer.echo(json.dumps(doc, indent=2))

@@ -93,7 +93,7 @@ def eval_command(
 ) -> None:
     """Print the decision for one input. Exit 0 allow, 1 deny, 2 approval, 3 error, 4 usage error."""
     from langgraph_warden.errors import ConfigurationError
-    from langgraph_warden.guards.policy import validate_policy_input
+    from langgraph_warden.guards.policy import PolicyEngine, validate_policy_input
 
     if engine is EngineChoice.cedar:
         if policy is not None and len(policy) != 1:
@@ -124,7 +124,7 @@ def eval_command(
                     base = json.loads(data.read_text(encoding="utf-8"))
                 except (OSError, ValueError) as exc:
                     _fail(f"--data {data}: {exc}")
-            evaluator = RegoEngine(policy or _default_policy(engine), data=base, query=query or DEFAULT_QUERY,
+            evaluator: PolicyEngine = RegoEngine(policy or _default_policy(engine), data=base, query=query or DEFAULT_QUERY,
                                    input_version=version)
         else:
             from langgraph_warden.guards.cedar import CedarEngine

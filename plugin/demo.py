@@ -54,7 +54,7 @@ from rich.table import Table
 
 from .events import EventKind
 from .guards import approval as approvals
-from .guards.credentials import CredentialRejected, current_credential
+from .guards.credentials import CredentialRejected, LocalTokenProvider, current_credential
 from .guards.tools import ToolSpec
 from .testing import (
     ScriptedChatModel,  # re-exported: `from langgraph_warden.demo import ScriptedChatModel` keeps working
@@ -193,7 +193,10 @@ class PaymentsAPI:
         self.last_token: str | None = None  # kept only to show that a replayed token is refused
 
     def refund(self, token: str, order_id: str, amount_cents: int) -> str:
-        provider = self.warden.broker.providers["local"]  # type: ignore[union-attr]
+        broker = self.warden.broker
+        assert broker is not None, "the demo's warden has a credential broker"
+        provider = broker.providers["local"]
+        assert isinstance(provider, LocalTokenProvider)
         claims = provider.verify(token, audience="issue_refund", scope="payments:refund")
         self.last_token = token
         return f"refund {order_id}/{amount_cents} accepted for {claims['sub']}"
@@ -464,8 +467,8 @@ class _Demo:
                 f"[bold]{len(s.ran_without_authorisation)}[/] · credentials {s.credentials_issued} issued / {s.credentials_revoked} revoked"
             )
             effects: dict[str, int] = {}
-            for e in self.world.effects():
-                effects[e["effect"]] = effects.get(e["effect"], 0) + 1
+            for effect in self.world.effects():
+                effects[effect["effect"]] = effects.get(effect["effect"], 0) + 1
             self.say("side effects that happened (counted outside the processes):")
             table = Table()
             table.add_column("effect")

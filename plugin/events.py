@@ -16,14 +16,16 @@ defined here, never on the database-backed ledger that implements it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from functools import cache
+from typing import Any, NamedTuple, Protocol, TypeGuard, runtime_checkable
 
 from . import canonical
 from .redaction import scrub_canonical  # the storage boundary: live secrets masked before the hash
 
+_loads: Callable[[bytes | str], Any]
 try:
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - orjson is a dependency
@@ -40,6 +42,8 @@ __all__ = [
     "DeferringEventSink",
     "EventSummary",
     "SummarisingEventSink",
+    "CheckpointWaitingEventSink",
+    "waits_for_checkpoints",
     "Watermark",
     "event_hash",
     "head_signing_bytes",
@@ -367,9 +371,13 @@ class EventSink(Protocol):
     Implemented by the checkpointer's ledger (same database, own transaction
     per call, chain head signed on commit). Appending is durable when the call
     returns: a caller may rely on it before running a side effect.
+
+    ``seen``: append only if the thread has no event of ``seen.kinds`` after ``seen.seq``
+    (else write nothing and raise :class:`~langgraph_warden.errors.UnseenEventsError`). Callers
+    pass it only to a sink whose ``supports_watermarks`` attribute is true.
     """
 
-    def append(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]: ...
+    def append(self, thread_id: str, drafts: Sequence[EventDraft], *, seen: Watermark | None = None) -> list[Event]: ...
 
     async def aappend(self, thread_id: str, drafts: Sequence[EventDraft]) -> list[Event]: ...
 
@@ -401,10 +409,37 @@ class DeferringEventSink(EventSink, Protocol):
     it only for records whose loss in a crash leaves a state they already handle.
     """
 
-    def append_soon(self, thread_id: str, drafts: Sequence[EventDraft]) -> None: ...
+    def append_soon(
+        self,
+        thread_id: str,
+        drafts: Sequence[EventDraft],
+        *,
+        seen: Watermark | None = None,
+        on_commit: Callable[[list[Event] | None, bool], None] | None = None,
+    ) -> None: ...
 
     def flush(self) -> None:
         """Commit what ``append_soon`` queued; return when it is durable."""
+
+
+@runtime_checkable
+class CheckpointWaitingEventSink(EventSink, Protocol):
+    """An :class:`EventSink` that shares the checkpointer's database and can tell when a checkpoint is committed
+    (LangGraph's ``"async"`` durability saves it in the background)."""
+
+    def checkpoint_durable(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool: ...
+
+    def wait_for_checkpoint(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, timeout: float) -> bool: ...
+
+
+@cache
+def _waits_for_checkpoints(cls: type) -> bool:
+    return issubclass(cls, CheckpointWaitingEventSink)
+
+
+def waits_for_checkpoints(sink: EventSink) -> TypeGuard[CheckpointWaitingEventSink]:
+    """``isinstance(sink, CheckpointWaitingEventSink)``, decided once per class (a protocol check costs ~30 µs)."""
+    return _waits_for_checkpoints(type(sink))
 
 
 @runtime_checkable

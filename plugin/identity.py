@@ -510,7 +510,7 @@ class SvidValidationError(WardenError):
 
 
 def decode_verified(
-    token: str, jwks: Mapping[str, Any], *, typs: tuple[str, ...], error: Callable[[str, str], Exception]
+    token: str, jwks: Mapping[str, Any], *, typs: tuple[str | None, ...], error: Callable[[str, str], Exception]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check header (alg ES256, typ, kid in ``jwks``) and signature; return (header, claims).
 

@@ -677,6 +677,7 @@ class _Walker:
                 return v
             pairs = [(k, x) for k, x in v.items()]
             clean = [(self.value(k), self.value(x)) for k, x in pairs]
+            out: Any
             if all(a is c and b is d for (a, b), (c, d) in zip(pairs, clean, strict=True)):
                 out = v
             else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,8 @@ class Warden:
                                   ("key_store/workload_key_store", key_store is not None or workload_key_store is not None)) if on]
         if len(chosen) > 1:
             raise ConfigurationError(f"pass one way to hold the keys, not {' and '.join(chosen)}")
+        ks: KeyStore
+        wks: WorkloadKeyStore
         if ephemeral_keys:
             ks, wks = EphemeralKeyStore(), EphemeralWorkloadKeyStore()
         elif key_dir is not None:
@@ -285,7 +288,7 @@ class Warden:
         out: list[ApprovalRequest] = []
         finals = {EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_REJECTED, EventKind.APPROVAL_EDITED, EventKind.APPROVAL_EXPIRED}
         for t in threads:
-            open_requests: dict[str, ApprovalRequest] = {}
+            open_requests: dict[str | None, ApprovalRequest] = {}
             for e in self.ledger.events(t, kinds=[EventKind.APPROVAL_REQUESTED, *finals]):
                 rid = e.payload.get("request_id")
                 if e.kind == EventKind.APPROVAL_REQUESTED:
@@ -311,9 +314,8 @@ class Warden:
         that process's in-flight credential would be revoked under it.
         """
         providers = self.broker.providers if self.broker is not None else None
-        clock = self.broker.clock if self.broker is not None else None
-        kwargs = {"clock": clock} if clock is not None else {}
-        return revoke_outstanding(self.lease_store, self.ledger, thread_id, providers=providers, **kwargs)
+        clock = self.broker.clock if self.broker is not None else time.time
+        return revoke_outstanding(self.lease_store, self.ledger, thread_id, providers=providers, clock=clock)
 
     # ----------------------------------------------------------------- audit
     def audit(self, thread_id: str) -> AuditTrail:
