@@ -53,14 +53,17 @@ def keys() -> EphemeralKeyStore:
     return EphemeralKeyStore()
 
 
+SHORT, LONG = SNAPSHOT_EVERY // 2 + 10, 3 * SNAPSHOT_EVERY  # puts per thread
+
+
 def test_a_first_touch_reads_from_the_newest_snapshot_at_any_length(db_url, keys, monkeypatch):
     with WardenSaver.from_url(db_url, key_store=keys) as saver:
-        newest = {n: _grow(saver, f"t-{n}", n) for n in (SNAPSHOT_EVERY // 2 + 10, 3 * SNAPSHOT_EVERY)}
+        newest = {n: _grow(saver, f"t-{n}", n) for n in (SHORT, LONG)}
         assert saver.ledger.verify().ok  # every snapshot recomputed from the events before it
-        snaps = saver.ledger.events("t-768", kinds=[CHAIN_SNAPSHOT])
+        snaps = saver.ledger.events(f"t-{LONG}", kinds=[CHAIN_SNAPSHOT])
         assert len(snaps) >= 4 and all(s.payload["covers"] == s.seq - 1 for s in snaps)
     read_per_thread = {}
-    for thread, puts in (("t-138", SNAPSHOT_EVERY // 2 + 10), ("t-768", 3 * SNAPSHOT_EVERY)):
+    for thread, puts in ((f"t-{SHORT}", SHORT), (f"t-{LONG}", LONG)):
         counts = _reads(monkeypatch)
         with WardenSaver.from_url(db_url, key_store=keys) as fresh:  # a new process: nothing verified
             tup = fresh.get_tuple({"configurable": {"thread_id": thread}})
@@ -68,8 +71,8 @@ def test_a_first_touch_reads_from_the_newest_snapshot_at_any_length(db_url, keys
             assert tup.pending_writes == [(f"task-{puts - 1}", "x", puts - 1)]
         read_per_thread[thread] = sum(counts)
         monkeypatch.undo()
-    # 276 events with no snapshot yet: all read; 1,536 events: only those since the newest snapshot.
-    assert read_per_thread["t-768"] <= SNAPSHOT_EVERY + 8 < read_per_thread["t-138"] + SNAPSHOT_EVERY
+    # SHORT puts (two events each) with no snapshot yet: all read; LONG puts: only the events since the newest snapshot.
+    assert read_per_thread[f"t-{LONG}"] <= SNAPSHOT_EVERY + 8 < read_per_thread[f"t-{SHORT}"] + SNAPSHOT_EVERY
 
 
 def test_a_buggy_snapshot_is_caught_by_verify(db_url, keys):
