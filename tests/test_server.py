@@ -60,8 +60,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(root: Path, *, auth: bool) -> Server:
-    root.mkdir()
+def _launch(root: Path, *, auth: bool, **extra_env: str) -> Server:
+    root.mkdir(exist_ok=True)
     config: dict[str, Any] = {
         "dependencies": [str(EXAMPLE)],
         "graphs": {"agent": f"{EXAMPLE / 'agent.py'}:agent"},
@@ -73,10 +73,10 @@ def _launch(root: Path, *, auth: bool) -> Server:
     db_url = f"sqlite:///{root / 'warden.db'}"
     env = {**os.environ, "WARDEN_DATABASE_URL": db_url, "WARDEN_EPHEMERAL_KEYS": "1",
            "WARDEN_EXAMPLE_OUTBOX": str(root / "refunds.log"), "WARDEN_EXAMPLE_TOKENS": json.dumps(TOKENS),
-           "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false"}
+           "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", **extra_env}
     port = _free_port()
     log = root / "server.log"
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(
             [shutil.which("langgraph") or "langgraph", "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1",
              "--port", str(port)],
@@ -108,18 +108,23 @@ def _stop(server: Server) -> None:
             server.proc.wait()
 
 
+#: The refund of the crash test keeps running this long after its side effect (the kill's window).
+REFUND_DELAY = "3"
+
+
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory) -> Iterator[tuple[Server, Server]]:
+def servers(tmp_path_factory) -> Iterator[list[Server]]:
     root = tmp_path_factory.mktemp("agent-server")
-    plain, authed = _launch(root / "plain", auth=False), _launch(root / "auth", auth=True)
+    started = [_launch(root / "plain", auth=False), _launch(root / "auth", auth=True),
+               _launch(root / "crash", auth=True, WARDEN_EXAMPLE_REFUND_DELAY=REFUND_DELAY)]
     try:
-        deadline = time.monotonic() + 60
-        _ready(plain, deadline)
-        _ready(authed, deadline)
-        yield plain, authed
+        deadline = time.monotonic() + 90
+        for server in started:
+            _ready(server, deadline)
+        yield started
     finally:
-        _stop(plain)
-        _stop(authed)
+        for server in started:
+            _stop(server)
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +135,11 @@ def plain(servers) -> Server:
 @pytest.fixture(scope="module")
 def authed(servers) -> Server:
     return servers[1]
+
+
+@pytest.fixture(scope="module")
+def crashy(servers) -> Server:
+    return servers[2]
 
 
 MEDIUM = {"configurable": {"intent": "refund a duplicate charge", "risk_tier": "medium"}}
@@ -287,3 +297,57 @@ def test_cli_lists_and_decides_through_the_server(authed):
                                 "--approve"])
     assert twice.exit_code == 2 and "no pending approval request" in twice.output
     assert len(authed.refunds()) == before + 1
+
+
+def test_concurrent_threads_each_pause_and_run_once(plain):
+    client = plain.client()
+    before = len(plain.refunds())
+    threads = [client.threads.create()["thread_id"] for _ in range(4)]
+    runs = [client.runs.create(t, "agent", input={"messages": [{"role": "user", "content": "refund O-77"}]},
+                               metadata={"owner": f"owner-{i}@example.com"}, config=MEDIUM)
+            for i, t in enumerate(threads)]
+    paused = [client.runs.join(t, r["run_id"])["__interrupt__"][0] for t, r in zip(threads, runs, strict=True)]
+    assert len({p["value"]["request_id"] for p in paused}) == 4
+    resumed = [client.runs.create(t, "agent", command={"resume": {p["id"]: {"type": "approve", "approver": "bob"}}})
+               for t, p in zip(threads, paused, strict=True)]
+    for t, r in zip(threads, resumed, strict=True):
+        assert _tool_message(client.runs.join(t, r["run_id"])).startswith("refunded O-77")
+    assert len(plain.refunds()) == before + 4
+    for i, t in enumerate(threads):
+        (started,) = _events(plain, t, EventKind.RUN_STARTED)
+        assert started.payload["charter"]["owner"] == f"owner-{i}@example.com"
+        assert len(_events(plain, t, EventKind.TOOL_COMPLETED)) == 2  # lookup + refund, once each
+
+
+def test_server_killed_mid_refund_resumes_without_repeating_it(crashy):
+    bob = crashy.client("bob-token")
+    _, thread, pending = _start(crashy, token="alice-token")
+    bob.runs.create(thread, "agent", command={"resume": {pending["id"]: {"decisions": [{"type": "approve"}]}}})
+    deadline = time.monotonic() + 20
+    while not crashy.refunds() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert crashy.refunds() == ["refund O-77"]  # the side effect happened; the tool is still running
+    os.killpg(crashy.proc.pid, signal.SIGKILL)
+    crashy.proc.wait()
+
+    restarted = _launch(Path(crashy.log).parent, auth=True, WARDEN_EXAMPLE_REFUND_DELAY=REFUND_DELAY)
+    crashy.url, crashy.proc = restarted.url, restarted.proc  # the fixture stops the new process
+    _ready(crashy, time.monotonic() + 60)
+    alice = crashy.client("alice-token")
+    # `langgraph dev` keeps its thread records in memory (lost with the process); the checkpoints are
+    # warden's, on disk. Re-create the record and continue the thread from its last checkpoint.
+    alice.threads.create(thread_id=thread, if_exists="do_nothing")
+    out = alice.runs.wait(thread, "agent", input=None)
+    assert "started but never finished" in _tool_message(out)
+    assert crashy.refunds() == ["refund O-77"]  # not repeated
+
+    (aborted,) = _events(crashy, thread, EventKind.TOOL_ABORTED)
+    assert aborted.payload["tool_call_id"] == "call_refund"
+    (granted,) = _events(crashy, thread, EventKind.APPROVAL_GRANTED)
+    assert granted.payload["approver"] == "bob@example.com"
+    (started,) = _events(crashy, thread, EventKind.RUN_STARTED)
+    assert started.payload["charter"]["owner"] == "alice@example.com"
+    verified = runner.invoke(app, ["audit", "verify", "--db", crashy.db_url])
+    assert verified.exit_code == 0, verified.output
+    shown = runner.invoke(app, ["audit", "show", "--db", crashy.db_url, thread])
+    assert "alice@example.com" in shown.output and "bob@example.com" in shown.output and "aborted" in shown.output

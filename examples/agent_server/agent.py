@@ -9,12 +9,15 @@ policy sends to a person for approval (irreversible); a second message on the th
 http://127.0.0.1:2024``) or with any HTTP client in LangChain's HITL format (see the README).
 
 ``refund`` appends one line per refund to ``$WARDEN_EXAMPLE_OUTBOX`` (default ``refunds.log``),
-so you can see that a refund runs once, however often the run is resumed.
+so you can see that a refund runs once, however often the run is resumed;
+``$WARDEN_EXAMPLE_REFUND_DELAY`` (seconds) keeps a refund running after its side effect, a window
+to kill the server mid-call and watch the resume record it as aborted instead of repeating it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage
@@ -37,6 +40,7 @@ def issue_refund(order_id: str) -> str:
     token = current_credential().reveal()  # short-lived, this call only; never in state or logs
     with open(os.environ.get("WARDEN_EXAMPLE_OUTBOX", "refunds.log"), "a", encoding="utf-8") as out:
         out.write(f"refund {order_id}\n")
+    time.sleep(float(os.environ.get("WARDEN_EXAMPLE_REFUND_DELAY") or 0))  # a window to kill the server mid-call
     return f"refunded {order_id} (credential of {len(token)} characters used)"
 
 
