@@ -76,7 +76,7 @@ from .approval import (
     is_request_map,
     same_identity,
 )
-from .credentials import CredentialBroker, CredentialError, Lease
+from .credentials import CredentialBroker, CredentialError, Lease, lease_secrets
 from .hitl import HITL_RESPONSE_JSON_SCHEMA, bind_resume, hitl_request
 from .run_charter import authenticated_user
 
@@ -113,11 +113,6 @@ GuardMode = Literal["enforce", "monitor"]
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    """``text`` without the step's credential or any other secret live in this process."""
-    return redaction.scrub_text(text, extra=secrets)
 
 
 class _Flight:
@@ -1506,14 +1501,6 @@ class ToolGuard:
     def _suspended(self, plan: _Plan) -> None:
         self._append(plan.thread_id, EventKind.TOOL_SUSPENDED, plan.tool_call_id, self._base(plan))
 
-    def _secrets(self, lease: Lease | None) -> list[str]:
-        if lease is None:
-            return []
-        try:
-            return [lease.reveal()]
-        except Exception:
-            return []
-
     def _failed(self, plan: _Plan, exc: BaseException, lease: Lease | None) -> None:
         self._append(
             plan.thread_id,
@@ -1522,7 +1509,8 @@ class ToolGuard:
             {
                 **self._base(plan),
                 "error_type": type(exc).__name__,
-                "error": _scrub(str(exc), self._secrets(lease))[:2000],  # scrubbed whole, then cut
+                # without the step's credential or any other live secret; scrubbed whole, then cut
+                "error": redaction.scrub_text(str(exc), extra=lease_secrets(lease))[:2000],
                 "lease_id": lease.lease_id if lease is not None else None,
             },
         )
@@ -1530,7 +1518,7 @@ class ToolGuard:
     def _completed(self, plan: _Plan, result: ToolMessage | Command, lease: Lease | None) -> ToolMessage | Command:
         # The result goes to the model, the state and the record: none may carry the credential (or any
         # other live secret), however deep in a Command or artifact. Scrubbed before it is digested.
-        result = redaction.scrub_value(result, extra=self._secrets(lease))
+        result = redaction.scrub_value(result, extra=lease_secrets(lease))
         type_, data = self._serde.dumps_typed(result)
         data = redaction.scrub_blob(type_, data)
         is_error = isinstance(result, ToolMessage) and result.status == "error"

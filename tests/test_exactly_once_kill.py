@@ -146,7 +146,7 @@ def check_trial(warden: Warden, directory: Path, t: dict[str, Any]) -> dict[str,
             facts["aborted_with_effect"] += per_call.get(cid, 0)
     assert s.ran_without_authorisation == [] and s.side_effects_executed_twice == [], ctx
     # No credential is left usable: the lease store (the revocation list tokens are checked against)
-    # has nothing outstanding after recovery. KNOWN GAP (guards/credentials.py, CredentialBroker.revoke):
+    # has nothing outstanding after recovery. KNOWN GAP (guards/credentials/broker.py, CredentialBroker.revoke):
     # the store row is marked revoked in one commit and `credential.revoked` appended in another, so a
     # kill in between leaves a revoked lease the trail still lists as outstanding; counted, not hidden.
     assert warden.lease_store.outstanding(thread) == [], ctx

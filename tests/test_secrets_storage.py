@@ -450,7 +450,7 @@ def test_storage_boundary_alone_keeps_every_table_clean(lab_factory, monkeypatch
     the tools and the database: every hiding place reaches storage (its canary is found there),
     no encoding of any secret does."""
     lab, key = lab_factory
-    monkeypatch.setattr(credentials, "_redact_leaving", lambda exc, lease: None)
+    monkeypatch.setattr(credentials.broker, "redact_leaving", lambda exc, lease: None)
     canaries, raised = {}, {}
     for name, (tool_name, build) in CASES.items():
         canary = "canary-" + secrets.token_hex(6)
@@ -482,7 +482,7 @@ def test_property_end_to_end_real_graphs(lab_factory, monkeypatch, defences):
     lab, key = lab_factory
     in_memory = defences == "all"
     if not in_memory:
-        monkeypatch.setattr(credentials, "_redact_leaving", lambda exc, lease: None)
+        monkeypatch.setattr(credentials.broker, "redact_leaving", lambda exc, lease: None)
     counter = iter(range(10_000))
 
     # No shrinking: every example runs a graph; a failure is reported as drawn.
