@@ -82,7 +82,8 @@ class InvalidApprovalError(WardenError, ValueError):
         super().__init__(message)
         self.field = field
         #: machine-readable cause recorded in ``approval.refused``: invalid_payload, unknown_request,
-        #: wrong_request, reused, wrong_digest, separation_of_duties, unsigned, bad_signature.
+        #: wrong_request, reused, wrong_digest, separation_of_duties, unsigned, bad_signature; on a server with
+        #: auth (guards/hitl.py) approver_mismatch, unattributable.
         self.reason = reason or "invalid_payload"
         # ToolNode never turns an invalid resume into a tool error message: the run stays paused.
         setattr(self, "_langgraph_invalid_resume", True)

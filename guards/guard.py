@@ -1300,7 +1300,7 @@ class ToolGuard:
                 new = _is_new_resume(raw, scratchpad, conf)
                 try:
                     # LangChain's HITL answers become warden's; with server auth the sender is the approver.
-                    raw = bind_resume(raw, req, authenticated_user({"configurable": conf}))
+                    raw = bind_resume(raw, req, authenticated_user({"configurable": conf}), sent_now=new)
                     result = self._validate_resume(thread_id, req, charter, raw, new)
                 except InvalidApprovalError as exc:
                     mine = _addressed_to(raw, req.request_id)

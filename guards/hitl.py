@@ -175,13 +175,24 @@ def _bound_approver(value: Any, identity: str) -> Any:
     return value
 
 
-def bind_resume(value: Any, req: ApprovalRequest, identity: str | None) -> Any:
+def bind_resume(value: Any, req: ApprovalRequest, identity: str | None, *, sent_now: bool = True) -> Any:
     """The resume value as warden's decision (or ``{request_id: decision}`` map) for ``req``.
 
-    ``identity``: the authenticated user who sent the resume (``None`` without server auth). HITL
-    answers are translated; warden answers pass unchanged except that, with ``identity``, their
+    ``identity``: the authenticated user of the run validating it (``None`` without server auth).
+    HITL answers are translated; warden answers pass unchanged except that, with ``identity``, their
     approver must be that user. Raises :class:`InvalidApprovalError` naming the field.
+
+    ``sent_now``: whether this run sent the value. One LangGraph recorded in an earlier run that
+    ended before the guard recorded the answer (a crash in between) is checked again by whichever
+    run continues the thread — under auth, that run's user is not who sent it, so such an answer is
+    refused (``unattributable``) and the request waits for a new one.
     """
+    if identity is not None and not sent_now:
+        raise InvalidApprovalError(
+            "this answer was sent by an earlier run that ended before the answer was recorded; who sent it cannot "
+            f"be established now (this run is {identity!r}'s), so it is not used: answer request {req.request_id!r} again",
+            field="approver", reason="unattributable",
+        )
     if is_hitl_answer(value):
         return _from_hitl(value, req, identity)
     if identity is None:

@@ -127,6 +127,9 @@ def test_with_auth_the_authenticated_user_is_the_approver():
         bind_resume(native, REQ, "bob")  # warden's own format too
     assert bind_resume({k: v for k, v in native.items() if k != "approver"}, REQ, "bob")["approver"] == "bob"
     assert bind_resume(native, REQ, None) is native  # no auth: unchanged
+    with pytest.raises(InvalidApprovalError) as stale:  # recorded by an earlier run that died before the guard did
+        bind_resume({"decisions": [{"type": "approve"}]}, REQ, "alice", sent_now=False)
+    assert stale.value.reason == "unattributable"
 
 
 def test_request_fields_carried_by_a_hitl_answer_bind_it():
