@@ -150,3 +150,36 @@ def test_charter_from_run():
         charter_from_run({"metadata": {"owner": "bob"}})
     with pytest.raises(ConfigurationError, match="risk_tier"):
         charter_from_run({"metadata": {"owner": "bob", "intent": "x", "risk_tier": "extreme"}})
+
+
+def test_high_tier_hitl_answers_need_a_valid_signature(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from langgraph_warden.cli_server import hitl_decision
+    from langgraph_warden.guards.approval import approve
+    from langgraph_warden.keys import SigningKey
+
+    RUNS.clear()
+    bob = SigningKey.from_private(Ed25519PrivateKey.generate(), "file")
+    warden = Warden.open(f"sqlite:///{tmp_path / 'w.db'}", ephemeral_keys=True, approver_keys={"bob": bob.public_key})
+    try:
+        warden.tools.register(ToolSpec("issue_refund", irreversible=True))
+        model = ScriptedChatModel(script=[
+            AIMessage("", tool_calls=[tool_call("issue_refund", {"order_id": "O-1"}, "call_1")]), AIMessage("done")])
+        graph = create_agent(model, [issue_refund], middleware=[warden.middleware()], checkpointer=warden.checkpointer)
+        config, pending = _pause(warden, graph, "t-high", risk_tier="high")
+        assert pending.value["requires_signature"] and pending.value["separation_of_duties"]
+        with pytest.raises(InvalidApprovalError) as unsigned:
+            graph.invoke(Command(resume={"decisions": [{"type": "approve", "approver": "bob"}]}), config)
+        assert unsigned.value.reason == "unsigned"
+        signed = hitl_decision(approve(pending.value, "bob", key=bob), ApprovalRequest.from_dict(pending.value))
+        forged = {**signed, "message": "changed after signing"}
+        with pytest.raises(InvalidApprovalError) as bad:
+            graph.invoke(Command(resume={"decisions": [forged]}), config)
+        assert bad.value.reason == "bad_signature" and RUNS == []
+        graph.invoke(Command(resume={"decisions": [signed]}), config)
+        assert RUNS == ["O-1"]
+        (granted,) = warden.ledger.events("t-high", kinds=[EventKind.APPROVAL_GRANTED])
+        assert granted.payload["authenticated"] is True
+    finally:
+        warden.close()

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 pytest.importorskip("langgraph_api", reason="needs the server extra: pip install -e '.[server]'")
 
 from langgraph_sdk import get_sync_client
+from langgraph_sdk.errors import NotFoundError
 
 from langgraph_warden.checkpointers import WardenSaver
 from langgraph_warden.checkpointers.readonly import open_existing
@@ -351,3 +352,16 @@ def test_server_killed_mid_refund_resumes_without_repeating_it(crashy):
     assert verified.exit_code == 0, verified.output
     shown = runner.invoke(app, ["audit", "show", "--db", crashy.db_url, thread])
     assert "alice@example.com" in shown.output and "bob@example.com" in shown.output and "aborted" in shown.output
+
+
+def test_thread_copy_and_delete_go_through_the_warden_saver(plain):
+    client, thread, pending = _start(plain, metadata={"owner": "alice@example.com"})
+    _resume(client, thread, pending["id"], {"type": "approve", "approver": "bob"})
+    copy = client.threads.copy(thread)["thread_id"]  # the saver's acopy_thread
+    assert len(client.threads.get_state(copy)["values"]["messages"]) == len(
+        client.threads.get_state(thread)["values"]["messages"])
+    client.threads.delete(thread)  # the saver's adelete_thread
+    with pytest.raises(NotFoundError):
+        client.threads.get_state(thread)
+    verified = runner.invoke(app, ["audit", "verify", "--db", plain.db_url])
+    assert verified.exit_code == 0, verified.output
