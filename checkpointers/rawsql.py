@@ -1,4 +1,4 @@
-"""Hot-path SQL on the transaction's own DBAPI connection (or a :class:`~.engine.DirectTx`).
+"""Hot-path SQL on the transaction's own DBAPI connection (or a :class:`DirectTx`).
 
 Why: a checkpointer runs a handful of statements per graph step. Through
 SQLAlchemy Core each costs ~150 µs of Python (parameter processing, result
@@ -10,16 +10,38 @@ the driver's paramstyle (sqlite3: ``?``, psycopg: ``%s``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
-from .engine import DirectTx
+__all__ = ["Raw", "DirectTx", "CpRow", "WrRow", "CP_COLS", "WR_COLS", "EV_COLS"]
 
-__all__ = ["Raw", "CpRow", "WrRow", "CP_COLS", "WR_COLS", "EV_COLS"]
+
+class DirectTx:
+    """An open transaction on a raw DBAPI connection: what :class:`Raw` executes on.
+
+    ``before_commit`` is set on a SQLite write transaction (one or more requests of
+    a group commit): work registered there under a key runs once, just before
+    ``COMMIT``, and a later request's entry replaces an earlier one's under the same
+    key (the ledger signs each thread's final chain head of the transaction this way).
+    It is ``None`` on reads.
+
+    ``after_commit`` (write transactions only): callables run in order once ``COMMIT`` has
+    returned — never for work that rolled back (a request's entries go with its savepoint). The
+    ledger extends this process's verified view of a chain there: only committed events count.
+    """
+
+    __slots__ = ("cursor", "sqlite", "before_commit", "after_commit")
+
+    def __init__(self, cursor: Any, sqlite: bool, before_commit: dict[Any, Any] | None = None) -> None:
+        self.cursor = cursor
+        self.sqlite = sqlite
+        self.before_commit: dict[Any, Callable[[DirectTx], None]] | None = before_commit
+        self.after_commit: list[Callable[[], None]] | None = [] if before_commit is not None else None
+
 
 class CpRow(NamedTuple):
     """A checkpoints row as the raw SELECT of :data:`CP_COLS` returns it (values as the driver gives them)."""
