@@ -35,6 +35,8 @@ from langgraph_warden.checkpointers.readonly import open_existing
 from langgraph_warden.cli import app
 from langgraph_warden.events import EventKind
 
+from .conftest import pg_schema_url, requires_pg
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "agent_server"
 TOKENS = {"alice-token": "alice@example.com", "bob-token": "bob@example.com"}
 runner = CliRunner()
@@ -71,7 +73,7 @@ def _launch(root: Path, *, auth: bool, **extra_env: str) -> Server:
     if auth:
         config["auth"] = {"path": f"{EXAMPLE / 'auth.py'}:auth"}
     (root / "langgraph.json").write_text(json.dumps(config))
-    db_url = f"sqlite:///{root / 'warden.db'}"
+    db_url = extra_env.get("WARDEN_DATABASE_URL") or f"sqlite:///{root / 'warden.db'}"
     env = {**os.environ, "WARDEN_DATABASE_URL": db_url, "WARDEN_EPHEMERAL_KEYS": "1",
            "WARDEN_EXAMPLE_OUTBOX": str(root / "refunds.log"), "WARDEN_EXAMPLE_TOKENS": json.dumps(TOKENS),
            "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", **extra_env}
@@ -365,3 +367,23 @@ def test_thread_copy_and_delete_go_through_the_warden_saver(plain):
         client.threads.get_state(thread)
     verified = runner.invoke(app, ["audit", "verify", "--db", plain.db_url])
     assert verified.exit_code == 0, verified.output
+
+
+
+@pytest.mark.postgres
+@requires_pg
+def test_server_on_postgresql(tmp_path):
+    """The production shape: the warden checkpointer on PostgreSQL (migrated at start-up), server auth."""
+    server = _launch(tmp_path / "pg", auth=True, WARDEN_DATABASE_URL=pg_schema_url("srv"))
+    try:
+        _ready(server, time.monotonic() + 60)
+        assert "Custom checkpointer missing" not in server.log.read_text()
+        _, thread, pending = _start(server, token="alice-token")
+        out = _resume(server.client("bob-token"), thread, pending["id"], {"decisions": [{"type": "approve"}]})
+        assert _tool_message(out).startswith("refunded O-77") and server.refunds() == ["refund O-77"]
+        (granted,) = _events(server, thread, EventKind.APPROVAL_GRANTED)
+        assert granted.payload["approver"] == "bob@example.com"
+        verified = runner.invoke(app, ["audit", "verify", "--db", server.db_url, "--thread", thread])
+        assert verified.exit_code == 0, verified.output
+    finally:
+        _stop(server)
