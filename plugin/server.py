@@ -193,17 +193,21 @@ def graph_factory(build: Callable[[Warden], Any]) -> Callable[..., Any]:
             warden.tools.register(ToolSpec("issue_refund", irreversible=True))
             return create_agent(model, [issue_refund], middleware=[warden.middleware()])
     """
-    built: list[Any] = []
+    built: list[Any] = []  # [warden, graph]: the graph built with that Warden
     guard = threading.Lock()
 
     def once() -> Any:
         with guard:
-            if not built:
-                built.append(build(server_warden()))
-            return built[0]
+            warden = server_warden()
+            if not built or built[0] is not warden:  # first use, or the Warden was closed and reopened
+                built[:] = [warden, build(warden)]
+            return built[1]
 
     async def factory(config: Any) -> Any:
-        return built[0] if built else await asyncio.to_thread(once)
+        current = built
+        if current and current[0] is _warden:
+            return current[1]
+        return await asyncio.to_thread(once)
 
     factory.__name__ = getattr(build, "__name__", "graph")
     factory.__doc__ = build.__doc__
