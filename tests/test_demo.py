@@ -35,7 +35,6 @@ def _assert_story(out: str) -> None:
         "✘ refused  drop_orders_table",
         "approval needed for issue_refund",
         "the same token replayed at the payments API: refused (revoked)",
-        "↺ ran once, replayed on resume  notify_finance",
         "worker exited with -9 (SIGKILL)",
         "↺ ran once, replayed on resume  post_status_update",
         "⚠ in doubt → retried (idempotent)  update_crm_record",
@@ -44,6 +43,12 @@ def _assert_story(out: str) -> None:
         "demo complete",
     ):
         assert line in out, f"missing {line!r} in demo output:\n{out}"
+    # notify_finance shares a ToolNode step with send_email, which pauses for approval. Whether it runs
+    # before that pause (and is replayed on resume) or is cancelled before it starts (LangGraph's
+    # Executor.map drops calls not yet started when one pauses; the machine's load decides) and runs
+    # on resume, it runs exactly once: the side-effect table counts it.
+    assert ("↺ ran once, replayed on resume  notify_finance" in out) or ("✔ ran  notify_finance" in out), out
+    assert re.search(r"finance_note\s*│\s*1\s*│", out), out
 
 
 def test_demo_on_sqlite_approving_everything():
