@@ -66,8 +66,12 @@ def _first(key: str, *sources: Mapping[str, Any] | None) -> Any:
     return None
 
 
-def charter_from_run(config: Mapping[str, Any] | None) -> RunCharter | None:
+def charter_from_run(config: Mapping[str, Any] | None, *, require_auth: bool = False) -> RunCharter | None:
     """The run's charter from its config (see the module docstring); ``None`` if it names no owner.
+
+    ``require_auth``: the server has custom auth, so only an authenticated user can own a run; a run
+    that carries none (e.g. one the server started on its own) gets no charter rather than the owner
+    its metadata claims.
 
     An owner or intent that is given but malformed raises ``ConfigurationError`` (from
     :class:`RunCharter`), naming the field: the run fails with that message, nothing runs.
@@ -77,7 +81,9 @@ def charter_from_run(config: Mapping[str, Any] | None) -> RunCharter | None:
     metadata = config.get("metadata") or {}
     doc = configurable.get(_CHARTER_KEY)
     doc = doc if isinstance(doc, Mapping) else {}
-    owner = authenticated_user(config) or _first("owner", metadata, configurable, doc)
+    owner = authenticated_user(config)
+    if owner is None and not require_auth:
+        owner = _first("owner", metadata, configurable, doc)
     if owner is None:
         return None
     intent = _first("intent", configurable, metadata, doc)

@@ -20,6 +20,7 @@ the server's event loop must not block (``langgraph dev`` fails such calls).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import threading
@@ -66,6 +67,9 @@ class ServerSettings:
     policy: str | None = None
     mode: str = "enforce"
     approver_keys_file: str | None = None
+    #: the server has custom auth (``LANGGRAPH_AUTH``, set by the server from langgraph.json's "auth"):
+    #: owners come only from authenticated users.
+    server_auth: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
@@ -99,6 +103,7 @@ class ServerSettings:
             policy=(env.get("WARDEN_POLICY") or "").strip() or None,
             mode=mode,
             approver_keys_file=(env.get("WARDEN_APPROVER_KEYS") or "").strip() or None,
+            server_auth=_has_custom_auth(env.get("LANGGRAPH_AUTH")),
         )
 
     def approver_keys(self) -> dict[str, bytes]:
@@ -135,9 +140,18 @@ class ServerSettings:
             mode=self.mode,
             approver_keys=self.approver_keys(),
         )
-        warden.guard.charter_source = charter_from_run
+        warden.guard.charter_source = functools.partial(charter_from_run, require_auth=self.server_auth)
         warden.guard.charter_hint = NO_OWNER_HINT
         return warden
+
+
+def _has_custom_auth(value: str | None) -> bool:
+    """Whether the server's ``LANGGRAPH_AUTH`` (JSON of langgraph.json's "auth") configures a custom auth handler."""
+    try:
+        doc = json.loads(value) if value else None
+    except ValueError:
+        return True  # something is configured that we cannot read: err towards requiring auth
+    return isinstance(doc, dict) and bool(doc.get("path"))
 
 
 _lock = threading.Lock()

@@ -58,9 +58,19 @@ def test_checkpointer_and_graph_factory_share_one_warden(tmp_path, monkeypatch):
             first, second = await graph({}), await graph({})
             assert first is second and len(built) == 1  # built once per process
             assert built[0].checkpointer is saver  # one saver: the guard and the server share the history
-            assert built[0].guard.charter_source is charter_from_run
+            assert built[0].guard.charter_source.func is charter_from_run
         assert server._warden is None  # closed with the last user
         async with server.checkpointer() as reopened:
             assert await graph({}) is not first and built[1].checkpointer is reopened  # rebuilt on the new Warden
 
     asyncio.run(scenario())
+
+
+def test_with_server_auth_only_an_authenticated_user_owns_a_run():
+    env = {"WARDEN_DATABASE_URL": "sqlite:///x.db"}
+    assert not server.ServerSettings.from_env(env).server_auth
+    assert server.ServerSettings.from_env({**env, "LANGGRAPH_AUTH": '{"path": "./auth.py:auth"}'}).server_auth
+    claimed = {"configurable": {"intent": "x"}, "metadata": {"owner": "mallory"}}
+    assert charter_from_run(claimed, require_auth=True) is None  # refused (no_owner), not owned by the claim
+    authed = {**claimed, "configurable": {"intent": "x", "langgraph_auth_user_id": "alice"}}
+    assert charter_from_run(authed, require_auth=True).owner == "alice"
