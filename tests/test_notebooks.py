@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ NOTEBOOKS = sorted((REPO / "examples" / "notebooks").glob("*.ipynb"))
 NAMES = [p.name for p in NOTEBOOKS]
 
 #: Lines each notebook must print (stream output) when it runs.
-EXPECTED_TEXT = {
+EXPECTED_TEXT: dict[str, list[str | re.Pattern[str]]] = {
     "guided_tour.ipynb": [
         "delete_order  [error] Denied by policy",
         "credential.revoked",
@@ -22,7 +23,9 @@ EXPECTED_TEXT = {
         "verification: OK",
     ],
     "audit_investigation.ipynb": [
-        "replayed:    ['notify_finance', 'post_status_update']",
+        # notify_finance is in the replayed list only when it ran before send_email's pause; under load
+        # LangGraph cancels it before it starts and it runs once on resume (see tests/test_demo.py).
+        re.compile(r"replayed:    \[('notify_finance', )?'post_status_update'\]"),
         "ran without authorisation:   []",
         "verification: OK",
         "approver-rewritten: verification: FAILED",
@@ -74,4 +77,5 @@ def test_executes_and_shows_the_audit_trail(path, tmp_path):
 
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     for line in EXPECTED_TEXT[path.name]:
-        assert line in text, f"{line!r} missing from {path.name}'s output:\n{text}"
+        found = line.search(text) if isinstance(line, re.Pattern) else line in text
+        assert found, f"{line!r} missing from {path.name}'s output:\n{text}"
