@@ -121,9 +121,14 @@ class KeyringHeadStore:
         self._lock = threading.Lock()
 
     def _backend(self):
-        from .keys import KeyringKeyStore
+        from .identity import usable_keyring_backend
 
-        return KeyringKeyStore(service=self.service)._backend()
+        # Head-store advice, not the signing key's: the fix here is another head store.
+        return usable_keyring_backend(
+            "KeyringHeadStore keeps each thread's last signed head in the OS keyring. On a server or in CI "
+            "use FileHeadStore(DIR) (a directory outside the database, e.g. on another volume) or your own "
+            "HeadStore; on a desktop, install and unlock a Secret Service (gnome-keyring, KeePassXC)."
+        )
 
     def load(self, thread_id: str) -> SignedHead | None:
         head = _decode(self._backend().get_password(self.service, thread_id), f"keyring service {self.service!r}")

@@ -283,7 +283,7 @@ def decide(
     ] = None,
     ephemeral_keys: Annotated[
         bool,
-        typer.Option("--ephemeral-keys", help="Demo/test only: sign ledger events with a throwaway in-memory key instead of the keyring"),
+        typer.Option("--ephemeral-keys", help="Demo/test only: sign ledger events with a throwaway in-memory key instead of the key in $WARDEN_KEY_DIR or the keyring"),
     ] = False,
     output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
     server: ServerOption = None,

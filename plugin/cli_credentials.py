@@ -103,7 +103,7 @@ def revoke_run(
     ephemeral_keys: Annotated[
         bool,
         typer.Option("--ephemeral-keys", help="Sign the revocation events with a throwaway key (demos and tests; "
-                                              "recorded as ephemeral). Default: the signing key in the OS keyring."),
+                                              "recorded as ephemeral). Default: the signing key in $WARDEN_KEY_DIR if set, else the OS keyring."),
     ] = False,
     workload_id: Annotated[str | None, typer.Option("--workload-id", help="SPIFFE id recorded with a new key.")] = None,
     output: FormatOption = "text",

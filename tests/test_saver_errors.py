@@ -252,3 +252,13 @@ def test_default_key_store_without_keyring_backend(db_url, no_keyring_backend):
     assert "WARDEN_KEY_DIR" in msg  # the headless fix (server, CI)
     assert "ephemeral_keys=True" in msg and "--ephemeral-keys" in msg  # the dev fix, for Python and the CLI
     assert "EphemeralKeyStore" in msg  # and the saver-alone form
+
+
+def test_keyring_head_store_without_keyring_backend_names_the_file_store(no_keyring_backend):
+    from langgraph_warden.anchors import KeyringHeadStore
+
+    with pytest.raises(KeyStoreError) as info:
+        KeyringHeadStore().load("t-1")
+    msg = str(info.value)
+    assert "no usable backend" in msg and "FileHeadStore(DIR)" in msg
+    assert "signing key" not in msg  # the head store's fix, not the key store's
