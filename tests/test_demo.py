@@ -51,12 +51,6 @@ def _assert_story(out: str) -> None:
     assert re.search(r"finance_note\s*│\s*1\s*│", out), out
 
 
-def test_demo_on_sqlite_approving_everything():
-    proc = _run_demo("--approve-all")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    _assert_story(proc.stdout)
-
-
 def test_demo_runs_without_the_postgres_extra(tmp_path):
     """`pip install . && warden demo` on a fresh machine: psycopg (the 'postgres' extra) is not installed."""
     (tmp_path / "psycopg.py").write_text('raise ImportError("psycopg is not installed (simulated by the test)")\n')
@@ -70,21 +64,6 @@ def test_demo_without_terminal_defaults_to_approving():
     proc = _run_demo()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no terminal attached" in proc.stdout
-
-
-def test_demo_rejections_are_reported():
-    proc = _run_demo("--reject-all")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Rejected by bob@finance.example" in proc.stdout
-    assert "| refund" not in proc.stdout and "│ refund " not in proc.stdout  # no refund happened
-
-
-@requires_pg
-@pytest.mark.postgres
-def test_demo_on_postgres():
-    proc = _run_demo("--approve-all", "--db", pg_schema_url("demo"))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    _assert_story(proc.stdout)
 
 
 # ------------------------------------------------------------- issue 19 item 6: the demo tells the truth
@@ -115,6 +94,8 @@ def test_a_rerun_on_the_same_file_is_a_new_run_and_a_rejection_is_reported_truth
     assert "assistant: Not refunded: the refund of O-77 was refused (rejected by bob@finance.example)" in " ".join(
         out.split()), out
     assert "Done:" not in out and "marked refunded" not in out and "We refunded" not in out
+    assert "Rejected by bob@finance.example" in out
+    assert "│ refund " not in out and "| refund" not in out  # no refund happened (side-effect table)
     audit = out[out.index("4. Audit trail"):out.index("side effects that happened")]
     for whole in ("export_all_customers", "post_status_update", "authorised+completed", "rejected_by_approver",
                   "outside_intent, unknown_tool", "by bob@finance.example"):
@@ -182,10 +163,12 @@ def test_ctrl_c_at_the_prompt_leaves_the_run_paused_and_a_rerun_starts_afresh(tm
 @requires_pg
 @pytest.mark.postgres
 def test_demo_on_postgres_keeps_earlier_runs(tmp_path):
-    """The old demo deleted its earlier rows from a shared PostgreSQL database without saying so."""
+    """The demo's story on PostgreSQL, twice: the old demo deleted its earlier rows from a shared
+    PostgreSQL database without saying so."""
     url = pg_schema_url("demo")
     first = _run_demo("--approve-all", "--db", url)
     assert first.returncode == 0, first.stdout + first.stderr
+    _assert_story(first.stdout)
     second = _run_demo("--approve-all", "--db", url)
     assert second.returncode == 0, second.stdout + second.stderr
     _assert_story(second.stdout)

@@ -78,7 +78,7 @@ def _rows_read(monkeypatch) -> list[int]:
 
 def test_a_restored_view_equals_a_full_fold_and_reads_the_same_at_any_length(db_url, keys, monkeypatch):
     reads, totals = {}, {}
-    for n in (VIEW_SNAPSHOT_EVERY * 2 + 30, VIEW_SNAPSHOT_EVERY * 5 + 30):
+    for n in (VIEW_SNAPSHOT_EVERY + 30, VIEW_SNAPSHOT_EVERY * 3 + 30):
         thread = f"v{n}-{uuid.uuid4().hex[:6]}"
         _run(db_url, keys, thread, n)
         with open_warden(db_url, keys) as w:

@@ -32,7 +32,7 @@ from .support.proc_workers import build, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 8
-TRIALS_PER_SIZE = 3  # per worker count and kind: 2 kinds x 3 sizes x 3 = 18 trials per backend
+TRIALS_PER_SIZE = 2  # per worker count and kind: 2 kinds x 3 sizes x 2 = 12 trials per backend
 
 
 class Pool:
