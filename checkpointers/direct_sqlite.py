@@ -10,13 +10,13 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
+from .per_engine import PerEngine
 from .rawsql import DirectTx
 from .sqlite_settings import apply_sqlite_pragmas, write_lock_for_path
 
@@ -338,16 +338,9 @@ class DirectSqlite:
 
 
 #: Process-wide on purpose: every saver and ledger on one engine must share its writer and group-commit queue.
-_DIRECT: weakref.WeakKeyDictionary[Engine, DirectSqlite] = weakref.WeakKeyDictionary()
-_DIRECT_GUARD = threading.Lock()
+_DIRECT: PerEngine[DirectSqlite] = PerEngine()
 
 
 def direct_sqlite(engine: Engine) -> DirectSqlite:
     """The raw connections of a SQLite engine (one set per engine, closed when it is disposed)."""
-    with _DIRECT_GUARD:
-        found = _DIRECT.get(engine)
-        if found is None:
-            found = _DIRECT[engine] = DirectSqlite(os.path.abspath(engine.url.database or ""))
-            weakref.finalize(engine, found.close)
-            event.listen(engine, "engine_disposed", lambda _e: found.close())
-        return found
+    return _DIRECT.get(engine, lambda: DirectSqlite(os.path.abspath(engine.url.database or "")))

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
+
+from .per_engine import PerEngine
 
 __all__ = ["DirectPostgres", "direct_postgres"]
 
@@ -76,16 +77,9 @@ class DirectPostgres:
 
 
 #: Process-wide on purpose: the savers and ledgers on one engine share its idle connections.
-_DIRECT_PG: weakref.WeakKeyDictionary[Engine, DirectPostgres] = weakref.WeakKeyDictionary()
-_DIRECT_PG_GUARD = threading.Lock()
+_DIRECT_PG: PerEngine[DirectPostgres] = PerEngine()
 
 
 def direct_postgres(engine: Engine) -> DirectPostgres:
     """The autocommit connections of a PostgreSQL engine (closed when it is disposed)."""
-    with _DIRECT_PG_GUARD:
-        found = _DIRECT_PG.get(engine)
-        if found is None:
-            found = _DIRECT_PG[engine] = DirectPostgres(engine)
-            weakref.finalize(engine, found.close)
-            event.listen(engine, "engine_disposed", lambda _e: found.close())
-        return found
+    return _DIRECT_PG.get(engine, lambda: DirectPostgres(engine))

@@ -24,10 +24,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-#: A projection tree: ``True`` keeps a value whole; a dict keeps only those keys
-#: of an object (each with its own tree). The root is always a dict or True.
-Projection = "dict[str, Projection] | bool"
-
 _INPUT = 0  # the IR's fixed local for `input` in plans and in every function
 
 
@@ -200,7 +196,11 @@ def _statements(blocks: Iterable[Mapping[str, Any]]) -> Iterable[tuple[str, Mapp
 
 
 def project(value: Any, tree: Mapping[str, Any]) -> Any:
-    """``value`` with only what ``tree`` keeps (a non-object where keys are expected is kept whole)."""
+    """``value`` with only what ``tree`` keeps (a non-object where keys are expected is kept whole).
+
+    ``tree`` (from :func:`input_projection`) maps a key to ``True`` (keep its value whole) or to
+    the tree of the keys to keep from it.
+    """
     if not isinstance(value, Mapping):
         return value
     out = {}

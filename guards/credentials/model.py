@@ -210,6 +210,25 @@ class CredentialRequest:
     def ttl_seconds(self) -> int:
         return int((self.expires_at - self.issued_at).total_seconds())
 
+    def lease(
+        self, provider: str, secret: SecretValue, *, jit: bool, token_digest: str | None = None, jti: str | None = None
+    ) -> Lease:
+        """The lease answering this request: its ids, scopes and times, with what the provider issued."""
+        return Lease(
+            lease_id=self.lease_id,
+            provider=provider,
+            jit=jit,
+            scopes=self.scopes,
+            audience=self.audience,
+            thread_id=self.thread_id,
+            tool_call_id=self.tool_call_id,
+            issued_at=self.issued_at,
+            expires_at=self.expires_at,
+            token_digest=token_digest,
+            jti=jti,
+            secret=secret,
+        )
+
 
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")  # RFC 6749 §3.3 scope-token
 

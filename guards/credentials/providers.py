@@ -63,19 +63,8 @@ class LocalTokenProvider:
         }
         token = self.identity.sign_jwt(claims, typ=self.TYP)
         redaction.register(token, expires_at=request.expires_at.timestamp())
-        return Lease(
-            lease_id=request.lease_id,
-            provider=self.name,
-            jit=True,
-            scopes=request.scopes,
-            audience=request.audience,
-            thread_id=request.thread_id,
-            tool_call_id=request.tool_call_id,
-            issued_at=request.issued_at,
-            expires_at=request.expires_at,
-            token_digest=short_digest(token),
-            jti=request.lease_id,
-            secret=SecretValue(token),
+        return request.lease(
+            self.name, SecretValue(token), jit=True, token_digest=short_digest(token), jti=request.lease_id
         )
 
     def revoke(self, lease: Lease, reason: str = RevokeReason.STEP_ENDED) -> bool:
@@ -172,20 +161,7 @@ class KeyringSecretProvider:
                 f"`keyring set {self.service} {username}`"
             )
         redaction.register(value)  # long-lived upstream: scrubbed for the life of the process
-        return Lease(
-            lease_id=request.lease_id,
-            provider=self.name,
-            jit=False,
-            scopes=request.scopes,
-            audience=request.audience,
-            thread_id=request.thread_id,
-            tool_call_id=request.tool_call_id,
-            issued_at=request.issued_at,
-            expires_at=request.expires_at,
-            token_digest=None,
-            jti=None,
-            secret=SecretValue(value),
-        )
+        return request.lease(self.name, SecretValue(value), jit=False)
 
     def revoke(self, lease: Lease, reason: str = RevokeReason.STEP_ENDED) -> bool:
         return False  # long-lived upstream secret: nothing to invalidate
