@@ -23,25 +23,29 @@ API) can replace :class:`LocalIdentityProvider` without touching the guards.
 SPIRE deployment pairs its identity with a separate token signer.
 """
 
-from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
-import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from .errors import ConfigurationError, KeyStoreError, WardenError
-from .keys import KEY_DIR_ENV, b64u, b64u_decode, keyring_help
+from .errors import ConfigurationError, WardenError
+from .spiffe import SpiffeId
+from .workload_keys import (  # re-exported: the package's public names for the workload key and its stores
+    RETAINED_RETIRED_KEYS,
+    EphemeralWorkloadKeyStore,
+    KeyringWorkloadKeyStore,
+    WorkloadKey,
+    WorkloadKeyStore,
+    default_workload_key_store,
+    parse_workload_key_doc,
+    public_key_from_jwk,
+    usable_keyring_backend,
+    workload_key_doc,
+)
 
 __all__ = [
     "SpiffeId",
@@ -59,343 +63,13 @@ __all__ = [
     "verify_svid",
     "public_key_from_jwk",
     "MAX_SVID_TTL_SECONDS",
+    "RETAINED_RETIRED_KEYS",
     "usable_keyring_backend",
     "decode_verified",
 ]
 
 #: JWT-SVIDs are meant to be short-lived; a longer one is a configuration mistake.
 MAX_SVID_TTL_SECONDS = 3600
-
-_SCHEME = "spiffe://"
-_MAX_ID_LEN = 2048
-_MAX_TD_LEN = 255
-_TD_CHARS = re.compile(r"[a-z0-9._-]+")
-_SEGMENT_CHARS = re.compile(r"[A-Za-z0-9._-]+")
-
-
-# --------------------------------------------------------------------------- SPIFFE ID
-
-
-def _bad_id(text: str, rule: str, fix: str) -> ConfigurationError:
-    shown = text if len(text) <= 120 else text[:117] + "..."
-    return ConfigurationError(f"spiffe_id {shown!r} is invalid: {rule}; {fix}")
-
-
-@dataclass(frozen=True, slots=True)
-class SpiffeId:
-    """A validated SPIFFE ID (https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md).
-
-    ``path`` is ``""`` or starts with ``/``. Build one with :meth:`parse`; the
-    constructor does not validate.
-    """
-
-    trust_domain: str
-    path: str = ""
-
-    @classmethod
-    def parse(cls, text: str | SpiffeId) -> SpiffeId:
-        """Parse and validate; the :class:`ConfigurationError` names the rule broken."""
-        if isinstance(text, SpiffeId):
-            return text
-        if not isinstance(text, str) or not text:
-            raise ConfigurationError(
-                "spiffe_id is empty; pass e.g. 'spiffe://example.org/agents/billing'"
-            )
-        if len(text.encode("utf-8")) > _MAX_ID_LEN:
-            raise _bad_id(text, f"longer than {_MAX_ID_LEN} bytes", "shorten the path")
-        if not text.startswith(_SCHEME):
-            if text.lower().startswith(_SCHEME):
-                raise _bad_id(text, "the scheme must be lowercase 'spiffe://'", "lowercase the scheme")
-            raise _bad_id(text, "the scheme must be 'spiffe://'", "write it as spiffe://<trust-domain>/<path>")
-        rest = text[len(_SCHEME) :]
-        for ch, what in (("?", "a query"), ("#", "a fragment")):
-            if ch in rest:
-                raise _bad_id(text, f"it contains {what} ({ch!r})", "SPIFFE IDs carry no query or fragment")
-        slash = rest.find("/")
-        td, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
-        if not td:
-            raise _bad_id(text, "the trust domain is empty", "write spiffe://<trust-domain>/<path>")
-        if "@" in td:
-            raise _bad_id(text, "the trust domain contains userinfo ('@')", "remove 'user@'")
-        if ":" in td:
-            raise _bad_id(text, "the trust domain contains a port (':')", "remove ':<port>'")
-        if len(td) > _MAX_TD_LEN:
-            raise _bad_id(text, f"the trust domain is longer than {_MAX_TD_LEN} characters", "shorten it")
-        if not _TD_CHARS.fullmatch(td):
-            if _TD_CHARS.fullmatch(td.lower()):
-                raise _bad_id(text, "the trust domain must be lowercase", f"use {td.lower()!r}")
-            raise _bad_id(
-                text,
-                "the trust domain may contain only lowercase letters, digits, '.', '-' and '_'",
-                "remove the other characters",
-            )
-        if path:
-            if path.endswith("/"):
-                raise _bad_id(text, "the path has a trailing '/'", "remove the trailing slash")
-            for segment in path[1:].split("/"):
-                if segment == "":
-                    raise _bad_id(text, "the path has an empty segment ('//')", "remove the doubled slash")
-                if segment in (".", ".."):
-                    raise _bad_id(text, f"the path has a {segment!r} segment", "use the resolved path")
-                if not _SEGMENT_CHARS.fullmatch(segment):
-                    raise _bad_id(
-                        text,
-                        f"path segment {segment!r} may contain only letters, digits, '.', '-' and '_' "
-                        "(no percent-encoding)",
-                        "remove the other characters",
-                    )
-        return cls(td, path)
-
-    def __str__(self) -> str:
-        return f"{_SCHEME}{self.trust_domain}{self.path}"
-
-    @property
-    def uri(self) -> str:
-        return str(self)
-
-
-# --------------------------------------------------------------------------- workload key
-
-
-def _jwk_thumbprint(jwk: Mapping[str, str]) -> str:
-    """RFC 7638 thumbprint: a kid bound to the key, so a key cannot be swapped under its id."""
-    required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
-    data = json.dumps(required, separators=(",", ":"), sort_keys=True).encode("ascii")
-    return b64u(hashlib.sha256(data).digest())
-
-
-def _public_jwk(public: ec.EllipticCurvePublicKey) -> dict[str, str]:
-    numbers = public.public_numbers()
-    jwk = {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": b64u(numbers.x.to_bytes(32, "big")),
-        "y": b64u(numbers.y.to_bytes(32, "big")),
-    }
-    jwk["kid"] = _jwk_thumbprint(jwk)
-    jwk["use"] = "sig"
-    jwk["alg"] = "ES256"
-    return jwk
-
-
-@functools.lru_cache(maxsize=64)
-def _p256_public_key(x_b64: str, y_b64: str) -> ec.EllipticCurvePublicKey:
-    # Point validation costs ~100 µs; a resource server verifies many tokens per key.
-    x = int.from_bytes(b64u_decode(x_b64), "big")
-    y = int.from_bytes(b64u_decode(y_b64), "big")
-    return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-
-
-def public_key_from_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:
-    """Load a P-256 public key from a JWK; ConfigurationError names what is wrong."""
-    if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
-        raise ConfigurationError(
-            f"jwk kid={jwk.get('kid')!r} is kty={jwk.get('kty')!r} crv={jwk.get('crv')!r}; "
-            "only EC P-256 (ES256) keys are accepted"
-        )
-    try:
-        return _p256_public_key(str(jwk["x"]), str(jwk["y"]))
-    except (KeyError, ValueError) as exc:
-        raise ConfigurationError(f"jwk kid={jwk.get('kid')!r} has no valid x/y coordinates ({exc})") from None
-
-
-@dataclass(frozen=True)
-class WorkloadKey:
-    """A private ES256 key with its ``kid`` and the kind of store that held it."""
-
-    kid: str
-    store_kind: str
-    _private: ec.EllipticCurvePrivateKey = field(repr=False, compare=False)
-
-    @classmethod
-    def from_private(cls, private: ec.EllipticCurvePrivateKey, store_kind: str) -> WorkloadKey:
-        if not isinstance(private.curve, ec.SECP256R1):
-            raise KeyStoreError(f"workload key is on curve {private.curve.name}; ES256 needs P-256 (secp256r1)")
-        return cls(kid=_public_jwk(private.public_key())["kid"], store_kind=store_kind, _private=private)
-
-    @property
-    def public_jwk(self) -> dict[str, str]:
-        return _public_jwk(self._private.public_key())
-
-    def sign_jwt(self, claims: Mapping[str, Any], *, typ: str) -> str:
-        """Compact JWS, ES256, with this key's ``kid`` and the given ``typ``."""
-        return jwt.encode(dict(claims), self._private, algorithm="ES256", headers={"kid": self.kid, "typ": typ})
-
-    def __repr__(self) -> str:  # never print key material
-        return f"WorkloadKey(kid={self.kid!r}, store_kind={self.store_kind!r})"
-
-
-@runtime_checkable
-class WorkloadKeyStore(Protocol):
-    """Where the workload's ES256 key lives; keeps retired public keys for the JWK set."""
-
-    kind: str
-
-    def workload_key(self) -> WorkloadKey:
-        """The current key, created on first use."""
-        ...
-
-    def rotate(self) -> WorkloadKey:
-        """Replace the current key; its public half stays in :meth:`public_jwks`."""
-        ...
-
-    def public_jwks(self) -> list[dict[str, str]]:
-        """Public JWKs of the current key and the retained retired keys (current first)."""
-        ...
-
-
-#: How many retired public keys stay published (tokens live minutes; a few suffice).
-RETAINED_RETIRED_KEYS = 8
-
-
-class EphemeralWorkloadKeyStore:
-    """An in-memory ES256 key that dies with the process. For demos and tests only."""
-
-    kind = "ephemeral"
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: WorkloadKey | None = None
-        self._retired: list[dict[str, str]] = []
-
-    def workload_key(self) -> WorkloadKey:
-        with self._lock:
-            if self._key is None:
-                self._key = WorkloadKey.from_private(ec.generate_private_key(ec.SECP256R1()), self.kind)
-            return self._key
-
-    def rotate(self) -> WorkloadKey:
-        with self._lock:
-            if self._key is not None:
-                self._retired = ([self._key.public_jwk, *self._retired])[:RETAINED_RETIRED_KEYS]
-            self._key = WorkloadKey.from_private(ec.generate_private_key(ec.SECP256R1()), self.kind)
-            return self._key
-
-    def public_jwks(self) -> list[dict[str, str]]:
-        current = self.workload_key()
-        with self._lock:
-            return [current.public_jwk, *self._retired]
-
-
-_KEYRING_HELP = keyring_help("workload key (ES256, signs per-step credentials)")
-
-
-def workload_key_doc(private: ec.EllipticCurvePrivateKey, retired: list[dict[str, str]]) -> str:
-    """The stored form of a workload key (keyring entry or key file): its scalar and the retired public JWKs."""
-    d = private.private_numbers().private_value.to_bytes(32, "big")
-    return json.dumps({"v": 1, "alg": "ES256", "d": b64u(d), "retired": retired}, separators=(",", ":"))
-
-
-def parse_workload_key_doc(text: str, where: str) -> tuple[ec.EllipticCurvePrivateKey, list[dict[str, str]]]:
-    """Load :func:`workload_key_doc`'s form; KeyStoreError names ``where`` (never the content)."""
-    try:
-        doc = json.loads(text)
-        d = int.from_bytes(b64u_decode(doc["d"]), "big")
-        return ec.derive_private_key(d, ec.SECP256R1()), [dict(j) for j in doc.get("retired", [])]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise KeyStoreError(
-            f"{where} is not a langgraph-warden workload key; delete it to have a new key generated, "
-            "or restore the right one"
-        ) from None
-
-
-def default_workload_key_store() -> WorkloadKeyStore:
-    """The workload-key store used when none is passed: files in ``$WARDEN_KEY_DIR`` if set, else the keyring."""
-    directory = os.environ.get(KEY_DIR_ENV)
-    if directory:
-        from .keyfiles import FileWorkloadKeyStore
-
-        return FileWorkloadKeyStore(directory)
-    return KeyringWorkloadKeyStore()
-
-
-def usable_keyring_backend(help_text: str = _KEYRING_HELP):
-    """The active keyring backend, or KeyStoreError with ``help_text`` (no silent fallback)."""
-    import keyring
-    from keyring.backends import fail
-
-    try:
-        backend = keyring.get_keyring()
-    except Exception as exc:  # keyring raises varied errors on broken configs
-        raise KeyStoreError(f"keyring could not load a backend ({type(exc).__name__}). {help_text}") from None
-    if isinstance(backend, fail.Keyring) or getattr(backend, "priority", 1) <= 0:
-        raise KeyStoreError(
-            f"keyring has no usable backend (found {type(backend).__module__}.{type(backend).__name__}). "
-            + help_text
-        )
-    return backend
-
-
-class KeyringWorkloadKeyStore:
-    """The workload's ES256 key stored in the OS keyring.
-
-    One keyring entry holds a small JSON document: the private scalar ``d``
-    (base64url) and the retired public JWKs, so a restart publishes the same
-    JWK set. Writing one entry keeps rotation atomic.
-    """
-
-    kind = "keyring"
-
-    def __init__(self, service: str = "langgraph-warden", username: str = "workload-key") -> None:
-        self.service = service
-        self.username = username
-        self._lock = threading.Lock()
-        self._key: WorkloadKey | None = None
-        self._retired: list[dict[str, str]] = []
-
-    def _where(self) -> str:
-        return f"service={self.service!r} username={self.username!r}"
-
-    def _save(self, private: ec.EllipticCurvePrivateKey, retired: list[dict[str, str]]) -> None:
-        doc = workload_key_doc(private, retired)
-        backend = usable_keyring_backend()
-        try:
-            backend.set_password(self.service, self.username, doc)
-        except Exception as exc:
-            raise KeyStoreError(
-                f"keyring refused to store the workload key under {self._where()} ({type(exc).__name__}). "
-                f"{_KEYRING_HELP}"
-            ) from None
-
-    def _load(self) -> None:
-        backend = usable_keyring_backend()
-        try:
-            stored = backend.get_password(self.service, self.username)
-        except Exception as exc:
-            raise KeyStoreError(
-                f"keyring could not read {self._where()} ({type(exc).__name__}). {_KEYRING_HELP}"
-            ) from None
-        if stored is None:
-            private = ec.generate_private_key(ec.SECP256R1())
-            self._save(private, [])
-            self._retired = []
-        else:
-            private, self._retired = parse_workload_key_doc(stored, f"the keyring entry {self._where()}")
-        self._key = WorkloadKey.from_private(private, self.kind)
-
-    def workload_key(self) -> WorkloadKey:
-        with self._lock:
-            if self._key is None:
-                self._load()
-            assert self._key is not None
-            return self._key
-
-    def rotate(self) -> WorkloadKey:
-        with self._lock:
-            if self._key is None:
-                self._load()
-            assert self._key is not None
-            retired = ([self._key.public_jwk, *self._retired])[:RETAINED_RETIRED_KEYS]
-            private = ec.generate_private_key(ec.SECP256R1())
-            self._save(private, retired)
-            self._retired = retired
-            self._key = WorkloadKey.from_private(private, self.kind)
-            return self._key
-
-    def public_jwks(self) -> list[dict[str, str]]:
-        current = self.workload_key()
-        with self._lock:
-            return [current.public_jwk, *self._retired]
 
 
 # --------------------------------------------------------------------------- identity providers
