@@ -26,10 +26,11 @@ from langgraph_warden.errors import IntegrityError
 from langgraph_warden.events import SignedHead, head_signing_bytes
 from langgraph_warden.keys import b64u_decode, verify_signature
 
+from . import statements as sql
 from .rawsql import Raw
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
+    from .event_reads import EventReads
 
 __all__ = ["AnchorWriter"]
 
@@ -42,7 +43,7 @@ _WINDOW_SECONDS = 0.05
 class AnchorWriter:
     """Saves the signed heads of the threads this process committed to a head store."""
 
-    def __init__(self, ledger: Ledger, store: HeadStore) -> None:
+    def __init__(self, ledger: EventReads, store: HeadStore) -> None:
         self._ledger = weakref.proxy(ledger)
         self.store = store
         self._marked: set[str] = set()
@@ -122,10 +123,7 @@ class AnchorWriter:
         if position.seq == 0:
             return None
         with ledger._read_tx(short=True) as conn:
-            row = Raw(conn).one(
-                "SELECT hash, key_id, key_store, signature FROM warden_events WHERE thread_id = ? AND seq = ?",
-                (thread_id, position.seq),
-            )
+            row = Raw(conn).one(sql.EV_HEAD_AT, (thread_id, position.seq))
             keys = ledger._key_info(conn, row[1]) if row is not None and row[1] else {}
         if row is None or row[0] != position.hash or not row[3] or row[1] not in keys:
             return None  # not (or no longer) the signed head this process verified: never anchor it

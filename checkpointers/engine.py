@@ -5,13 +5,14 @@ Why both: a graph compiled with the saver must work with ``invoke``/``stream``
 engines point at the same database; every transaction's logic is written once
 as a sync function. On SQLite the saver's async methods run it in a worker thread
 (one thread hop per transaction); on PostgreSQL on an ``AsyncConnection`` with
-``run_sync``. The SQLite connection settings and the per-file write lock are in
-:mod:`.sqlite_settings`.
+``run_sync``.
 
-The hot paths
-do not go through these engines at all: :mod:`.direct_sqlite` (raw ``sqlite3`` connections with a
-group-commit writer) and :mod:`.pg_pool` (autocommit ``psycopg`` connections), whose names this
-module still exports for older imports.
+This module holds URL parsing (:func:`parse_url`, with errors that show the expected
+form), engine creation (:func:`make_engines`, :func:`engines_from`), the ``WRITE``
+execution option and the per-file write lock's lookup (:func:`write_lock`). The SQLite
+connection settings are in :mod:`.sqlite_settings`; the hot paths do not go through
+these engines at all: :mod:`.direct_sqlite` (raw ``sqlite3`` connections with a
+group-commit writer) and :mod:`.pg_pool` (autocommit ``psycopg`` connections).
 """
 
 from __future__ import annotations
@@ -28,16 +29,9 @@ from sqlalchemy.pool import NullPool
 
 from langgraph_warden.errors import ConfigurationError
 
-from .direct_sqlite import DirectSqlite, direct_sqlite
-from .pg_pool import DirectPostgres, direct_postgres
-from .rawsql import DirectTx
 from .sqlite_settings import apply_sqlite_pragmas, write_lock_for_path
 
-__all__ = [
-    "parse_url", "make_engines", "engines_from", "WRITE", "is_sqlite", "write_lock",
-    # the hot paths' own connections, re-exported from where they live for older imports
-    "DirectTx", "DirectSqlite", "direct_sqlite", "DirectPostgres", "direct_postgres",
-]
+__all__ = ["parse_url", "make_engines", "engines_from", "WRITE", "is_sqlite", "write_lock"]
 
 #: Execution option marking a transaction that writes (SQLite: BEGIN IMMEDIATE).
 WRITE = {"warden_write": True}

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
+from langgraph_warden.checkpointers import statements as sql
 from langgraph_warden.checkpointers.engine import WRITE, write_lock
 from langgraph_warden.checkpointers.ledger import Ledger
 from langgraph_warden.checkpointers.rawsql import Raw
@@ -37,11 +38,6 @@ _REASON_LEN = 64
 #: (sink, thread_id, drafts): events that describe a lease-list change.
 Record = tuple[EventSink, str, Sequence[EventDraft]]
 
-_SQL_INSERT = (
-    "INSERT INTO warden_leases (lease_id, jti, thread_id, tool_call_id, provider, audience, scopes, issued_at, "
-    "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SQL_REVOKE = "UPDATE warden_leases SET revoked_at = ?, revoke_reason = ? WHERE lease_id = ? AND revoked_at IS NULL"
 
 
 def _is_unique_violation(exc: BaseException) -> bool:
@@ -148,7 +144,7 @@ class SqlLeaseStore:
 
         def write(tx: Any) -> None:
             raw = Raw(tx)
-            raw.run(_SQL_INSERT, (*values[:7], raw.timestamp(values[7]), raw.timestamp(values[8])))
+            raw.run(sql.LEASE_INSERT, (*values[:7], raw.timestamp(values[7]), raw.timestamp(values[8])))
             if ledger is not None and record is not None:
                 ledger.append_in(tx, record[1], record[2])
 
@@ -177,7 +173,7 @@ class SqlLeaseStore:
 
         def write(tx: Any) -> bool:
             raw = Raw(tx)
-            changed = raw.run(_SQL_REVOKE, (raw.timestamp(self._now()), str(reason)[:_REASON_LEN], lease_id)) == 1
+            changed = raw.run(sql.LEASE_REVOKE, (raw.timestamp(self._now()), str(reason)[:_REASON_LEN], lease_id)) == 1
             if changed and ledger is not None and record is not None:
                 ledger.append_in(tx, record[1], record[2])
             return changed

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.pool import NullPool
 
 from langgraph_warden.errors import (
@@ -62,7 +62,7 @@ def describe_database(url: URL) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
+    text = str((exc.orig if isinstance(exc, StatementError) else None) or exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 

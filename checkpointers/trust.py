@@ -25,7 +25,7 @@ from typing import Any
 from langgraph_warden.chain import ChainPosition
 from langgraph_warden.events import GENESIS_HASH, EventKind
 
-__all__ = ["ThreadTrust", "TrustCache"]
+__all__ = ["ThreadTrust", "TrustCache", "RowDigestCache"]
 
 _CP_SAVED = EventKind.CHECKPOINT_SAVED
 _WR_SAVED = EventKind.WRITES_SAVED
@@ -376,3 +376,41 @@ class TrustCache:
         with self._lock:
             self._data.clear()
             self._past.clear()
+
+
+class RowDigestCache:
+    """Digests of checkpoint and write rows this process wrote or verified (least recently used dropped).
+
+    Why: a row that still has exactly such a digest needs no chain walk to be trusted; the saver
+    reads most checkpoints right after writing them. Key: (thread, namespace, checkpoint id);
+    value: [checkpoint digest or ``None``, {(task_id, idx): write digest}].
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._data: OrderedDict[tuple[str, str, str], list[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def remember(self, key: tuple[str, str, str], cp_digest: str | None = None, writes: dict | None = None) -> None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                entry = self._data[key] = [None, {}]
+                if len(self._data) > self._size:
+                    self._data.popitem(last=False)
+            else:
+                self._data.move_to_end(key)
+            if cp_digest is not None:
+                entry[0] = cp_digest
+            if writes:
+                entry[1].update(writes)
+
+    def forget_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._data if k[0] == thread_id]:
+                del self._data[key]
+
+    def is_trusted(self, key: tuple[str, str, str], cp_digest: str, writes: dict) -> bool:
+        with self._lock:
+            entry = self._data.get(key)
+            return entry is not None and entry[0] == cp_digest and entry[1] == writes

@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 
-from langgraph_warden.checkpointers.engine import direct_sqlite
+from langgraph_warden.checkpointers.direct_sqlite import direct_sqlite
 from langgraph_warden.events import DeferringEventSink, EventDraft, EventKind
 from langgraph_warden.warden import Warden
 
@@ -154,11 +154,11 @@ def test_queued_events_are_committed_at_a_normal_exit(tmp_path):
     url = sqlite_url(tmp_path)
     script = textwrap.dedent(
         f"""
-        from langgraph_warden.checkpointers import engine
+        from langgraph_warden.checkpointers import direct_sqlite
         from langgraph_warden.events import EventDraft, EventKind
         from langgraph_warden.warden import Warden
 
-        engine.DirectSqlite._flush_loop = lambda self: None  # no background flusher: only the exit hook commits
+        direct_sqlite.DirectSqlite._flush_loop = lambda self: None  # no background flusher: only the exit hook commits
         w = Warden.open({url!r}, ephemeral_keys=True)
         w.ledger.append_soon("t", [EventDraft(kind=EventKind.TOOL_COMPLETED, payload={{"n": 1}}, subject="c1")])
         """

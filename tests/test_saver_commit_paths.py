@@ -14,7 +14,7 @@ import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
 from langgraph_warden.checkpointers import WardenSaver
-from langgraph_warden.checkpointers.engine import direct_sqlite
+from langgraph_warden.checkpointers.direct_sqlite import direct_sqlite
 from langgraph_warden.events import EventDraft
 from langgraph_warden.keys import EphemeralKeyStore
 
@@ -426,8 +426,7 @@ def test_raw_timestamps_are_stored_as_sqlalchemy_stores_them():
 
     from sqlalchemy import Column, DateTime, MetaData, Table, create_engine, insert
 
-    from langgraph_warden.checkpointers.engine import DirectTx
-    from langgraph_warden.checkpointers.rawsql import Raw
+    from langgraph_warden.checkpointers.rawsql import DirectTx, Raw
 
     raw = Raw(DirectTx(None, True))
     engine = create_engine("sqlite://")

@@ -14,7 +14,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from sqlalchemy import text
 
 from langgraph_warden.checkpointers import WardenSaver
-from langgraph_warden.checkpointers import ledger as ledger_module
+from langgraph_warden.checkpointers import event_reads as event_reads_module
 from langgraph_warden.checkpointers.trust import CHAIN_SNAPSHOT, CHAIN_SNAPSHOT_SUBJECT, SNAPSHOT_EVERY
 from langgraph_warden.errors import IntegrityError
 from langgraph_warden.events import EventDraft, EventKind
@@ -35,16 +35,16 @@ def _grow(saver: WardenSaver, thread: str, puts: int) -> str:
 
 
 def _reads(monkeypatch) -> list[int]:
-    """Count the event rows a ledger reads to verify (every verified read goes through _chain_rows)."""
+    """Count the event rows a ledger reads to verify (every verified read goes through chain_rows)."""
     counts: list[int] = []
-    real = ledger_module._chain_rows
+    real = event_reads_module.chain_rows
 
     def counting(raw, sql, params):
         rows = real(raw, sql, params)
         counts.append(len(rows))
         return rows
 
-    monkeypatch.setattr(ledger_module, "_chain_rows", counting)
+    monkeypatch.setattr(event_reads_module, "chain_rows", counting)
     return counts
 
 
@@ -135,7 +135,7 @@ def test_a_read_that_began_before_this_process_committed_is_not_taken_for_a_cut(
     process committed (and so verified) newer events sees the history end at the earlier
     position. That position was verified before: the rows are pinned by it, not refused as a
     truncated history (a real cut still is: see tests/test_attacks.py)."""
-    from langgraph_warden.checkpointers.engine import DirectTx
+    from langgraph_warden.checkpointers.rawsql import DirectTx
 
     url = f"sqlite:///{tmp_path / 'stale.db'}"
     with WardenSaver.from_url(url, key_store=keys) as saver:

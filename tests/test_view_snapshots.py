@@ -18,7 +18,7 @@ from langgraph.prebuilt import ToolNode
 from typer.testing import CliRunner
 
 from langgraph_warden.charter import RunCharter
-from langgraph_warden.checkpointers import ledger as ledger_module
+from langgraph_warden.checkpointers import event_reads as event_reads_module
 from langgraph_warden.cli import app
 from langgraph_warden.events import EventKind
 from langgraph_warden.guards.thread_view import KEEP_RECENT_CALLS, VIEW_SNAPSHOT, VIEW_SNAPSHOT_EVERY, snapshot_draft
@@ -71,8 +71,8 @@ def _run(db_url: str, keys, thread: str, n: int) -> None:
 
 def _rows_read(monkeypatch) -> list[int]:
     counts: list[int] = []
-    real = ledger_module._chain_rows
-    monkeypatch.setattr(ledger_module, "_chain_rows", lambda raw, sql, params: counts.append(len(rows := real(raw, sql, params))) or rows)
+    real = event_reads_module.chain_rows
+    monkeypatch.setattr(event_reads_module, "chain_rows", lambda raw, sql, params: counts.append(len(rows := real(raw, sql, params))) or rows)
     return counts
 
 
