@@ -36,8 +36,13 @@ from typing import Any, NamedTuple
 __all__ = ["Origin", "origin_of", "SeenCalls", "seen_calls"]
 
 #: Where LangGraph keeps a task's checkpoint map, namespace, durability and checkpointer in its config.
+#: LangGraph internals (its ``CONFIG_KEY_*`` constants, private), each needed because no public API
+#: tells a tool call which checkpoint it came from or how that checkpoint is being saved:
+#: the checkpoint map names the checkpoint of each parent namespace (the call's origin),
 _CHECKPOINT_MAP = "checkpoint_map"
+#: the run's durability says whether that checkpoint is saved before the step, in the background or at exit,
 _DURABILITY = "__pregel_durability"
+#: and the run's checkpointer tells whether it writes to the guard's own ledger (only then can it wait).
 _CHECKPOINTER = "__pregel_checkpointer"
 #: LangGraph's namespace separator (``parent|child:task``).
 _NS_SEP = "|"
@@ -77,7 +82,7 @@ def origin_of(config: Mapping[str, Any], ledger: Any) -> Origin | None:
     if not isinstance(checkpoint_id, str) or not checkpoint_id:
         return None
     durability = conf.get(_DURABILITY) or "async"
-    same = getattr(checkpointer, "ledger", None) is ledger
+    same = getattr(checkpointer, "ledger", None) is ledger  # any LangGraph saver may run the graph; warden's has a ledger
     return Origin(parent_ns, checkpoint_id, str(durability), same)
 
 

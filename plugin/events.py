@@ -44,6 +44,8 @@ __all__ = [
     "SummarisingEventSink",
     "CheckpointWaitingEventSink",
     "waits_for_checkpoints",
+    "CallClaims",
+    "GuardSink",
     "Watermark",
     "event_hash",
     "head_signing_bytes",
@@ -449,3 +451,49 @@ class SummarisingEventSink(EventSink, Protocol):
     def summaries(
         self, thread_id: str, *, kinds: Sequence[str] | None = None, after_seq: int = 0
     ) -> list[EventSummary]: ...
+
+
+class CallClaims(Protocol):
+    """Process-liveness locks on tool calls: one live attempt per call across processes.
+
+    Declared here (beside the sinks that hand them out) so that the guard names them without
+    importing the checkpointer that implements them (``checkpointers/claims.py``)."""
+
+    def acquire(self, thread_id: str, tool_call_id: str, timeout: float) -> bool: ...
+
+    def release(self, thread_id: str, tool_call_id: str) -> None: ...
+
+
+@runtime_checkable
+class GuardSink(DeferringEventSink, SummarisingEventSink, Protocol):
+    """Everything the tool guard asks of its sink: the checkpointer's ledger implements all of it.
+
+    A plain :class:`EventSink` gets these with their neutral behaviour from
+    ``guards/guard_sink.py`` (no watermarks, no claims, no snapshots, appends committed at
+    once), so the guard calls methods instead of probing for them.
+    """
+
+    #: Whether ``append(..., seen=...)`` is checked (else the guard reads before it decides).
+    supports_watermarks: bool
+    #: Cross-process locks on tool calls, or ``None``: this process only.
+    claims: CallClaims | None
+
+    def newest_snapshot(self, thread_id: str, kind: str, subject: str) -> tuple[int, Mapping[str, Any]] | None:
+        """The newest verified event of ``kind`` about ``subject``: ``(seq, payload)``."""
+        ...
+
+    def event_at(self, thread_id: str, seq: int, expected_hash: str) -> Event:
+        """The event at ``seq``, refused unless its hash is ``expected_hash`` (what a verified read saw)."""
+        ...
+
+    def trusted_latest(self, thread_id: str, ns: str) -> tuple[Any, ...] | None:
+        """What this process knows of ``ns``'s newest checkpoint without reading; item 1 is its id."""
+        ...
+
+    def checkpoint_durable(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool: ...
+
+    def checkpoint_recorded(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool: ...
+
+    def wait_for_checkpoint(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, timeout: float) -> bool | None:
+        """Whether the checkpoint was committed within ``timeout``; ``None``: this sink cannot tell."""
+        ...

@@ -225,20 +225,21 @@ async def test_async_guard_allows_denies_and_pauses(warden, effects):
 
 
 # --------------------------------------------------------------------------- cancellation (async)
-async def _cancel_while(warden: Warden, g, cfg, method: str) -> None:
-    """Run ``g`` as a task, cancel it while the guard's ``method`` runs in its worker thread, then let it finish."""
+async def _cancel_while(warden: Warden, g, cfg, part: str, method: str) -> None:
+    """Run ``g`` as a task, cancel it while the guard's ``part`` runs ``method`` in its worker thread, then let it finish."""
     import asyncio
     import threading
 
     entered, release = threading.Event(), threading.Event()
-    original = getattr(warden.guard, method)
+    target = getattr(warden.guard, part)
+    original = getattr(target, method)
 
     def held(*args):
         entered.set()
         release.wait(10)
         return original(*args)
 
-    setattr(warden.guard, method, held)
+    setattr(target, method, held)
     try:
         task = asyncio.create_task(g.ainvoke({"messages": [HumanMessage("who is c-9?")]}, cfg))
         assert await asyncio.to_thread(entered.wait, 10)
@@ -247,7 +248,7 @@ async def _cancel_while(warden: Warden, g, cfg, method: str) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     finally:
-        delattr(warden.guard, method)  # back to the class's method
+        delattr(target, method)  # back to the class's method
 
 
 async def test_cancelled_while_recording_the_start_records_that_the_tool_never_ran(warden, effects):
@@ -258,7 +259,7 @@ async def test_cancelled_while_recording_the_start_records_that_the_tool_never_r
     """
     script = [turn(call("lookup_customer", {"customer_id": "c-9"}, "c9")), turn(text="done")]
     cfg = warden.start_run("t-cancel-start", owner="alice@example.com", intent="look up a customer", risk_tier="low")
-    await _cancel_while(warden, build(warden, effects, script), cfg, "_started")
+    await _cancel_while(warden, build(warden, effects, script), cfg, "outcomes", "started")
     assert effects.count("lookup_customer") == 0
     assert kinds(warden, "t-cancel-start")[-2:] == ["tool.started", "tool.failed"]
     failed = warden.ledger.events("t-cancel-start", kinds=[EventKind.TOOL_FAILED])[0].payload
@@ -279,8 +280,8 @@ async def test_cancelled_while_deciding_releases_the_call(warden, effects):
 
     script = [turn(call("lookup_customer", {"customer_id": "c-9"}, "c9")), turn(text="done")]
     cfg = warden.start_run("t-cancel-prep", owner="alice@example.com", intent="look up a customer", risk_tier="low")
-    await _cancel_while(warden, build(warden, effects, script), cfg, "_prepare_call")
-    assert warden.guard._inflight == {}
+    await _cancel_while(warden, build(warden, effects, script), cfg, "decision", "prepare_call")
+    assert warden.guard.in_flight.calls == {}
     assert effects.count("lookup_customer") == 0
     # The decision made for the cancelled task is on record; the run continues normally.
     out = await asyncio.wait_for(build(warden, effects, script[1:]).ainvoke(None, cfg), 30)

@@ -27,8 +27,9 @@ from langgraph_warden import canonical
 from langgraph_warden.charter import RunCharter
 from langgraph_warden.errors import ConfigurationError
 from langgraph_warden.events import EventDraft, EventKind
-from langgraph_warden.guards import guard as guard_module
-from langgraph_warden.guards.guard import ToolGuard, _ThreadView
+from langgraph_warden.guards import recorder as recorder_module
+from langgraph_warden.guards.guard import ToolGuard
+from langgraph_warden.guards.thread_view import _VIEW_KINDS, _ThreadView
 from langgraph_warden.guards.policy import build_policy_input
 from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
@@ -145,19 +146,19 @@ def test_replay_reads_the_recorded_result_and_does_not_run_again(warden):
 
 
 def test_thread_views_are_bounded_and_rebuilt_from_the_ledger(warden, monkeypatch):
-    monkeypatch.setattr(guard_module, "_VIEW_CACHE_SIZE", 2)
+    monkeypatch.setattr(recorder_module, "VIEW_CACHE_SIZE", 2)
     guard, sink, policy = make_guard(warden)
     g = graph(guard)
     threads = [f"t{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
     for i, t in enumerate(threads):
         seed(warden, t, i + 1)
         invoke(g, t, "c1")
-    assert list(guard._views) == threads[1:]
+    assert list(guard.recorder.views) == threads[1:]
     sink.reset()
     invoke(g, threads[0], "c2")  # evicted: rebuilt from the whole history
     assert sink.rows == 1 + 3 * 1 + 3
     assert decided(policy.inputs[-1]) == 2
-    assert list(guard._views) == [threads[2], threads[0]]
+    assert list(guard.recorder.views) == [threads[2], threads[0]]
 
 
 def test_incremental_fold_equals_one_fold_and_snapshots_do_not_change(warden):
@@ -167,8 +168,8 @@ def test_incremental_fold_equals_one_fold_and_snapshots_do_not_change(warden):
     seed(warden, thread, 4)
     for i in range(3):
         invoke(g, thread, f"c{i}")
-    events = warden.ledger.summaries(thread, kinds=guard_module._VIEW_KINDS)
-    assert events == [e.summary() for e in warden.ledger.events(thread, kinds=guard_module._VIEW_KINDS)]
+    events = warden.ledger.summaries(thread, kinds=_VIEW_KINDS)
+    assert events == [e.summary() for e in warden.ledger.events(thread, kinds=_VIEW_KINDS)]
     whole, pieces = _ThreadView(), _ThreadView()
     whole.fold(events)
     first = None

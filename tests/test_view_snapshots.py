@@ -87,13 +87,13 @@ def test_a_restored_view_equals_a_full_fold_and_reads_the_same_at_any_length(db_
             totals[n] = len(w.ledger.events(thread))
         with open_warden(db_url, keys) as restored_w:  # a new process: restores from the newest snapshot
             counts = _rows_read(monkeypatch)
-            restored = restored_w.guard._view(thread)
+            restored = restored_w.guard.recorder.view(thread)
             monkeypatch.undo()
-            assert restored_w.guard._views[thread].partial
+            assert restored_w.guard.recorder.views[thread].partial
         reads[n] = sum(counts)
         with open_warden(db_url, keys) as full_w:  # the same, folding every event from genesis
-            full_w.guard._restore = lambda thread_id, view: None
-            folded = full_w.guard._view(thread)
+            full_w.guard.recorder.restore = lambda thread_id, view: None  # type: ignore[method-assign]
+            folded = full_w.guard.recorder.view(thread)
         assert (restored.charter, restored.history, restored.approvals) == (folded.charter, folded.history, folded.approvals)
         assert restored.read_seq == folded.read_seq
     small, large = sorted(reads)
@@ -108,7 +108,7 @@ def test_an_old_call_not_kept_by_the_snapshot_is_replayed_not_run_again(db_url, 
     with open_warden(db_url, keys) as w:
         g = graph(w)
         assert call(g, thread, "c0", "v0") == "v0"  # the first call of the thread, long settled
-        assert not w.guard._views[thread].calls.get(("c0", "x"))
+        assert not w.guard.recorder.views[thread].calls.get(("c0", "x"))
         assert RUNS == []
         kinds = [e.kind for e in w.ledger.events(thread, subject="c0")]
         assert kinds.count(EventKind.TOOL_REPLAYED) == 1 and kinds.count(EventKind.TOOL_STARTED) == 1
@@ -118,9 +118,9 @@ def test_a_buggy_view_snapshot_is_caught_by_verify(db_url, keys):
     thread = f"bug-{uuid.uuid4().hex[:6]}"
     _run(db_url, keys, thread, 5)
     with open_warden(db_url, keys) as w:
-        view = w.guard._views.get(thread) or w.guard._view_of(thread)
-        w.guard._view(thread)
-        doc = w.guard._views[thread].snapshot_doc()
+        view = w.guard.recorder.views.get(thread) or w.guard.recorder.view_of(thread)
+        w.guard.recorder.view(thread)
+        doc = w.guard.recorder.views[thread].snapshot_doc()
         doc["history"]["run"]["denied"] += 3  # what a bug in the fold would record
         w.ledger.append(thread, [snapshot_draft(doc)])
         assert {f.reason for f in w.verify(thread_id=thread).findings} == {"snapshot_mismatch"}

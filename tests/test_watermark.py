@@ -215,7 +215,7 @@ def test_a_sibling_recorded_while_a_call_was_deciding_does_not_make_its_decision
     warden.start_run(thread, CHARTER)
     graph(guard).invoke(message("warm-up"), cfg(thread))
     a_viewed, b_ran = threading.Event(), threading.Event()
-    view, prepare, started = guard._view, guard._prepare, guard._started
+    view, prepare, started = guard.recorder.view, guard._prepare, guard.outcomes.started
 
     def view_then_signal(thread_id, call=None, *, trust=False):
         snap = view(thread_id, call, trust=trust)
@@ -241,9 +241,9 @@ def test_a_sibling_recorded_while_a_call_was_deciding_does_not_make_its_decision
             b_ran.set()
         return text
 
-    monkeypatch.setattr(guard, "_view", view_then_signal)
+    monkeypatch.setattr(guard.recorder, "view", view_then_signal)
     monkeypatch.setattr(guard, "_prepare", prepare_b_after_a_viewed)
-    monkeypatch.setattr(guard, "_started", record_a_after_b_ran)
+    monkeypatch.setattr(guard.outcomes, "started", record_a_after_b_ran)
     warden.tools.register(ToolSpec("signal", sensitivity="public"))
     b = StateGraph(MessagesState)
     b.add_node("tools", ToolNode([signal], wrap_tool_call=guard))
@@ -267,16 +267,16 @@ def test_a_view_dropped_from_the_cache_while_deciding_still_checks_the_decision(
     thread = f"t-{uuid.uuid4().hex[:8]}"
     warden.start_run(thread, CHARTER)
     g.invoke(message("c1"), cfg(thread))
-    view = guard._view
+    view = guard.recorder.view
 
     def view_then_drop(thread_id, call=None, *, trust=False):
         snap = view(thread_id, call, trust=trust)
         if snap.seen is not None:  # decided without a read: now the view is evicted and another writer records
-            guard._views.pop(thread_id)
+            guard.recorder.views.pop(thread_id)
             _record_new_charter(warden, thread_id)
         return snap
 
-    monkeypatch.setattr(guard, "_view", view_then_drop)
+    monkeypatch.setattr(guard.recorder, "view", view_then_drop)
     policy.inputs.clear()
     g.invoke(message("c2"), cfg(thread))
     assert [i["run"]["owner"] for i in policy.inputs] == ["alice@example.com", "bob@example.com"]

@@ -35,7 +35,7 @@ def main(db_url: str, effects: str, thread: str, phase: str) -> None:
     with Warden.open(db_url, ephemeral_keys=True) as warden:
         graph = build(warden, effects, SCRIPT)
         if os.environ.get("WARDEN_TEST_CRASH_AFTER_APPROVAL"):
-            warden.guard._started = lambda plan, lease: os.kill(os.getpid(), signal.SIGKILL)  # crash injection
+            warden.guard.outcomes.started = lambda plan, lease: os.kill(os.getpid(), signal.SIGKILL)  # crash injection
         cfg = {"configurable": {"thread_id": thread}}
         if phase == "start":
             cfg = warden.start_run(thread, owner="alice@example.com", intent="refund o-7")

@@ -78,9 +78,9 @@ def _defences(warden: Warden, trial: dict[str, Any]) -> None:
     """Turn off the defences the trial does without, in the run and in its resume alike."""
     defence = trial.get("defence", "all")
     if defence in ("none", "match"):
-        warden.guard._await_origin = lambda plan: None  # type: ignore[method-assign]
+        warden.guard.outcomes.await_origin = lambda plan: None  # type: ignore[method-assign]
     if defence in ("none", "wait"):
-        warden.guard._find_retry = lambda *a, **k: None  # type: ignore[method-assign]
+        warden.guard.decision.find_retry = lambda *a, **k: None  # type: ignore[method-assign]
 
 
 def _child(url: str, effects: str, trial: dict[str, Any]) -> None:
