@@ -138,6 +138,7 @@ def _check_signature(
         report.fail(row.seq, "bad_signature", f"signature by {key.key_id!r} does not verify")
 
 
+# long: one pass over every row with locals only, the loop "100,000 events in under 3 s" measures
 def verify_chain(
     thread_id: str,
     rows: Iterable[ChainRow],
@@ -171,13 +172,12 @@ def verify_chain(
         events += 1
         seq, body = row.seq, row.body
         if type(seq) is not int or type(body) is not bytes:  # a row edited with other types
-            try:
-                seq = int(seq)
-                body = body.encode() if isinstance(body, str) else bytes(body)
-            except (TypeError, ValueError):
+            coerced = _coerced(row)
+            if coerced is None:
                 fail(None, "event_corrupt", f"row after seq {expected_seq - 1} has seq {row.seq!r} and a "
                      f"{type(row.body).__name__} body, which no writer stores")
                 continue
+            seq, body = coerced
         if seq != expected_seq:
             kind = "event_deleted" if seq > expected_seq else "event_inserted"
             fail(seq, kind, f"expected seq {expected_seq}, found {seq} (gap or duplicate)")
@@ -223,25 +223,39 @@ def verify_chain(
             report.first_seq = seq
         last = row
     report.events = events
-    if last is None:
-        return report
+    if last is not None:
+        _close_at_head(report, last, last_signed_by_key.values() if signatures != "all" else (), keys, trusted)
+    return report
+
+
+def _close_at_head(
+    report: ChainReport, last: ChainRow, heads_to_check: Iterable[ChainRow], keys: Mapping[str, PublicKeyInfo],
+    trusted: frozenset[str] | None,
+) -> None:
+    """Record the chain's head (it must be signed) and check the signature bytes of ``heads_to_check``."""
     report.head_seq = last.seq
     report.head_hash = last.hash
     if not last.signature:
         report.fail(last.seq, "unsigned_head", "the chain head carries no signature (events appended outside the ledger?)")
-    else:
-        report.head = SignedHead(
-            thread_id=thread_id,
-            seq=last.seq,
-            hash=last.hash,
-            key_id=last.key_id or "",
-            signature=last.signature,
-            key_store=last.key_store or "",
-        )
-        if signatures != "all":
-            for row in last_signed_by_key.values():
-                _check_signature(report, row, keys, trusted, True)
-    return report
+        return
+    report.head = SignedHead(
+        thread_id=report.thread_id,
+        seq=last.seq,
+        hash=last.hash,
+        key_id=last.key_id or "",
+        signature=last.signature,
+        key_store=last.key_store or "",
+    )
+    for row in heads_to_check:
+        _check_signature(report, row, keys, trusted, True)
+
+
+def _coerced(row: ChainRow) -> tuple[int, bytes] | None:
+    """(seq, body) of a row edited with other types than the writers store, or None if unreadable (rare path)."""
+    try:
+        return int(row.seq), (row.body.encode() if isinstance(row.body, str) else bytes(row.body))
+    except (TypeError, ValueError):
+        return None
 
 
 class ChainPosition(NamedTuple):
@@ -282,48 +296,9 @@ def verify_extension(
     rewritten history. Returns the first finding instead of raising: callers turn it into the
     error of their context. Pure: no database, no secrets.
     """
-    docs: list[dict[str, Any]] = []
-    expected = start.seq + 1 if start is not None else (rows[0].seq if rows else 1)
-    prev = start.hash if start is not None else None
-    sha256 = hashlib.sha256
-    loads = _loads
-    for row in rows:
-        seq, body = row.seq, row.body
-        if type(seq) is not int or type(body) is not bytes:
-            try:
-                seq = int(seq)
-                body = body.encode() if isinstance(body, str) else bytes(body)
-            except (TypeError, ValueError):
-                return docs, Finding(thread_id, None, "event_corrupt", f"row after seq {expected - 1} has an unreadable seq or body")
-        if seq != expected:
-            reason = "event_deleted" if seq > expected else "event_inserted"
-            return docs, Finding(thread_id, seq, reason, f"expected seq {expected}, found {seq} (gap or duplicate)")
-        if "sha256:" + sha256(body).hexdigest() != row.hash:
-            return docs, Finding(thread_id, seq, "event_changed", "stored hash is not the SHA-256 of the stored event body")
-        try:
-            doc = loads(body)
-        except (ValueError, UnicodeDecodeError, TypeError):
-            doc = None
-        if type(doc) is not dict:
-            return docs, Finding(thread_id, seq, "event_corrupt", "event body is not a canonical JSON object")
-        if doc.get("seq") != seq or doc.get("thread_id") != thread_id:
-            return docs, Finding(thread_id, seq, "event_moved", f"body says thread {doc.get('thread_id')!r} seq {doc.get('seq')!r}")
-        if doc.get("kind") != row.kind:
-            return docs, Finding(thread_id, seq, "event_changed", f"row kind {row.kind!r} differs from body kind {doc.get('kind')!r}")
-        if prev is not None and doc.get("prev_hash") != prev:
-            return docs, Finding(
-                thread_id, seq, "chain_broken",
-                "prev_hash does not match the previous event's hash (event inserted, deleted, changed or reordered)",
-            )
-        if pinned is not None and seq == pinned.seq and row.hash != pinned.hash:
-            return docs, Finding(
-                thread_id, seq, "rewritten",
-                f"the event at seq {seq} is not the one this process verified or wrote earlier (history rewritten)",
-            )
-        docs.append(doc)
-        prev = row.hash
-        expected = seq + 1
-    last_seq = expected - 1
+    docs, finding, last_seq = _linked_docs(thread_id, rows, start, pinned)
+    if finding is not None:
+        return docs, finding
     if pinned is not None and last_seq < pinned.seq:
         return docs, Finding(
             thread_id, last_seq if rows else None, "truncated",
@@ -339,6 +314,54 @@ def verify_extension(
     trusted = frozenset(trusted_key_ids) if trusted_key_ids is not None else None
     _check_signature(report, last._replace(seq=last_seq), keys, trusted, True)
     return docs, (report.findings[0] if report.findings else None)
+
+
+def _linked_docs(
+    thread_id: str, rows: Sequence[ChainRow], start: ChainPosition | None, pinned: ChainPosition | None
+) -> tuple[list[dict[str, Any]], Finding | None, int]:
+    """The parsed bodies of ``rows`` while each links to the one before (and agrees with ``pinned``);
+    the first finding (then the seq is 0); the last seq read."""
+    docs: list[dict[str, Any]] = []
+    expected = start.seq + 1 if start is not None else (rows[0].seq if rows else 1)
+    prev = start.hash if start is not None else None
+    sha256 = hashlib.sha256
+    loads = _loads
+    for row in rows:
+        seq, body = row.seq, row.body
+        if type(seq) is not int or type(body) is not bytes:
+            coerced = _coerced(row)
+            if coerced is None:
+                return docs, Finding(thread_id, None, "event_corrupt", f"row after seq {expected - 1} has an unreadable seq or body"), 0
+            seq, body = coerced
+        if seq != expected:
+            reason = "event_deleted" if seq > expected else "event_inserted"
+            return docs, Finding(thread_id, seq, reason, f"expected seq {expected}, found {seq} (gap or duplicate)"), 0
+        if "sha256:" + sha256(body).hexdigest() != row.hash:
+            return docs, Finding(thread_id, seq, "event_changed", "stored hash is not the SHA-256 of the stored event body"), 0
+        try:
+            doc = loads(body)
+        except (ValueError, UnicodeDecodeError, TypeError):
+            doc = None
+        if type(doc) is not dict:
+            return docs, Finding(thread_id, seq, "event_corrupt", "event body is not a canonical JSON object"), 0
+        if doc.get("seq") != seq or doc.get("thread_id") != thread_id:
+            return docs, Finding(thread_id, seq, "event_moved", f"body says thread {doc.get('thread_id')!r} seq {doc.get('seq')!r}"), 0
+        if doc.get("kind") != row.kind:
+            return docs, Finding(thread_id, seq, "event_changed", f"row kind {row.kind!r} differs from body kind {doc.get('kind')!r}"), 0
+        if prev is not None and doc.get("prev_hash") != prev:
+            return docs, Finding(
+                thread_id, seq, "chain_broken",
+                "prev_hash does not match the previous event's hash (event inserted, deleted, changed or reordered)",
+            ), 0
+        if pinned is not None and seq == pinned.seq and row.hash != pinned.hash:
+            return docs, Finding(
+                thread_id, seq, "rewritten",
+                f"the event at seq {seq} is not the one this process verified or wrote earlier (history rewritten)",
+            ), 0
+        docs.append(doc)
+        prev = row.hash
+        expected = seq + 1
+    return docs, None, expected - 1
 
 
 def verify_against_head(
