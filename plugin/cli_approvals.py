@@ -52,7 +52,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -92,7 +92,7 @@ class _Usage(WardenError):
     pass
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
@@ -292,13 +292,6 @@ def decide(
                                                                       "(default: the thread's)")] = None,
 ) -> None:
     """Answer one pending request and resume its run."""
-    from langgraph.types import Command
-
-    from .checkpointers.readonly import check_existing
-    from .checkpointers.readonly import require_thread as check_thread
-    from .guards.approval import InvalidApprovalError, approve, edit, reject
-    from .warden import Warden
-
     chosen = [n for n, on in (("--approve", approve_), ("--reject", reject_), ("--edit-args", edit_args is not None)) if on]
     if len(chosen) != 1:
         _fail("choose exactly one of --approve, --reject and --edit-args")
@@ -311,6 +304,31 @@ def decide(
     if missing:
         _fail(f"pass {', '.join(missing)} (or --server URL for runs on LangGraph Agent Server)")
     assert db is not None and graph is not None and as_ is not None
+    decision = _DECISIONS[chosen[0]]
+    warden, new_args, signing = _open_for_decision(db, edit_args, key, approver_keys, ephemeral_keys)
+    result, still = _answer_and_resume(warden, graph, thread, request, decision, as_, message, new_args, signing)
+    doc: dict[str, Any] = {"thread_id": thread, "request_id": request, "decision": decision,
+                           "approver": as_, "signed": signing is not None, "result": result, "pending": still}
+    if output == "json":
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        typer.echo(f"{_VERBS[decision]} {request} on {thread} as {as_}" + (" (signed)" if signing else ""))
+        if result is not None:
+            typer.echo(f"tool result: {result}")
+        typer.echo(f"still pending on {thread}: {', '.join(still) if still else 'none'}")
+
+
+_DECISIONS = {"--approve": "approve", "--reject": "reject", "--edit-args": "edit"}
+_VERBS = {"approve": "approved", "reject": "rejected", "edit": "approved with edited arguments"}
+
+
+def _open_for_decision(
+    db: str, edit_args: str | None, key: str | None, approver_keys: Path | None, ephemeral_keys: bool
+) -> tuple[Any, dict[str, Any] | None, Any]:
+    """Check the options that need no database, then open the (existing) warden database: (warden, new args, signing key)."""
+    from .checkpointers.readonly import check_existing
+    from .warden import Warden
+
     try:
         new_args = None
         if edit_args is not None:
@@ -330,6 +348,22 @@ def decide(
         _fail(str(exc))
     except database_errors() as exc:
         _fail(f"opening the database failed: {one_line(exc)}")
+    return warden, new_args, signing
+
+
+def _answer_and_resume(
+    warden: Any, graph: str, thread: str, request: str, decision: str, as_: str, message: str | None,
+    new_args: dict[str, Any] | None, signing: Any,
+) -> tuple[str | None, list[str]]:
+    """Answer the pending request and resume the run through the user's graph; closes ``warden``.
+
+    Returns the tool's result (None if it did not run) and the requests still pending on the thread.
+    """
+    from langgraph.types import Command
+
+    from .checkpointers.readonly import require_thread as check_thread
+    from .guards.approval import InvalidApprovalError, approve, edit, reject
+
     try:
         check_thread(warden.saver.engine, thread)
         pending = {r.request_id: r for r in warden.pending_approvals(thread)}
@@ -339,9 +373,9 @@ def decide(
                 f"no pending approval request {request!r} on thread {thread!r}"
                 + (f"; pending: {sorted(pending)}" if pending else "; nothing is pending there")
             )
-        if approve_:
+        if decision == "approve":
             payload = approve(req, as_, message=message, key=signing)
-        elif reject_:
+        elif decision == "reject":
             payload = reject(req, as_, message=message or "", key=signing)
         else:
             payload = edit(req, as_, new_args or {}, message=message, key=signing)
@@ -366,16 +400,7 @@ def decide(
         _fail(str(exc))
     finally:
         warden.close()
-    doc: dict[str, Any] = {"thread_id": thread, "request_id": request, "decision": {"--approve": "approve", "--reject": "reject", "--edit-args": "edit"}[chosen[0]],
-           "approver": as_, "signed": signing is not None, "result": result, "pending": still}
-    if output == "json":
-        typer.echo(json.dumps(doc, indent=2))
-    else:
-        verb = {"approve": "approved", "reject": "rejected", "edit": "approved with edited arguments"}[doc["decision"]]
-        typer.echo(f"{verb} {request} on {thread} as {as_}" + (" (signed)" if signing else ""))
-        if result is not None:
-            typer.echo(f"tool result: {result}")
-        typer.echo(f"still pending on {thread}: {', '.join(still) if still else 'none'}")
+    return result, still
 
 
 def _decide_on_server(
@@ -385,7 +410,7 @@ def _decide_on_server(
     """``decide --server``: answer through the Agent Server's API (see :mod:`langgraph_warden.cli_server`)."""
     from .cli_server import RefusedAnswer, decide_on_server
 
-    decision = {"--approve": "approve", "--reject": "reject", "--edit-args": "edit"}[chosen]
+    decision = _DECISIONS[chosen]
     try:
         new_args = json.loads(edit_args) if edit_args is not None else None
     except ValueError as exc:
@@ -405,8 +430,7 @@ def _decide_on_server(
     if output == "json":
         typer.echo(json.dumps(doc, indent=2))
         return
-    verb = {"approve": "approved", "reject": "rejected", "edit": "approved with edited arguments"}[decision]
-    typer.echo(f"{verb} {request} on {thread}" + (f" as {as_}" if as_ else " as the authenticated user")
+    typer.echo(f"{_VERBS[decision]} {request} on {thread}" + (f" as {as_}" if as_ else " as the authenticated user")
                + (" (signed)" if key else ""))
     if got["result"] is not None:
         typer.echo(f"tool result: {got['result']}")

@@ -23,11 +23,14 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from .cli_errors import WardenGroup
+
+if TYPE_CHECKING:
+    from .guards.policy import PolicyEngine
 
 __all__ = ["app", "EXIT_ALLOW", "EXIT_DENY", "EXIT_APPROVAL", "EXIT_ERROR", "EXIT_USAGE", "example_input"]
 
@@ -92,14 +95,27 @@ def eval_command(
     ] = None,
 ) -> None:
     """Print the decision for one input. Exit 0 allow, 1 deny, 2 approval, 3 error, 4 usage error."""
-    from langgraph_warden.errors import ConfigurationError
-    from langgraph_warden.guards.policy import PolicyEngine, validate_policy_input
-
     if engine is EngineChoice.cedar:
         if policy is not None and len(policy) != 1:
             _usage("--engine cedar takes exactly one --policy file")
         if query is not None or data is not None:
             _usage("--query and --data apply to --engine rego only")
+    policy_input = _read_input(input_file)
+    evaluator = _engine_for(engine, policy, query, data, policy_input["version"])  # validated: one of POLICY_INPUT_VERSIONS
+    decision = evaluator.decide(policy_input)
+    typer.echo(json.dumps(decision.to_dict(), indent=2, sort_keys=True))
+    if any(r.startswith(_ERROR_REASON_PREFIXES) for r in decision.reasons):
+        raise typer.Exit(code=EXIT_ERROR)
+    if not decision.allow:
+        raise typer.Exit(code=EXIT_DENY)
+    raise typer.Exit(code=EXIT_APPROVAL if decision.require_approval else EXIT_ALLOW)
+
+
+def _read_input(input_file: Path) -> dict[str, Any]:
+    """The ``--input`` document ('-': stdin), checked against the input document's shape (exit 3 if not)."""
+    from langgraph_warden.errors import ConfigurationError
+    from langgraph_warden.guards.policy import validate_policy_input
+
     try:
         raw = typer.get_text_stream("stdin").read() if str(input_file) == "-" else input_file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -109,10 +125,16 @@ def eval_command(
     except ValueError as exc:
         _fail(f"--input {input_file} is not JSON: {exc}; {_SCHEMA_HINT}")
     try:
-        policy_input = validate_policy_input(document)
+        return validate_policy_input(document)
     except ConfigurationError as exc:
         _fail(f"--input {input_file}: {exc}; {_SCHEMA_HINT}")
-    version = policy_input["version"]  # validated: one of POLICY_INPUT_VERSIONS
+
+
+def _engine_for(
+    engine: EngineChoice, policy: list[Path] | None, query: str | None, data: Path | None, version: int
+) -> PolicyEngine:
+    """The embedded engine chosen, built for the input's ``version`` (exit 3 for a bad policy or ``--data``)."""
+    from langgraph_warden.errors import ConfigurationError
 
     try:
         if engine is EngineChoice.rego:
@@ -124,22 +146,13 @@ def eval_command(
                     base = json.loads(data.read_text(encoding="utf-8"))
                 except (OSError, ValueError) as exc:
                     _fail(f"--data {data}: {exc}")
-            evaluator: PolicyEngine = RegoEngine(policy or _default_policy(engine), data=base, query=query or DEFAULT_QUERY,
-                                   input_version=version)
-        else:
-            from langgraph_warden.guards.cedar import CedarEngine
+            return RegoEngine(policy or _default_policy(engine), data=base, query=query or DEFAULT_QUERY,
+                              input_version=version)
+        from langgraph_warden.guards.cedar import CedarEngine
 
-            evaluator = CedarEngine(policy[0] if policy else _default_policy(engine), input_version=version)
+        return CedarEngine(policy[0] if policy else _default_policy(engine), input_version=version)
     except ConfigurationError as exc:
         _fail(str(exc))
-
-    decision = evaluator.decide(policy_input)
-    typer.echo(json.dumps(decision.to_dict(), indent=2, sort_keys=True))
-    if any(r.startswith(_ERROR_REASON_PREFIXES) for r in decision.reasons):
-        raise typer.Exit(code=EXIT_ERROR)
-    if not decision.allow:
-        raise typer.Exit(code=EXIT_DENY)
-    raise typer.Exit(code=EXIT_APPROVAL if decision.require_approval else EXIT_ALLOW)
 
 
 def _default_policy(engine: EngineChoice) -> Path:

@@ -141,18 +141,7 @@ def decide_on_server(
             + (f"; pending: {sorted(pending)}" if pending else "; nothing is pending there")
         )
     interrupt_id, req = pending[request_id]
-    if approver is None and key is not None:
-        raise ConfigurationError("--key signs the approver's name: pass --as with it")
-    name = approver or "-"  # placeholder, dropped below: the server fills in its authenticated user
-    if decision == "approve":
-        native = approve(req, name, message=message, key=key)
-    elif decision == "reject":
-        native = reject(req, name, message=message or "", key=key)
-    else:
-        native = edit(req, name, dict(args or {}), message=message, key=key)
-    answer = hitl_decision(native, req)
-    if approver is None:
-        answer.pop("approver")
+    answer = _answer(req, decision, approver, message, args, key)
     metadata = record.get("metadata") or {}
     assistant_id = assistant or metadata.get("assistant_id") or metadata.get("graph_id")
     if not assistant_id:
@@ -168,9 +157,34 @@ def decide_on_server(
         raise RefusedAnswer(detail or f"the server did not accept the answer to {request_id!r}; it is still pending")
     if error:
         raise ServerError(f"the resumed run on thread {thread!r} failed: {error.get('message', error)}")
+    return {"result": _tool_result(out, req.tool_call_id), "pending": still}
+
+
+def _answer(
+    req: ApprovalRequest, decision: str, approver: str | None, message: str | None, args: Mapping[str, Any] | None,
+    key: SigningKey | None,
+) -> dict[str, Any]:
+    """The HITL decision answering ``req``; without ``approver`` the server fills in its authenticated user."""
+    if approver is None and key is not None:
+        raise ConfigurationError("--key signs the approver's name: pass --as with it")
+    name = approver or "-"  # placeholder, dropped below: the server fills in its authenticated user
+    if decision == "approve":
+        native = approve(req, name, message=message, key=key)
+    elif decision == "reject":
+        native = reject(req, name, message=message or "", key=key)
+    else:
+        native = edit(req, name, dict(args or {}), message=message, key=key)
+    answer = hitl_decision(native, req)
+    if approver is None:
+        answer.pop("approver")
+    return answer
+
+
+def _tool_result(out: Any, tool_call_id: str) -> str | None:
+    """The resumed call's tool message in the run's output, as text (None if it did not run)."""
     result = None
     for m in (out or {}).get("messages", []) if isinstance(out, Mapping) else []:
-        if isinstance(m, Mapping) and m.get("tool_call_id") == req.tool_call_id:
+        if isinstance(m, Mapping) and m.get("tool_call_id") == tool_call_id:
             content = m.get("content")
             result = content if isinstance(content, str) else str(content)
-    return {"result": result, "pending": still}
+    return result
