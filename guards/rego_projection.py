@@ -54,10 +54,26 @@ def input_projection(plan: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _body(blocks: Iterable[Mapping[str, Any]], strings: list[Any], tree: dict[str, Any]) -> bool | None:
     """Record in ``tree`` what one plan or function body reads; True if it reads the whole input."""
-    paths: dict[int, tuple[str, ...]] = {_INPUT: ()}
     stmts = list(_statements(blocks))
-    # Pass 1: which locals hold an input path (DotStmt targets, transitively). A local that is the
-    # target of anything else as well is not an alias: its uses are then treated as whole uses below.
+    paths = _input_paths(stmts, strings)
+    whole = _whole_uses(stmts, paths)
+    if () in whole:
+        return True
+    for path in set(paths.values()):
+        if path and path not in whole and not any(_under(path, w) for w in whole):
+            _keep(tree, path, whole=False)
+    for path in whole:
+        _keep(tree, path, whole=True)
+    return None
+
+
+def _input_paths(stmts: list[tuple[str, Mapping[str, Any]]], strings: list[Any]) -> dict[int, tuple[str, ...]]:
+    """Pass 1: which locals hold an input path (DotStmt targets, transitively), and that path.
+
+    A local that is the target of anything else as well is not an alias: its uses are then
+    treated as whole uses (pass 2).
+    """
+    paths: dict[int, tuple[str, ...]] = {_INPUT: ()}
     targets: dict[int, int] = {}
     for kind, st in stmts:
         for t in _targets(kind, st):
@@ -78,9 +94,12 @@ def _body(blocks: Iterable[Mapping[str, Any]], strings: list[Any], tree: dict[st
                     raise _Unknown
                 paths[tgt] = (*paths[src], name)
                 changed = True
-    # Pass 2: every use of an input-derived local that is not a constant-key DotStmt keeps its path whole.
+    return paths
+
+
+def _whole_uses(stmts: list[tuple[str, Mapping[str, Any]]], paths: dict[int, tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """Pass 2: every use of an input-derived local that is not a constant-key DotStmt keeps its path whole."""
     whole: set[tuple[str, ...]] = set()
-    reached: set[tuple[str, ...]] = set(paths.values())
     for kind, st in stmts:
         if kind == "WithStmt" and st.get("local") == _INPUT:
             raise _Unknown
@@ -108,14 +127,7 @@ def _body(blocks: Iterable[Mapping[str, Any]], strings: list[Any], tree: dict[st
         for loc in _used_locals(kind, st):
             if loc in paths:
                 whole.add(paths[loc])
-    if () in whole:
-        return True
-    for path in reached:
-        if path and path not in whole and not any(_under(path, w) for w in whole):
-            _keep(tree, path, whole=False)
-    for path in whole:
-        _keep(tree, path, whole=True)
-    return None
+    return whole
 
 
 def _under(path: tuple[str, ...], prefix: tuple[str, ...]) -> bool:

@@ -152,18 +152,7 @@ class CredentialBroker:
         missing = [s for s in requested if s not in granted]
         if missing:
             raise ScopeNotGrantedError(missing, granted, tool_name)
-        explicit = _check_ttl("ttl_seconds", ttl_seconds)
-        decided = _check_ttl("decision_ttl_seconds", decision_ttl_seconds)
-        capped = False
-        if explicit is not None:
-            if explicit > self.max_ttl_seconds:
-                raise TtlTooLongError(explicit, self.max_ttl_seconds)
-            ttl = explicit
-        elif decided is not None:
-            ttl = min(decided, self.max_ttl_seconds)
-            capped = decided > self.max_ttl_seconds
-        else:
-            ttl = self.default_ttl_seconds
+        ttl, capped = self._ttl(ttl_seconds, decision_ttl_seconds)
         aud = audience if audience is not None else tool_name
         if not isinstance(aud, str) or not aud:
             raise ConfigurationError("audience is empty; pass the service the credential is for (default: tool name)")
@@ -188,7 +177,24 @@ class CredentialBroker:
         if lease.secret:  # any provider's value, before anything can carry it anywhere
             register_handed_out(lease.secret.reveal(), lease)
         payload = {**lease.to_record(), "tool_name": tool_name, "ttl_seconds": ttl, "ttl_capped": capped}
-        drafts = [EventDraft(EventKind.CREDENTIAL_ISSUED, payload)]
+        self._record_issued(prov, lease, thread_id, [EventDraft(EventKind.CREDENTIAL_ISSUED, payload)])
+        return lease
+
+    def _ttl(self, ttl_seconds: int | None, decision_ttl_seconds: int | None) -> tuple[int, bool]:
+        """(ttl, capped): explicit ``ttl_seconds`` (error above the maximum), else the decision's TTL capped
+        at the maximum, else the default."""
+        explicit = _check_ttl("ttl_seconds", ttl_seconds)
+        decided = _check_ttl("decision_ttl_seconds", decision_ttl_seconds)
+        if explicit is not None:
+            if explicit > self.max_ttl_seconds:
+                raise TtlTooLongError(explicit, self.max_ttl_seconds)
+            return explicit, False
+        if decided is not None:
+            return min(decided, self.max_ttl_seconds), decided > self.max_ttl_seconds
+        return self.default_ttl_seconds, False
+
+    def _record_issued(self, prov: CredentialProvider, lease: Lease, thread_id: str, drafts: list[EventDraft]) -> None:
+        """Record the lease and its ``credential.issued`` event; if either fails the credential is withdrawn."""
         atomic = self._atomic_store
         if atomic is not None:
             # Lease row and credential.issued commit together: neither can exist without the other.
@@ -198,7 +204,7 @@ class CredentialBroker:
                 with contextlib.suppress(Exception):
                     prov.revoke(lease, RevokeReason.ISSUE_ABORTED)  # unrecorded: a jti token is rejected anyway
                 raise
-            return lease
+            return
         self.lease_store.record_issued(lease)
         try:
             self.event_sink.append(thread_id, drafts)
@@ -206,7 +212,6 @@ class CredentialBroker:
             # The step must not run with an unrecorded credential: withdraw it.
             self._end(prov, lease, RevokeReason.ISSUE_ABORTED)
             raise
-        return lease
 
     # -- revoke ------------------------------------------------------------------
 
