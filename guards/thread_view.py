@@ -20,12 +20,14 @@ import hashlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from langgraph_warden import canonical
 from langgraph_warden.charter import RunCharter
+from langgraph_warden.event_payloads import ApprovalAnswered, CallRef, PolicyDecided, RunStarted
 from langgraph_warden.events import Event, EventDraft, EventKind, EventSummary, Watermark
+from langgraph_warden.lifecycle import APPROVAL_FINAL, ATTEMPT_STATE, CALL_KINDS, CallLifecycle
 
 from .history import StepHistory
 
@@ -39,8 +41,7 @@ _TOOL_KINDS = (
     EventKind.TOOL_ABORTED,
     EventKind.TOOL_SUSPENDED,
 )
-_APPROVAL_FINAL = (EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_REJECTED, EventKind.APPROVAL_EDITED, EventKind.APPROVAL_EXPIRED)
-
+_APPROVAL_FINAL = APPROVAL_FINAL
 
 
 def _history_decision(allow: bool, require_approval: bool) -> str:
@@ -49,25 +50,10 @@ def _history_decision(allow: bool, require_approval: bool) -> str:
 
 
 @dataclass(slots=True)
-class _CallRecord:
-    """What the ledger says about one (tool call id, argument digest)."""
-
-    decided: EventSummary | None = None
-    denied: EventSummary | None = None
-    completed_seq: int | None = None  # seq of the tool.completed whose result a replay returns
-    completed_hash: str = ""  # and its hash, which the replay's read of that row is checked against
-    approval_requested: EventSummary | None = None
-    approval_final: EventSummary | None = None
-    attempts: dict[int, str] = field(default_factory=dict)  # attempt -> running/completed/failed/aborted/suspended
-    started_seq: dict[int, int] = field(default_factory=dict)  # attempt -> seq of its tool.started
-    #: The checkpoint the call's task ran from (checkpoint_ns, checkpoint_id), as its events recorded it,
-    #: and whether the guard saw it committed before the call's side effect.
-    origin: tuple[str, str] | None = None
-    origin_durable: bool = False
-    #: The later call recorded as a retry of this one (see guards/retries.py).
-    superseded_by: str | None = None
-    #: seq of the call's first event (orders calls for a snapshot's recent window)
-    first_seq: int = 0
+class _CallRecord(CallLifecycle[EventSummary]):
+    """What the ledger says about one (tool call id, argument digest): the call's lifecycle
+    (folded by :meth:`CallLifecycle.apply`, the one reading the audit trail shares) in the form a
+    ``view.snapshot`` records it."""
 
     def copy(self) -> _CallRecord:
         return _CallRecord(
@@ -75,12 +61,6 @@ class _CallRecord:
             self.approval_final, dict(self.attempts), dict(self.started_seq), self.origin, self.origin_durable,
             self.superseded_by, self.first_seq,
         )
-
-    @property
-    def settled(self) -> bool:
-        """Nothing can change it any more: completed, refused or taken over by a retry."""
-        return self.completed_seq is not None or self.superseded_by is not None or (
-            self.denied is not None and self.in_doubt_attempt is None)
 
     def to_doc(self) -> dict[str, Any]:
         def ev(e: EventSummary | None) -> list[Any] | None:
@@ -109,79 +89,8 @@ class _CallRecord:
             doc["superseded_by"], int(doc["first_seq"]),
         )
 
-    def apply(self, e: EventSummary) -> None:
-        k, p = e.kind, e.payload
-        if not self.first_seq:
-            self.first_seq = e.seq
-        if k == EventKind.POLICY_DECIDED:
-            self.decided = e
-        elif k == EventKind.TOOL_DENIED:
-            self.denied = e
-        elif k in _ATTEMPT_STATE:
-            attempt = int(p["attempt"])
-            self.attempts[attempt] = _ATTEMPT_STATE[k]
-            if k == EventKind.TOOL_STARTED:
-                self.started_seq[attempt] = e.seq
-                self._origin_from(p)
-            elif k == EventKind.TOOL_COMPLETED:
-                self.completed_seq = e.seq
-                self.completed_hash = e.hash
-        elif k == EventKind.APPROVAL_REQUESTED:
-            self.approval_requested = e
-            self.approval_final = None
-            self._origin_from(p)
-        elif k in _APPROVAL_FINAL:
-            self.approval_final = e
-        elif k == EventKind.TOOL_SUPERSEDED:
-            self.superseded_by = p.get("superseded_by")
 
-    def _origin_from(self, p: Mapping[str, Any]) -> None:
-        o = p.get("origin")
-        if isinstance(o, Mapping) and isinstance(o.get("checkpoint_id"), str):
-            self.origin = (str(o.get("checkpoint_ns") or ""), o["checkpoint_id"])
-            self.origin_durable = self.origin_durable or o.get("durable") is True
-
-    def retry_status(self) -> str | None:
-        """What a retry of this call under a new id would take over: ``"completed"`` (replay its
-        result), ``"in_doubt"`` (it started and its outcome is unknown), ``"approved"`` (granted,
-        never started), or ``None`` (nothing: never authorised, refused, failed or already taken over)."""
-        if self.superseded_by is not None:
-            return None
-        if self.completed_seq is not None:
-            return "completed"
-        if self.attempts:
-            last = self.attempts[max(self.attempts)]
-            return "in_doubt" if last in ("running", "aborted") else None
-        if self.approval_final is not None and self.approval_final.kind in (
-            EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED
-        ):
-            return "approved"
-        return None
-
-    def approval_spent(self) -> bool:
-        """Whether an attempt started under the recorded approval and was aborted (outcome unknown)."""
-        if self.approval_requested is None:
-            return False
-        after = self.approval_requested.seq
-        return any(s == "aborted" and self.started_seq.get(a, 0) > after for a, s in self.attempts.items())
-
-    @property
-    def in_doubt_attempt(self) -> int | None:
-        running = [a for a, s in self.attempts.items() if s == "running"]
-        return max(running) if running else None
-
-    @property
-    def next_attempt(self) -> int:
-        return max(self.attempts, default=0) + 1
-
-
-_ATTEMPT_STATE = {
-    EventKind.TOOL_STARTED: "running",
-    EventKind.TOOL_COMPLETED: "completed",
-    EventKind.TOOL_FAILED: "failed",
-    EventKind.TOOL_ABORTED: "aborted",
-    EventKind.TOOL_SUSPENDED: "suspended",
-}
+_ATTEMPT_STATE = ATTEMPT_STATE
 #: Another attempt of the same call recorded after its record was read: the claim fails.
 _CLAIM_KINDS = (EventKind.TOOL_STARTED, EventKind.TOOL_COMPLETED, EventKind.TOOL_FAILED)
 #: Anything that changes an earlier call after a retry read it: the takeover fails (decided again).
@@ -193,9 +102,8 @@ _RUN_STARTED, _POLICY_DECIDED = EventKind.RUN_STARTED, EventKind.POLICY_DECIDED
 _APPROVALS_ANSWERED = frozenset({EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED, EventKind.APPROVAL_REJECTED})
 #: Kinds that set a call's ``outcome`` in the policy's step history (``tool.completed`` -> ``"completed"``).
 _OUTCOME = {k: k.split(".", 1)[1] for k in _TOOL_KINDS if k != EventKind.POLICY_DECIDED}
-#: Kinds that make up a call's own record (see ``_CallRecord.apply``).
-_RECORD_KINDS = frozenset({EventKind.POLICY_DECIDED, EventKind.TOOL_DENIED, *_ATTEMPT_STATE, EventKind.APPROVAL_REQUESTED,
-                           *_APPROVAL_FINAL, EventKind.TOOL_SUPERSEDED})
+#: Kinds that make up a call's own record (see ``CallLifecycle.apply``).
+_RECORD_KINDS = CALL_KINDS
 #: Threads whose view is kept between calls (least recently used dropped; rebuilt from the ledger).
 _VIEW_CACHE_SIZE = 1024
 #: Calls this guard recorded, remembered per thread view to tell its own calls' events from others'.
@@ -281,32 +189,35 @@ class _ThreadView:
         for e in events:
             kind, p = e.kind, e.payload
             if kind == _RUN_STARTED:
-                self.charter = RunCharter.from_dict(p["charter"])
+                self.charter = RunCharter.from_dict(cast(RunStarted, p)["charter"])
                 continue
-            tcid: Any = p.get("tool_call_id")  # payloads are untyped dicts (issue 20: a typed event vocabulary)
+            ref = cast(CallRef, p)
+            tcid: Any = ref.get("tool_call_id")  # about a call only if it is a str (checked below)
             # The policy's step history and approvals.
             if kind == _POLICY_DECIDED:
-                d, tool = p["decision"], p["tool"]
-                dc = p.get("data_classes")
+                decided = cast(PolicyDecided, p)
+                d, tool = decided["decision"], decided["tool"]
+                dc = decided.get("data_classes")
                 history.decided(tcid, tool, _history_decision(d["allow"], d["require_approval"]), e.ts,
                                 dc if dc is not None else (classes(tool) if classes is not None else ()))
                 if self.decided_here:
                     self.decided_here.pop(tcid, None)  # counted now: never twice
                 self.since_snapshot += 1
-                same = self.actions.setdefault((tool, p.get("args_digest")), [])
+                same = self.actions.setdefault((tool, decided.get("args_digest")), [])
                 if tcid not in same:
                     same.append(tcid)
             elif kind in _APPROVALS_ANSWERED:
+                answered = cast(ApprovalAnswered, p)
                 history.answered(
-                    {"request_id": p["request_id"], "tool": p["tool"], "approver": p["approver"], "decision": p["decision"],
-                     "ts": e.ts}, e.ts,
+                    {"request_id": answered["request_id"], "tool": answered["tool"], "approver": answered["approver"],
+                     "decision": answered["decision"], "ts": e.ts}, e.ts,
                 )
             elif kind in _OUTCOME:
-                history.outcome(tcid, p.get("tool"), _OUTCOME[kind], e.ts)
+                history.outcome(tcid, ref.get("tool"), _OUTCOME[kind], e.ts)
             # The call's own record (exactly-once, in-doubt attempts, approvals), per argument digest.
             if kind in _RECORD_KINDS and type(tcid) is str:
                 self.ids.add(tcid)
-                key = (tcid, p.get("args_digest"))
+                key = (tcid, ref.get("args_digest"))
                 rec = calls.get(key)
                 if rec is None:
                     rec = calls[key] = _CallRecord()
