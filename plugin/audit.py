@@ -14,11 +14,22 @@ import html
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from .chain import ChainReport, Finding
 from .charter import RunCharter
+from .event_payloads import (
+    ApprovalAnswered,
+    ApprovalRequested,
+    CallRef,
+    CredentialIssued,
+    CredentialRevoked,
+    RunStarted,
+    ToolStarted,
+    call_tool,
+)
 from .events import Event, EventKind
+from .lifecycle import APPROVAL_GIVEN, CallAccount
 
 __all__ = ["Action", "AuditSummary", "AuditTrail", "reconstruct", "ActionStatus", "view_snapshot_findings"]
 
@@ -212,117 +223,84 @@ def _decision_label(decision: dict[str, Any] | None) -> str:
     return "allow after approval" if decision.get("require_approval") else "allow"
 
 
-def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainReport | None = None) -> AuditTrail:
-    """Fold a thread's events into actions and a summary."""
-    bad_seqs = {f.seq for f in verification.findings} if verification is not None else set()
-    chain_ok = verification.ok if verification is not None else False
-    charter: RunCharter | None = None
-    actions: dict[str, Action] = {}
-    order: list[str] = []
-    issued: dict[str, str] = {}
-    revoked: set[str] = set()
-    granted: set[str | None] = set()  # approval request ids that were granted (or edited)
-    running: dict[str, Any] = {}  # tool call id -> attempt started and not yet ended
-    for e in events:
+class _TrailFold:
+    """What reconstructing a thread keeps while it reads the events in order: the charter, each
+    call's :class:`~langgraph_warden.lifecycle.CallAccount` (first event first), and the
+    thread-wide facts a call's own events cannot tell (leases, granted approval requests)."""
+
+    def __init__(self) -> None:
+        self.charter: RunCharter | None = None
+        self.calls: dict[str, tuple[Action, CallAccount[Event]]] = {}
+        self.issued: dict[str, str] = {}  # lease id -> tool call id
+        self.revoked: set[str] = set()
+        self.granted: set[str | None] = set()  # approval request ids that were granted (or edited)
+
+    def take(self, e: Event) -> None:
         p = e.payload
         if e.kind == EventKind.RUN_STARTED:
             try:
-                charter = RunCharter.from_dict(p["charter"])
+                self.charter = RunCharter.from_dict(cast(RunStarted, p)["charter"])
             except Exception:
-                charter = None
-            continue
+                self.charter = None
+            return
         if e.kind == EventKind.CREDENTIAL_ISSUED:
-            issued[p.get("lease_id", "")] = p.get("tool_call_id") or ""
+            issued = cast(CredentialIssued, p)
+            self.issued[issued.get("lease_id", "")] = issued.get("tool_call_id") or ""
         elif e.kind == EventKind.CREDENTIAL_REVOKED:
-            revoked.add(p.get("lease_id", ""))
-        tcid = p.get("tool_call_id")
-        if not tcid or not (e.kind.startswith("tool.") or e.kind.startswith("policy.") or e.kind.startswith("approval.") or e.kind.startswith("credential.")):
-            continue
-        a = actions.get(tcid)
-        if a is None:
-            a = actions[tcid] = Action(tool_call_id=tcid, tool=p.get("tool") or p.get("tool_name") or "?", args_digest=p.get("args_digest", ""))
-            order.append(tcid)
-        a.seqs.append(e.seq)
-        a.first_ts = a.first_ts or e.ts.isoformat()
-        k = e.kind
-        if p.get("retry_of") and a.retry_of is None:
-            a.retry_of = p["retry_of"]
-        if k == EventKind.POLICY_DECIDED:
-            a.decision = dict(p["decision"])
-            a.reasons = list(a.decision.get("reasons", []))
-            if a.decision.get("allow") and not a.decision.get("require_approval"):
-                a.authorised = True
-            if a.status in ("decided",):
-                a.status = "decided" if a.decision.get("allow") else "denied"
-        elif k == EventKind.TOOL_DENIED:
-            reasons = list(p.get("reasons", []))
-            a.reasons = reasons
-            if a.aborted_attempts and not a.ran:
-                # The retry of an in-doubt attempt was refused (outcome unknown): the action stays aborted,
-                # and the attempt that started was authorised, so the authorisation stands.
-                a.status = "aborted"
-            else:
-                a.status = "rejected" if "rejected_by_approver" in reasons else "denied"
-                a.authorised = False if not a.ran else a.authorised
-        elif k == EventKind.APPROVAL_REQUESTED:
-            a.approval_request_id = p.get("request_id")
-            a.status = "approval-pending"
-        elif k in (EventKind.APPROVAL_GRANTED, EventKind.APPROVAL_EDITED):
-            granted.add(p.get("request_id"))
-            a.approver = p.get("approver")
-            a.authorised = True
-            a.status = "approved"
-        elif k == EventKind.APPROVAL_REJECTED:
-            a.approver = p.get("approver")
-            a.status = "rejected"
-        elif k == EventKind.APPROVAL_EXPIRED:
-            a.status = "denied"
-            a.reasons = ["approval_expired"]
-        elif k == EventKind.CREDENTIAL_ISSUED:
-            a.leases.append(p.get("lease_id", ""))
-        elif k == EventKind.TOOL_STARTED:
-            if tcid in running:
-                # A second attempt started while the first had no outcome, no abort: two executions at once.
-                a.executed_twice = a.executed_twice or f"attempt {p.get('attempt')} started while attempt {running[tcid]} was still running"
-            earlier = actions.get(a.retry_of) if a.retry_of else None
-            if earlier is not None and earlier.ran:
-                a.executed_twice = a.executed_twice or f"started again as a retry of {a.retry_of}, which had completed"
-            running[tcid] = p.get("attempt")
-            a.attempts += 1
-            # Each attempt needs its own authorisation: the decision in force allowed it, and if that
-            # decision required approval, the attempt names a granted approval request.
-            d = a.decision or {}
-            ok = bool(d.get("allow")) and (not d.get("require_approval") or p.get("approval_request_id") in granted)
-            if not ok:
-                a.ran_without_authorisation = True
-            a.status = "in-doubt"
-        elif k == EventKind.TOOL_COMPLETED:
-            running.pop(tcid, None)
-            if a.ran:
-                a.executed_twice = a.executed_twice or "completed more than once"
-            a.ran = True
-            a.status = "authorised+completed" if a.authorised else "ran-unauthorised"
-            a.completed_ts = e.ts.isoformat()
-        elif k == EventKind.TOOL_FAILED:
-            running.pop(tcid, None)
-            a.status = "failed"
-        elif k == EventKind.TOOL_ABORTED:
-            running.pop(tcid, None)
-            a.aborted_attempts += 1
-            a.status = "aborted"
-        elif k == EventKind.TOOL_SUPERSEDED:
-            a.superseded_by = p.get("superseded_by")
-            if a.status in ("approved", "approval-pending"):
-                a.status = "superseded"
-        elif k == EventKind.TOOL_REPLAYED:
-            a.replays += 1
-            a.status = "replayed" if not a.ran else a.status
-        elif k == EventKind.TOOL_SUSPENDED:
-            a.status = "approval-pending"
+            self.revoked.add(cast(CredentialRevoked, p).get("lease_id", ""))
+        tcid = cast(CallRef, p).get("tool_call_id")
+        if not tcid or not e.kind.startswith(_CALL_KIND_PREFIXES):
+            return
+        found = self.calls.get(tcid)
+        if found is None:
+            action = Action(tool_call_id=tcid, tool=call_tool(p), args_digest=cast(CallRef, p).get("args_digest", ""),
+                            first_ts=e.ts.isoformat())
+            found = self.calls[tcid] = (action, CallAccount())
+        action, account = found
+        account.apply(e)
+        if e.kind in APPROVAL_GIVEN:
+            self.granted.add(cast(ApprovalAnswered, p).get("request_id"))
+        elif e.kind == EventKind.TOOL_STARTED:
+            self._started(action, account, cast(ToolStarted, p))
+        elif e.kind == EventKind.TOOL_COMPLETED:
+            action.completed_ts = e.ts.isoformat()
+
+    def _started(self, action: Action, account: CallAccount[Event], started: ToolStarted) -> None:
+        """What an attempt's start says beyond the call's own events: whether it re-ran a completed
+        call it retried, and whether it was authorised (an approval it names may be another call's)."""
+        earlier = self.calls.get(account.retry_of) if account.retry_of else None
+        if earlier is not None and earlier[1].ran:
+            account.executed_twice = account.executed_twice or f"started again as a retry of {account.retry_of}, which had completed"
+        if not account.authorises(started, self.granted):
+            action.ran_without_authorisation = True
+
+
+#: Kinds about one tool call (a ``tool_call_id`` in any other event does not make it part of the call).
+_CALL_KIND_PREFIXES = ("tool.", "policy.", "approval.", "credential.")
+
+
+def _settle(action: Action, account: CallAccount[Event], verified: bool) -> Action:
+    """The action as the call's account reads at the end of the history."""
+    action.status = account.status
+    action.decision = account.decision
+    action.reasons = account.reasons
+    action.approver = account.approver
+    requested = account.approval_requested
+    action.approval_request_id = cast(ApprovalRequested, requested.payload).get("request_id") if requested else None
+    action.leases = account.leases
+    action.attempts, action.replays, action.aborted_attempts = account.starts, account.replays, account.aborts
+    action.ran, action.authorised = account.ran, account.authorised
+    action.seqs = account.seqs
+    action.verified = verified
+    action.retry_of, action.superseded_by = account.retry_of, account.superseded_by
+    action.executed_twice = account.executed_twice
+    return action
+
+
+def _summary(actions: Sequence[Action], fold: _TrailFold, chain_ok: bool) -> AuditSummary:
     summary = AuditSummary()
-    for tcid in order:
-        a = actions[tcid]
-        a.verified = chain_ok and not (set(a.seqs) & bad_seqs)
+    for a in actions:
+        tcid = a.tool_call_id
         if a.executed_twice:
             summary.side_effects_executed_twice.append(tcid)
         if a.authorised:
@@ -343,16 +321,29 @@ def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainRepo
             summary.pending.append(tcid)
         if a.ran_without_authorisation:
             summary.ran_without_authorisation.append(tcid)
-    summary.credentials_issued = len(issued)
-    summary.credentials_revoked = len(revoked & set(issued))
-    summary.credentials_outstanding = sorted(set(issued) - revoked)
+    summary.credentials_issued = len(fold.issued)
+    summary.credentials_revoked = len(fold.revoked & set(fold.issued))
+    summary.credentials_outstanding = sorted(set(fold.issued) - fold.revoked)
     summary.verified = chain_ok
+    return summary
+
+
+def reconstruct(thread_id: str, events: Sequence[Event], verification: ChainReport | None = None) -> AuditTrail:
+    """Fold a thread's events into actions (one per tool call id, each read through the call's
+    lifecycle, see :mod:`langgraph_warden.lifecycle`) and a summary."""
+    bad_seqs = {f.seq for f in verification.findings} if verification is not None else set()
+    chain_ok = verification.ok if verification is not None else False
+    fold = _TrailFold()
+    for e in events:
+        fold.take(e)
+    actions = [_settle(action, account, chain_ok and not (set(account.seqs) & bad_seqs))
+               for action, account in fold.calls.values()]
     return AuditTrail(
         thread_id=thread_id,
-        charter=charter,
-        owner=charter.owner if charter else None,
-        actions=[actions[t] for t in order],
-        summary=summary,
+        charter=fold.charter,
+        owner=fold.charter.owner if fold.charter else None,
+        actions=actions,
+        summary=_summary(actions, fold, chain_ok),
         events=list(events),
         verification=verification,
     )
