@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from . import statements as sql
+
 __all__ = ["CallClaims", "FileCallClaims", "AdvisoryCallClaims", "file_call_claims"]
 
 log = logging.getLogger(__name__)
@@ -198,7 +200,7 @@ class AdvisoryCallClaims(_Counted):
         return int.from_bytes(_key(thread_id, tool_call_id)[:8], "big", signed=True)
 
     def _try(self, slot: int) -> bool:
-        return bool(self._connection().execute("SELECT pg_try_advisory_lock(%s)", (slot,)).fetchone()[0])
+        return bool(self._connection().execute(sql.PG_TRY_ADVISORY_LOCK, (slot,)).fetchone()[0])
 
     def _unlock(self, slot: int) -> None:
-        self._connection().execute("SELECT pg_advisory_unlock(%s)", (slot,))
+        self._connection().execute(sql.PG_ADVISORY_UNLOCK, (slot,))

@@ -134,7 +134,6 @@ class LedgerAppends(LedgerKeys):
         """Sign the head a group commit leaves on ``thread_id``: its last event carries the signature."""
         Raw(tx).run(sql.EV_SIGN, (key.key_id, key.store_kind, _head_signature(key, thread_id, seq, head_hash), thread_id, seq))
 
-    # 61 lines: the append every saver write makes, kept in one frame (no extra call per put).
     def append_in(
         self,
         conn: Connection | DirectTx,

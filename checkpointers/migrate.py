@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, inspect
 
 from langgraph_warden.errors import NotAWardenDatabaseError, SchemaVersionError
 
+from . import statements as sql
 from .engine import WRITE
 from .schema import metadata
 
@@ -116,7 +117,7 @@ def upgrade(engine: Engine) -> str:
         return head
     with engine.execution_options(**WRITE).begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('langgraph-warden:' || current_schema()))")
+            conn.exec_driver_sql(sql.PG_MIGRATION_LOCK)
         current = current_revision(conn)
         _check_known(current, known, head)
         if current == head:

@@ -43,6 +43,7 @@ from langgraph_warden.errors import (
 from langgraph_warden.keys import KeyStore
 
 from . import migrate, schema
+from . import statements as sql
 from .engine import parse_url
 from .saver import DEFAULT_WORKLOAD_ID, WardenSaver
 
@@ -122,7 +123,7 @@ def _pg_probe_engine(url: URL, connect_timeout: float) -> Engine:
 
 
 def _pg_where(url: URL, conn) -> str:
-    schema_name = conn.exec_driver_sql("SELECT current_schema()").scalar()
+    schema_name = conn.exec_driver_sql(sql.PG_CURRENT_SCHEMA).scalar()
     return f"schema {schema_name!r} of {describe_database(url)}" if schema_name else describe_database(url)
 
 

@@ -99,6 +99,14 @@ LEASE_INSERT = (
 LEASE_REVOKE = f"UPDATE {LEASES} SET revoked_at = ?, revoke_reason = ? WHERE lease_id = ? AND revoked_at IS NULL"
 
 
+# ------------------------------------------------------------------- PostgreSQL locks
+#: One live attempt per tool call across processes (claims.py): a session-level advisory lock.
+PG_TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+PG_ADVISORY_UNLOCK = "SELECT pg_advisory_unlock(%s)"
+#: Migrations of one schema take turns (migrate.py): a transaction-level advisory lock.
+PG_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('langgraph-warden:' || current_schema()))"
+PG_CURRENT_SCHEMA = "SELECT current_schema()"
+
 # ------------------------------------------------------------------------------ builders
 def select_events(
     columns: str, thread_id: str, kinds: Sequence[str] | None, after_seq: int, subject: str | None = None
