@@ -211,7 +211,8 @@ class CallAccount(CallLifecycle[E]):
             self.retry_of = retry_of
         self._account(e.kind, p)
 
-    def _account(self, k: str, p: Mapping[str, Any]) -> None:  # one branch per kind: a flat table of transitions
+    # long: one branch per event kind, a flat table of the reviewer's transitions (splitting it hides the order)
+    def _account(self, k: str, p: Mapping[str, Any]) -> None:
         if k == _DECIDED:
             d: dict[str, Any] = dict(cast(PolicyDecided, p)["decision"])
             self.decision = d
