@@ -9,8 +9,8 @@ hop to a thread too and the rest runs on an ``AsyncConnection`` with ``run_sync`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
@@ -24,11 +24,13 @@ from .thread_ops import ThreadOps
 
 __all__ = ["AsyncSaver"]
 
+T = TypeVar("T")
+
 
 class AsyncSaver(CheckpointReads, CheckpointWrites, ThreadOps):
     """The async half of ``BaseCheckpointSaver`` over the saver's reads, writes and thread operations."""
 
-    async def _aread(self, fn, *args):
+    async def _aread(self, fn: Callable[..., T], *args: Any) -> T:
         if self._sqlite:
             # One thread hop per transaction instead of one per statement (aiosqlite), sharing the write lock.
             return await asyncio.to_thread(self._read, fn, *args)
@@ -38,7 +40,7 @@ class AsyncSaver(CheckpointReads, CheckpointWrites, ThreadOps):
         except OperationalError as exc:
             raise self._unavailable(exc) from None
 
-    async def _awrite(self, fn, *args):
+    async def _awrite(self, fn: Callable[..., T], *args: Any) -> T:
         if self._sqlite:
             return await asyncio.to_thread(self._write, fn, *args)
         try:

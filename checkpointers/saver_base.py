@@ -11,8 +11,8 @@ parts combined, with no call going through an extra layer.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -32,6 +32,8 @@ from .sqlite_access import sqlite_write_problem
 from .trust import RowDigestCache
 
 __all__ = ["SaverBase", "DEFAULT_WORKLOAD_ID", "configurable"]
+
+T = TypeVar("T")
 
 DEFAULT_WORKLOAD_ID = "spiffe://langgraph-warden.local/agent"
 
@@ -147,21 +149,21 @@ class SaverBase(BaseCheckpointSaver[str]):
             raise self._unavailable(exc) from None
 
     # -------------------------------------------------------------- transactions
-    def _read(self, fn, *args):
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             with self._read_engine.connect() as conn:
                 return fn(conn, *args)
         except OperationalError as exc:
             raise self._unavailable(exc) from None
 
-    def _write(self, fn, *args):
+    def _write(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             with write_lock(self._engine):
                 return self.ledger.transaction(fn, *args, sqlalchemy=True)
         except OperationalError as exc:
             raise self._unavailable(exc) from None
 
-    def _read_hot(self, fn, *args):
+    def _read_hot(self, fn: Callable[..., T], *args: Any) -> T:
         """A read on the hot path: SQLite's raw reader connections (``fn`` uses only :class:`~.rawsql.Raw`)."""
         if self._direct is None:
             return self._read(fn, *args)
@@ -171,7 +173,7 @@ class SaverBase(BaseCheckpointSaver[str]):
         except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from None
 
-    def _pg_call(self, fn, *args):
+    def _pg_call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a one-statement PostgreSQL write; a lost server is reported like the engine's errors."""
         import psycopg
 
@@ -180,7 +182,7 @@ class SaverBase(BaseCheckpointSaver[str]):
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from None
 
-    def _write_hot(self, fn, *args):
+    def _write_hot(self, fn: Callable[..., T], *args: Any) -> T:
         """A write on the hot path: SQLite's group-committing writer (``fn`` uses only :class:`~.rawsql.Raw`)."""
         if self._direct is None:
             return self._write(fn, *args)
