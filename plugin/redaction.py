@@ -98,10 +98,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Shorter secrets are not registered: their patterns would match unrelated data.
+#: How long a secret with an expiry stays registered after it (seconds).
 DEFAULT_MARGIN_SECONDS = 600.0
 #: Expired entries are pruned at most this often (seconds), in one batch.
 _PRUNE_EVERY = 30.0
+
 
 # --------------------------------------------------------------------------- the registry
 

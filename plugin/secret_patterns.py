@@ -28,7 +28,6 @@ def mask(n: int) -> str:
     return REDACTED + "*" * (n - len(REDACTED)) if n >= len(REDACTED) else "*" * n
 
 
-
 # --------------------------------------------------------------------------- compiled patterns
 
 _Groups = dict  # key window -> ((offset of the window in the pattern, pattern), ...), longest first
