@@ -32,7 +32,10 @@ from .support import proc_trial_kill as trial
 from .support.agents import SideEffects
 
 ROOT = Path(__file__).resolve().parents[1]
-SQLITE_SEEDS = list(range(14))
+#: Every kill kind, in doubt on an idempotent (0, 1, 6) and a non-idempotent call (7, 8, 13: the approved
+#: irreversible p1 after its effect and with its completion queued); PostgreSQL: every kind again, both sorts.
+#: (14 SQLite seeds until the suite neared its time budget: 9-12 repeated kinds 2-5.)
+SQLITE_SEEDS = [*range(9), 13]
 PG_SEEDS = list(range(14, 22))
 SCOPED = {"upsert_contact", "create_ticket", "charge_card"}  # tools that get a just-in-time credential
 runner = CliRunner()
@@ -114,7 +117,7 @@ def check_trial(warden: Warden, directory: Path, t: dict[str, Any]) -> dict[str,
     # Every side effect is accounted for: the guard committed tool.started before it happened.
     assert set(per_call) <= set(started), (per_call, started, ctx)
 
-    facts: dict[str, Any] = {"trail_gap_leases": 0, "aborted_idempotent": 0, "aborted_not_idempotent": 0, "aborted_with_effect": 0, "replays": 0}
+    facts: dict[str, Any] = {"aborted_idempotent": 0, "aborted_not_idempotent": 0, "aborted_with_effect": 0, "replays": 0}
     for cid, tool in trial.CALLS.items():
         a = audit.action(cid)
         where = f"{cid} ({tool}): {a.to_dict()} | {ctx}"
@@ -146,11 +149,11 @@ def check_trial(warden: Warden, directory: Path, t: dict[str, Any]) -> dict[str,
             facts["aborted_with_effect"] += per_call.get(cid, 0)
     assert s.ran_without_authorisation == [] and s.side_effects_executed_twice == [], ctx
     # No credential is left usable: the lease store (the revocation list tokens are checked against)
-    # has nothing outstanding after recovery. KNOWN GAP (guards/credentials/broker.py, CredentialBroker.revoke):
-    # the store row is marked revoked in one commit and `credential.revoked` appended in another, so a
-    # kill in between leaves a revoked lease the trail still lists as outstanding; counted, not hidden.
+    # has nothing outstanding after recovery, and the trail agrees: a lease row and its
+    # `credential.issued` / `credential.revoked` event commit in one transaction (recovery.revoke_recorded),
+    # so no kill can leave a revoked lease the trail still lists as outstanding.
     assert warden.lease_store.outstanding(thread) == [], ctx
-    facts["trail_gap_leases"] = len(s.credentials_outstanding)
+    assert s.credentials_outstanding == [], (s.credentials_outstanding, ctx)
     assert s.pending == [] and s.denied == [] and s.rejected == [], ctx
     assert sorted(s.aborted) == sorted(a.tool_call_id for a in audit.actions if a.aborted_attempts), ctx
     assert sorted(s.ran) == sorted(a.tool_call_id for a in audit.actions if a.status == "authorised+completed"), ctx
