@@ -1,7 +1,7 @@
 """Many workers resume one thread at the same moment: every side effect runs once.
 
-Eight worker processes (``tests/support/proc_workers.py``) open one database — a SQLite file, and
-the real PostgreSQL — and wait. For each trial the parent prepares a new thread up to where
+Eight worker processes (``tests/support/proc_workers.py``, forked from one launcher) open one
+database — a SQLite file, and the real PostgreSQL — and wait. For each trial the parent prepares a new thread up to where
 resuming it runs a tool, then writes the same "resume this thread" line to 2, 4 or 8 workers at
 once. Two kinds of thread: an ordinary non-idempotent call (``invoke(None)`` into the tools step),
 and an irreversible call paused for approval (every worker resumes it with the same approval).
@@ -14,6 +14,7 @@ request, and a history that verifies with nothing executed twice or without auth
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -36,39 +37,56 @@ TRIALS_PER_SIZE = 2  # per worker count and kind: 2 kinds x 3 sizes x 2 = 12 tri
 
 
 class Pool:
-    """Worker processes, each ready to resume a thread on command."""
+    """Worker processes, each ready to resume a thread on command.
 
-    def __init__(self, url: str, effects: Path, n: int) -> None:
-        self.procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.support.proc_workers", url, str(effects)],
-                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+    One launcher process imports LangGraph and the warden once and forks the workers
+    (``proc_workers pool``): each is its own process with its own database connections, talking to
+    this one over its own pair of pipes.
+    """
+
+    def __init__(self, url: str, effects: Path, n: int, log: Path) -> None:
+        theirs = []  # (the worker's stdin, the worker's stdout) ends, inherited by the launcher
+        mine = []
+        for _ in range(n):
+            to_worker, worker_in = os.pipe()[::-1]
+            worker_out, from_worker = os.pipe()[::-1]
+            theirs.append((worker_in, worker_out))
+            mine.append((to_worker, from_worker))
+        self.log = log
+        with open(log, "ab") as err:
+            self.launcher = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.proc_workers", "pool", url, str(effects),
+                 *(f"{r},{w}" for r, w in theirs)],
+                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                pass_fds=[fd for pair in theirs for fd in pair],
             )
-            for _ in range(n)
-        ]
-        for p in self.procs:
-            line = p.stdout.readline().strip()  # type: ignore[union-attr]
+        for pair in theirs:
+            for fd in pair:
+                os.close(fd)
+        self.inputs = [os.fdopen(w, "w", encoding="utf-8") for w, _ in mine]
+        self.outputs = [os.fdopen(r, encoding="utf-8") for _, r in mine]
+        for out in self.outputs:
+            line = out.readline().strip()
             if line != "ready":
-                p.kill()
-                raise RuntimeError(f"worker did not start: {line!r} {p.stderr.read()[-3000:]}")  # type: ignore[union-attr]
+                self.close()
+                raise RuntimeError(f"worker did not start: {line!r} {log.read_text()[-3000:]}")
 
     def resume(self, n: int, thread: str, resume: Any) -> list[dict[str, Any]]:
         order = json.dumps({"thread": thread, "resume": resume}) + "\n"
-        chosen = self.procs[:n]
-        for p in chosen:  # as close to "at once" as writes to pipes get
-            p.stdin.write(order)  # type: ignore[union-attr]
-        for p in chosen:
-            p.stdin.flush()  # type: ignore[union-attr]
-        return [json.loads(p.stdout.readline()) for p in chosen]  # type: ignore[union-attr]
+        for w in self.inputs[:n]:  # as close to "at once" as writes to pipes get
+            w.write(order)
+        for w in self.inputs[:n]:
+            w.flush()
+        return [json.loads(r.readline()) for r in self.outputs[:n]]
 
     def close(self) -> None:
-        for p in self.procs:
-            p.stdin.close()  # type: ignore[union-attr]
-        for p in self.procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for f in (*self.inputs, *self.outputs):
+            f.close()
+        try:
+            self.launcher.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.launcher.kill()
+            self.launcher.wait()
 
 
 def _trials(url: str, tmp: Path) -> None:
@@ -77,7 +95,7 @@ def _trials(url: str, tmp: Path) -> None:
     overlapped = {2: 0, 4: 0, WORKERS: 0}
     with Warden.open(url, ephemeral_keys=True) as warden:
         graph = build(warden, effects)
-        pool = Pool(url, effects_path, WORKERS)
+        pool = Pool(url, effects_path, WORKERS, tmp / "workers.log")
         try:
             for n in (2, 4, WORKERS):
                 for kind in ("plain", "approval"):

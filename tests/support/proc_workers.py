@@ -1,10 +1,16 @@
-"""A worker process that resumes threads on command: many of them resume one thread at once.
+"""Worker processes that resume threads on command: many of them resume one thread at once.
 
 ``python -m tests.support.proc_workers URL EFFECTS`` opens the database, builds the graph, prints
 ``ready`` and then, for every JSON line on stdin (``{"thread": ..., "resume": ...}``), resumes
 that thread at once (``invoke(None)`` or ``invoke(Command(resume=...))``) and prints one JSON
 line: whether the run finished, its last message, or the error. The parent (tests/test_workers.py)
 writes the same line to every worker at the same moment.
+
+``python -m tests.support.proc_workers pool URL EFFECTS IN,OUT IN,OUT ...`` imports LangGraph and
+the warden once and forks one worker per pipe pair the parent passed down (``pass_fds``): each
+child opens the database itself and serves exactly as above on its own pipes. Eight workers then
+cost one interpreter start-up, not eight (the import is seconds of CPU each), and every worker is
+still its own OS process with its own connections, locks and memory.
 
 The graph: an agent node (the scripted LLM boundary: it asks for one tool call named by the
 first message, then says "done") and a ToolNode guarded by the warden. ``charge`` is an ordinary
@@ -18,7 +24,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, TextIO
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -79,12 +85,12 @@ def prepare(warden: Warden, graph, thread: str, kind: str) -> dict[str, Any] | N
     return None
 
 
-def main() -> None:
-    url, effects_path = sys.argv[1], sys.argv[2]
+def serve(url: str, effects_path: str, inp: TextIO, out: TextIO) -> None:
+    """Open the database, say ``ready``, then resume the thread named by each line of ``inp``."""
     with Warden.open(url, ephemeral_keys=True) as warden:
         graph = build(warden, SideEffects(effects_path))
-        print("ready", flush=True)
-        for line in sys.stdin:
+        print("ready", file=out, flush=True)
+        for line in inp:
             order = json.loads(line)
             cfg = {"configurable": {"thread_id": order["thread"]}}
             try:
@@ -96,7 +102,44 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
                 reply = {"thread": order["thread"], "ok": False, "error": f"{type(exc).__name__}: {exc}",
                          "trace": traceback.format_exc()[-3000:], "pid": os.getpid()}
-            print(json.dumps(reply), flush=True)
+            print(json.dumps(reply), file=out, flush=True)
+
+
+def pool(url: str, effects_path: str, pipes: list[tuple[int, int]]) -> int:
+    """Fork one worker per (read fd, write fd) pair; wait for all; 0 if every worker exited cleanly."""
+    children = []
+    for i, (rfd, wfd) in enumerate(pipes):
+        pid = os.fork()
+        if pid == 0:  # child: keep only its own pair, so the parent's EOF reaches each worker alone
+            code = 0
+            try:
+                for j, pair in enumerate(pipes):
+                    if j != i:
+                        for fd in pair:
+                            os.close(fd)
+                with os.fdopen(rfd, encoding="utf-8") as inp, os.fdopen(wfd, "w", encoding="utf-8") as out:
+                    serve(url, effects_path, inp, out)
+            except BaseException:
+                traceback.print_exc()
+                code = 3
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.append(pid)
+    for pair in pipes:
+        for fd in pair:
+            os.close(fd)
+    statuses = [os.waitpid(pid, 0)[1] for pid in children]
+    return 0 if all(s == 0 for s in statuses) else 1
+
+
+def main() -> None:
+    if sys.argv[1] == "pool":
+        url, effects_path = sys.argv[2], sys.argv[3]
+        pipes = [(int(r), int(w)) for r, w in (arg.split(",") for arg in sys.argv[4:])]
+        raise SystemExit(pool(url, effects_path, pipes))
+    serve(sys.argv[1], sys.argv[2], sys.stdin, sys.stdout)
 
 
 if __name__ == "__main__":
