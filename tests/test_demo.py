@@ -51,19 +51,28 @@ def _assert_story(out: str) -> None:
     assert re.search(r"finance_note\s*│\s*1\s*│", out), out
 
 
-def test_demo_runs_without_the_postgres_extra(tmp_path):
-    """`pip install . && warden demo` on a fresh machine: psycopg (the 'postgres' extra) is not installed."""
-    (tmp_path / "psycopg.py").write_text('raise ImportError("psycopg is not installed (simulated by the test)")\n')
-    pythonpath = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
-    proc = _run_demo("--approve-all", env_extra={"PYTHONPATH": pythonpath})
+@pytest.fixture(scope="module")
+def fresh_machine_demo(tmp_path_factory) -> subprocess.CompletedProcess[str]:
+    """`pip install . && warden demo` on a fresh machine, run once for the tests that only read its
+    output: psycopg (the 'postgres' extra) is not installed, and no terminal is attached (stdin is
+    /dev/null), so the demo approves every request itself."""
+    stub = tmp_path_factory.mktemp("no-psycopg")
+    (stub / "psycopg.py").write_text('raise ImportError("psycopg is not installed (simulated by the test)")\n')
+    pythonpath = os.pathsep.join(p for p in (str(stub), os.environ.get("PYTHONPATH", "")) if p)
+    return _run_demo(env_extra={"PYTHONPATH": pythonpath})
+
+
+def test_demo_runs_without_the_postgres_extra(fresh_machine_demo):
+    proc = fresh_machine_demo
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _assert_story(proc.stdout)
 
 
-def test_demo_without_terminal_defaults_to_approving():
-    proc = _run_demo()
+def test_demo_without_terminal_defaults_to_approving(fresh_machine_demo):
+    proc = fresh_machine_demo
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no terminal attached" in proc.stdout
+    _assert_story(proc.stdout)  # the same story as --approve-all (which the rerun tests below pass)
 
 
 # ------------------------------------------------------------- issue 19 item 6: the demo tells the truth

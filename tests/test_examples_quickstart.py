@@ -26,10 +26,18 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """The script run twice on one database file, once for the tests that only read the output:
+    (db, first run on a fresh path, second run on the file the first one left)."""
+    db = tmp_path_factory.mktemp("quickstart") / "qs.db"
+    first = _run("--db", str(db))
+    return db, first, _run("--db", str(db))
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="the crash uses SIGKILL")
-def test_quickstart_crashes_resumes_and_verifies(tmp_path):
-    db = tmp_path / "qs.db"
-    proc = _run("--db", str(db))
+def test_quickstart_crashes_resumes_and_verifies(two_runs):
+    db, proc, _second = two_runs
     out = proc.stdout
     assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
 
@@ -57,10 +65,8 @@ def test_quickstart_crashes_resumes_and_verifies(tmp_path):
     assert db.exists()
 
 
-def test_quickstart_recreates_the_database_each_run(tmp_path):
-    db = tmp_path / "qs.db"
-    first = _run("--db", str(db))
-    second = _run("--db", str(db))
+def test_quickstart_recreates_the_database_each_run(two_runs):
+    _db, first, second = two_runs
     assert first.returncode == 0 and second.returncode == 0, second.stdout + second.stderr
     # A fresh file each run: still exactly one thread and two registered keys.
     assert "public keys registered: 2" in second.stdout
