@@ -16,6 +16,7 @@ from pathlib import Path
 from .support.agents import SideEffects
 from .support.graphs_approval import EFFECTS_ENV
 from .test_approvals_cli import pause
+from .test_examples import EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 #: tests/ importable (the graph module imports from it); the project directory is not on it
@@ -87,6 +88,9 @@ def test_resume_from_cli_example_runs_the_commands_it_prints(tmp_path, monkeypat
     with redirect_stdout(out):
         code = example.main(["--db", f"sqlite:///{tmp_path / 'example.db'}"])
     assert code == 0, out.getvalue()
+    for line in EXAMPLES["resume_from_cli.py"]:  # the example's key lines (tests/test_examples.py runs the others)
+        assert line in out.getvalue(), f"{line!r} missing from:\n{out.getvalue()}"
+    assert (tmp_path / "example.db").exists()  # --db was honoured
     printed = [line.strip()[2:] for line in out.getvalue().splitlines() if line.strip().startswith("$ ")]
     assert len(printed) == len(ran) == 2, out.getvalue()
     for line, (argv, cwd) in zip(printed, ran):
