@@ -1,9 +1,9 @@
 """Exactly-once tool side effects under SIGKILL and re-execution, on real graphs and real processes.
 
-Crash trials: a subprocess (``tests/support/proc_trial.py``) runs a governed agent and SIGKILLs
-itself at a point chosen by a fixed seed — inside a tool before or after its side effect, at the
-start of the next model turn (a tool step returned), or from a timer thread at a random delay. The
-test process then resumes the run until it ends and checks, against side effects counted in a file
+Crash trials: a process (``tests/support/proc_trial.py``; forked, one per trial, from a batch
+process per backend that imported everything once) runs a governed agent and SIGKILLs itself at a
+point chosen by a fixed seed — inside a tool before or after its side effect, at the start of the
+next model turn (a tool step returned), or from a timer thread at a random delay. The test process then resumes the run until it ends and checks, against side effects counted in a file
 outside both processes and against the signed history, that nothing ran twice and every outcome is
 accounted for. A deterministic in-process scenario covers the "one of three calls raises" case.
 """
@@ -68,24 +68,57 @@ def _ids(warden: Warden, thread: str, kind: str) -> list[str]:
     return [e.payload["tool_call_id"] for e in warden.ledger.events(thread, kinds=[kind])]
 
 
-def run_trial(url: str, seed: int, tmp_path: Path) -> dict[str, Any]:
+def _trial_files(directory: Path, seed: int) -> dict[str, str]:
+    return {name: str(directory / f"trial-{seed}.{name}") for name in ("effects", "kills", "log")}
+
+
+@pytest.fixture(scope="module")
+def crashes(tmp_path_factory) -> dict[tuple[str, int], tuple[str, Path, int]]:
+    """The crash phase of every trial, once per module: {(backend, seed): (url, directory, status)}.
+
+    One ``proc_trial batch`` process per backend (both side by side) forks a child per trial that
+    dies at the trial's point (status -9), so a trial costs a fork, not an interpreter start-up.
+    """
+    base = tmp_path_factory.mktemp("eo-trials")
+    plans = {"sqlite": SQLITE_SEEDS, **({"postgres": PG_SEEDS} if PG_URL else {})}
+    urls: dict[tuple[str, int], tuple[str, Path]] = {}
+    procs = {}
+    for backend, seeds in plans.items():
+        trials = []
+        for seed in seeds:
+            directory = base / f"{backend}-{seed}"
+            directory.mkdir()
+            url = sqlite_url(directory) if backend == "sqlite" else pg_schema_url("eo")
+            urls[backend, seed] = (url, directory)
+            trials.append({"seed": seed, "url": url, "thread": f"trial-{seed}", "kill": kill_spec(seed),
+                           **_trial_files(directory, seed)})
+        spec = base / f"{backend}.json"
+        spec.write_text(json.dumps({"trials": trials}))
+        procs[backend] = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.proc_trial", "batch", str(spec)], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    out = {}
+    for backend, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{backend} batch failed (rc={proc.returncode}):\n{stderr[-4000:]}"
+        statuses = json.loads(stdout.strip().splitlines()[-1])
+        for seed in plans[backend]:
+            out[backend, seed] = (*urls[backend, seed], statuses[str(seed)])
+    return out
+
+
+def run_trial(url: str, seed: int, directory: Path, status: int) -> dict[str, Any]:
+    """Check trial ``seed`` whose crash process ended with ``status``: resume it here and check everything."""
     thread = f"trial-{seed}"
-    effects_path = tmp_path / "effects.jsonl"
-    kills_path = tmp_path / "kills.jsonl"
+    files = _trial_files(directory, seed)
+    effects_path, kills_path, log = Path(files["effects"]), Path(files["kills"]), Path(files["log"])
     spec = kill_spec(seed)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.support.proc_trial", url, thread, str(effects_path), str(kills_path), spec],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
     kills = [json.loads(line) for line in kills_path.read_text().splitlines()] if kills_path.exists() else []
-    if spec.startswith("timer:") and proc.returncode == 0:
+    if spec.startswith("timer:") and status == 0:
         landed = "timer fired after the run finished (no kill)"
     else:
-        assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-3000:])
+        assert status == -signal.SIGKILL, (status, log.read_text()[-3000:] if log.exists() else "")
         assert len(kills) == 1 and kills[0]["point"] == spec, kills
         landed = spec
 
@@ -165,16 +198,18 @@ def _report(result: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("seed", SQLITE_SEEDS)
-def test_sigkill_trial_sqlite(seed, tmp_path):
-    _report(run_trial(sqlite_url(tmp_path), seed, tmp_path))
+def test_sigkill_trial_sqlite(seed, crashes):
+    url, directory, status = crashes["sqlite", seed]
+    _report(run_trial(url, seed, directory, status))
 
 
 @requires_pg
 @pytest.mark.postgres
 @pytest.mark.parametrize("seed", PG_SEEDS)
-def test_sigkill_trial_postgres(seed, tmp_path):
+def test_sigkill_trial_postgres(seed, crashes):
     assert PG_URL
-    _report(run_trial(pg_schema_url("eo"), seed, tmp_path))
+    url, directory, status = crashes["postgres", seed]
+    _report(run_trial(url, seed, directory, status))
 
 
 def test_kill_specs_cover_every_crash_point():

@@ -1,6 +1,11 @@
 """One crash trial of a governed agent: run it in a subprocess that SIGKILLs itself, resume it elsewhere.
 
     python -m tests.support.proc_trial DB_URL THREAD EFFECTS KILLS KILL_SPEC
+    python -m tests.support.proc_trial batch SPEC.json   # many trials, one JSON line of statuses
+
+``batch`` imports LangGraph and the warden once, then runs each trial of the spec (``{"trials":
+[{"seed", "url", "thread", "effects", "kills", "kill", "log"}]}``) in a *forked child process* that
+dies exactly as the single-trial form does; its stdout and stderr go to the trial's ``log``.
 
 (Used by ``tests/test_exactly_once.py``.) The agent is a real ``StateGraph`` with a
 ``ToolNode(wrap_tool_call=warden.guard)``; a scripted chat model issues two turns of three calls:
@@ -30,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -170,6 +176,37 @@ def main(db_url: str, thread: str, effects: str, kills: str, kill: str) -> None:
     print(json.dumps({"finished": True}), flush=True)
 
 
+def _crash_in_child(trial: dict[str, Any]) -> int:
+    """Fork a child that runs one trial (output to the trial's log); its status: -signal, or the exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            log = os.open(trial["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            signal.alarm(60)
+            main(trial["url"], trial["thread"], trial["effects"], trial["kills"], trial["kill"])
+        except BaseException:
+            traceback.print_exc()
+            code = 3
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def batch(spec_path: str) -> None:
+    """Every trial of the spec in turn, each in its own forked process; print {seed: status}."""
+    spec = json.loads(Path(spec_path).read_text())
+    print(json.dumps({str(t["seed"]): _crash_in_child(t) for t in spec["trials"]}), flush=True)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    main(*sys.argv[1:6])
+    if sys.argv[1] == "batch":
+        batch(sys.argv[2])
+    else:
+        main(*sys.argv[1:6])
