@@ -3,9 +3,10 @@
 Crash trials: a process (``tests/support/proc_trial.py``; forked, one per trial, from a batch
 process per backend that imported everything once) runs a governed agent and SIGKILLs itself at a
 point chosen by a fixed seed — inside a tool before or after its side effect, at the start of the
-next model turn (a tool step returned), or from a timer thread at a random delay. The test process then resumes the run until it ends and checks, against side effects counted in a file
-outside both processes and against the signed history, that nothing ran twice and every outcome is
-accounted for. A deterministic in-process scenario covers the "one of three calls raises" case.
+next model turn (a tool step returned), or from a timer thread at a random delay. The test process
+then resumes the run until it ends and checks, against side effects counted in a file outside both
+processes and against the signed history, that nothing ran twice and every outcome is accounted for.
+A deterministic in-process scenario covers the "one of three calls raises" case.
 """
 
 from __future__ import annotations
