@@ -157,6 +157,8 @@ class FileCallClaims(_Counted):
         fcntl.lockf(self._descriptor(), fcntl.LOCK_UN, 1, slot)
 
 
+#: Process-wide on purpose: POSIX record locks belong to the process, and closing any descriptor of the
+#: lock file drops all of them, so every saver and guard of this process must share one descriptor.
 _FILE_CLAIMS: dict[str, FileCallClaims] = {}
 _FILE_CLAIMS_GUARD = threading.Lock()
 

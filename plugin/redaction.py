@@ -280,7 +280,9 @@ class SecretRegistry:
         return walker.changed
 
 
-#: The process-wide registry every part of the package uses.
+#: The process-wide registry every part of the package uses. Process-wide on purpose: a secret a
+#: provider hands out in one part (the broker) must be masked wherever it surfaces (the ledger's storage
+#: boundary, a log record, another guard's exception), and those parts share nothing else.
 registry = SecretRegistry()
 
 register = registry.register

@@ -242,6 +242,8 @@ class Walker:
             self.changed = True
 
 
+#: Process-wide on purpose: one scrubbing subclass per exception class, so every shielded instance of a
+#: class shares one type (``type(a) is type(b)`` and pickling keep working) and none is built twice.
 _SHIELDED: dict[type, type] = {}
 _SHIELD_LOCK = threading.Lock()
 

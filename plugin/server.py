@@ -154,6 +154,8 @@ def _has_custom_auth(value: str | None) -> bool:
     return isinstance(doc, dict) and bool(doc.get("path"))
 
 
+#: Process-wide on purpose: Agent Server imports the checkpointer entry point and each graph factory
+#: separately, and they must share one Warden (one ledger, one guard, one set of in-flight claims).
 _lock = threading.Lock()
 _warden: Warden | None = None
 _users = 0

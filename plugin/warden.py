@@ -39,6 +39,7 @@ from .keys import EphemeralKeyStore, KeyStore, default_key_store
 __all__ = ["Warden"]
 
 
+#: Process-wide on purpose: the shipped policy never changes in a process, and compiling it costs a subprocess.
 _DEFAULT_POLICY: PolicyEngine | None = None
 _DEFAULT_POLICY_LOCK = threading.Lock()
 
