@@ -17,7 +17,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, TypedDict

@@ -1,8 +1,10 @@
 """Separate OS processes on one thread: resume after a clean exit, and after SIGKILL mid-run.
 
-The subprocess scripts live in ``tests/support/proc_*.py``; every process uses
+The process scripts live in ``tests/support/proc_*.py``; every process uses
 its own ``EphemeralKeyStore``, so the thread's history is signed by several
-keys and must still verify as one chain.
+keys and must still verify as one chain. Each run is forked from one launcher
+that imported the scripts once (``tests/support/forker.py``): a separate process
+that opens the database itself, at a fraction of an interpreter's start-up.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from langgraph_warden.checkpointers import WardenSaver
 from langgraph_warden.events import EventKind
@@ -22,18 +27,53 @@ from langgraph_warden.keys import EphemeralKeyStore
 from .support.graphs_chain import read_lines
 
 REPO = Path(__file__).resolve().parents[1]
-SUPPORT = Path(__file__).resolve().parent / "support"
 TIMEOUT = 60
 
 
-def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SUPPORT / script), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+class Launcher:
+    """``tests/support/forker.py``: the scripts' imports paid once; each run is a forked OS process."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.forker", *(f"tests.support.{s}" for s in SCRIPTS)],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        )
+        ready = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert ready == "ready", (ready, self.proc.stderr.read())  # type: ignore[union-attr]
+        self.runs = 0
+
+    def run(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``script``'s ``main(*args)`` in a fresh forked process, as ``python script args`` would."""
+        self.runs += 1
+        out, err = self.directory / f"{self.runs}.out", self.directory / f"{self.runs}.err"
+        request = {"module": f"tests.support.{script.removesuffix('.py')}", "args": list(args),
+                   "stdout": str(out), "stderr": str(err)}
+        self.proc.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        reply = self.proc.stdout.readline()  # type: ignore[union-attr]
+        assert reply, self.proc.stderr.read()  # type: ignore[union-attr]
+        return subprocess.CompletedProcess([script, *args], json.loads(reply)["status"], out.read_text(), err.read_text())
+
+    def close(self) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+SCRIPTS = ("proc_approval", "proc_crash")
+
+
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory) -> Iterator[Launcher]:
+    started = Launcher(tmp_path_factory.mktemp("forked-runs"))
+    try:
+        yield started
+    finally:
+        started.close()
 
 
 def _last_json(proc: subprocess.CompletedProcess[str]) -> dict:
@@ -52,17 +92,17 @@ def _verify(url: str, thread_id: str) -> None:
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
 
-def test_two_processes_resume_the_same_thread_one_after_the_other(db_url, tmp_path):
+def test_two_processes_resume_the_same_thread_one_after_the_other(db_url, tmp_path, launcher):
     thread_id = f"proc-{uuid.uuid4().hex[:8]}"
     side = str(tmp_path / "side.txt")
 
-    first = _last_json(_run("proc_approval.py", db_url, thread_id, side, "start"))
+    first = _last_json(launcher.run("proc_approval.py", db_url, thread_id, side, "start"))
     assert first["interrupts"] == [{"question": "approve wire-transfer?"}]
     assert first["next"] == ["ask"]
     assert first["decision"] is None
     assert read_lines(side) == ["prepare"]
 
-    second = _last_json(_run("proc_approval.py", db_url, thread_id, side, "resume"))
+    second = _last_json(launcher.run("proc_approval.py", db_url, thread_id, side, "resume"))
     assert second["interrupts"] == []
     assert second["next"] == []
     assert second["decision"] == "approved-by-alice"
@@ -72,15 +112,15 @@ def test_two_processes_resume_the_same_thread_one_after_the_other(db_url, tmp_pa
     _verify(db_url, thread_id)
 
 
-def test_sigkill_mid_run_resumes_from_the_last_checkpoint(db_url, tmp_path):
+def test_sigkill_mid_run_resumes_from_the_last_checkpoint(db_url, tmp_path, launcher):
     thread_id = f"kill-{uuid.uuid4().hex[:8]}"
     side = str(tmp_path / "side.txt")
 
-    crashed = _run("proc_crash.py", db_url, thread_id, side, "crash")
+    crashed = launcher.run("proc_crash.py", db_url, thread_id, side, "crash")
     assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr)
     assert read_lines(side) == ["n1", "n2", "n3", "n4"]
 
-    resumed = _last_json(_run("proc_crash.py", db_url, thread_id, side, "resume"))
+    resumed = _last_json(launcher.run("proc_crash.py", db_url, thread_id, side, "resume"))
     assert resumed["resumed_from_next"] == ["n4"]
     assert resumed["log"] == ["n1", "n2", "n3", "n4", "n5", "n6"]
     counts = Counter(read_lines(side))
