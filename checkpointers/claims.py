@@ -26,26 +26,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+from langgraph_warden.events import CallClaims  # the seam, declared in the core for the guard
 
 from . import statements as sql
 
 __all__ = ["CallClaims", "FileCallClaims", "AdvisoryCallClaims", "file_call_claims"]
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class CallClaims(Protocol):
-    """Process-liveness locks on tool calls (see the module docstring)."""
-
-    def acquire(self, thread_id: str, tool_call_id: str, timeout: float) -> bool:
-        """Hold the call's lock; wait up to ``timeout`` seconds while another process holds it."""
-        ...
-
-    def release(self, thread_id: str, tool_call_id: str) -> None:
-        """Release a lock taken by :meth:`acquire` (from any thread of this process)."""
-        ...
 
 
 def _key(thread_id: str, tool_call_id: str) -> bytes:

@@ -459,9 +459,13 @@ class CallClaims(Protocol):
     Declared here (beside the sinks that hand them out) so that the guard names them without
     importing the checkpointer that implements them (``checkpointers/claims.py``)."""
 
-    def acquire(self, thread_id: str, tool_call_id: str, timeout: float) -> bool: ...
+    def acquire(self, thread_id: str, tool_call_id: str, timeout: float) -> bool:
+        """Hold the call's lock; wait up to ``timeout`` seconds while another process holds it."""
+        ...
 
-    def release(self, thread_id: str, tool_call_id: str) -> None: ...
+    def release(self, thread_id: str, tool_call_id: str) -> None:
+        """Release a lock taken by :meth:`acquire` (from any thread of this process)."""
+        ...
 
 
 @runtime_checkable
