@@ -388,7 +388,10 @@ def assert_one_line_exit_2(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_subprocess_missing_empty_garbage_foreign_and_unknown_thread(tmp_path):
+def test_subprocess_missing_empty_garbage_foreign_and_unknown_thread(tmp_path, monkeypatch):
+    """Three real processes (a missing file, a foreign database, a clean verify) and, with the same
+    relative URLs from the same directory, the other cases in this process (CliRunner: every case
+    also has its own test above, for every command)."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "empty.db").touch()
@@ -399,16 +402,20 @@ def test_subprocess_missing_empty_garbage_foreign_and_unknown_thread(tmp_path):
 
     line = assert_one_line_exit_2(warden_process("audit", "verify", "--db", "sqlite:///typo.db", cwd=work))
     assert "typo.db" in line and "does not exist" in line
-    assert "empty (0 bytes)" in assert_one_line_exit_2(
-        warden_process("audit", "events", "t", "--db", "sqlite:///empty.db", cwd=work))
-    assert "not a SQLite database" in assert_one_line_exit_2(
-        warden_process("credentials", "list", "--db", "sqlite:///garbage.db", cwd=work))
     assert "not a langgraph-warden database" in assert_one_line_exit_2(
         warden_process("approvals", "list", "--db", "sqlite:///app.db", cwd=work))
-    assert "no such thread 'nosuchthread'" in assert_one_line_exit_2(
-        warden_process("audit", "verify", "--db", "sqlite:///w.db", "--thread", "nosuchthread", cwd=work))
     ok = warden_process("audit", "verify", "--db", "sqlite:///w.db", cwd=work)
     assert ok.returncode == 0 and "OK 1 thread(s)" in ok.stdout, ok.stdout + ok.stderr
+
+    monkeypatch.chdir(work)
+    for args, expected in (
+        (["audit", "events", "t", "--db", "sqlite:///empty.db"], "empty (0 bytes)"),
+        (["credentials", "list", "--db", "sqlite:///garbage.db"], "not a SQLite database"),
+        (["audit", "verify", "--db", "sqlite:///w.db", "--thread", "nosuchthread"], "no such thread 'nosuchthread'"),
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert expected in one_error_line(res), (args, res.stderr)
     assert listing(work) == before  # same files, same bytes: nothing created, migrated or written
 
 
