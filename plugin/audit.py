@@ -271,7 +271,10 @@ class _TrailFold:
         earlier = self.calls.get(account.retry_of) if account.retry_of else None
         if earlier is not None and earlier[1].ran:
             account.executed_twice = account.executed_twice or f"started again as a retry of {account.retry_of}, which had completed"
-        if not account.authorises(started, self.granted):
+        if account.authorises(started, self.granted):
+            # A retry runs under the earlier call's granted request: authorised, though not by its own events.
+            account.authorised = True
+        else:
             action.ran_without_authorisation = True
 
 

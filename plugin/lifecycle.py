@@ -192,7 +192,7 @@ class CallAccount(CallLifecycle[E]):
     seqs: list[int] = field(default_factory=list)
     #: The earlier call this one retried under a new id (the first event that names one).
     retry_of: str | None = None
-    #: An attempt started and not ended by tool.completed, tool.failed or tool.aborted, and its number.
+    #: An attempt started and not ended by tool.completed, tool.failed, tool.aborted or tool.suspended, and its number.
     running: bool = False
     running_attempt: Any = None
     #: Why the call's own events show its side effect more than once (empty: they do not).
@@ -273,6 +273,9 @@ class CallAccount(CallLifecycle[E]):
             self.replays += 1
             self.status = "replayed" if not self.ran else self.status
         elif k == EventKind.TOOL_SUSPENDED:
+            # The tool paused itself (its own interrupt()): the attempt ended there, and LangGraph
+            # re-runs the tool on resume, so the next start is that resume, not a second execution.
+            self.running = False
             self.status = "approval-pending"
 
     def authorises(self, started: ToolStarted, granted: set[str | None]) -> bool:

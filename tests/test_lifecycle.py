@@ -217,6 +217,70 @@ def test_a_new_request_after_an_expired_one_is_open_again(warden):
     assert warden.audit("expired").action("x1").approval_request_id == "apr_2"
 
 
+def test_a_retry_running_under_the_earlier_calls_approval_is_authorised(warden):
+    """The guard decides a retry again (the policy still requires approval) and runs it under the
+    earlier call's granted request: the trail reads it authorised, as the attempt's check does."""
+    _retry_history(warden, "inherit", approved=True)
+    trail = warden.audit("inherit")
+    # _retry_history decides m2 without approval; a second thread holds the real takeover's decision.
+    base = {"tool": "send_email", "args_digest": digest({"to": "a@b.c"})}
+    m1, m2 = {**base, "tool_call_id": "m1"}, {**base, "tool_call_id": "m2"}
+    gate = {"allow": True, "require_approval": True, "reasons": ["external"]}
+    warden.ledger.append("inherit-gated", [
+        EventDraft(EventKind.POLICY_DECIDED, {**m1, "decision": gate, "enforced": True}, subject="m1"),
+        EventDraft(EventKind.APPROVAL_REQUESTED, {**m1, "request_id": "apr_1", "request": {}, "origin": None}, subject="m1"),
+        EventDraft(EventKind.APPROVAL_GRANTED, {**m1, "request_id": "apr_1", "approver": "bob", "decision": "approve",
+                                                "answer": {}}, subject="m1"),
+        EventDraft(EventKind.TOOL_SUPERSEDED, {**m1, "superseded_by": "m2", "status": "approved", "why": "lost message"},
+                   subject="m1"),
+        EventDraft(EventKind.POLICY_DECIDED, {**m2, "decision": gate, "enforced": True, "retry_of": "m1"}, subject="m2"),
+        EventDraft(EventKind.TOOL_STARTED, {**m2, "attempt": 1, "approval_request_id": "apr_1", "retry_of": "m1"}, subject="m2"),
+        EventDraft(EventKind.TOOL_COMPLETED, {**m2, "attempt": 1, "status": "success"}, subject="m2"),
+    ])
+    for trail in (trail, warden.audit("inherit-gated")):
+        m2_action = trail.action("m2")
+        assert (m2_action.status, m2_action.authorised, m2_action.ran_without_authorisation) == (
+            "authorised+completed", True, False)
+        assert trail.summary.ran_without_authorisation == []
+
+
+def test_a_tool_that_pauses_itself_is_not_read_as_run_twice(warden, tmp_path):
+    """A tool may call ``interrupt()`` itself; LangGraph re-runs it on resume. The guard records
+    ``tool.suspended`` for the pause, so the second start is that resume, not a second execution."""
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+    from langgraph.types import Command, interrupt
+    from langchain_core.tools import tool
+
+    from langgraph_warden import ToolSpec
+    from langgraph_warden.testing import ScriptedChatModel
+
+    @tool
+    def confirm_transfer(amount: int) -> str:
+        """Move money after a person confirms."""
+        answer = interrupt({"confirm": amount})
+        return f"transfer of {amount}: {answer}"
+
+    warden.tools.register(ToolSpec("confirm_transfer"))
+    model = ScriptedChatModel(script=[turn(call("confirm_transfer", {"amount": 5}, "p1")), turn(text="done")])
+    b = StateGraph(MessagesState)
+    b.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+    b.add_node("tools", ToolNode([confirm_transfer], wrap_tool_call=warden.guard))
+    b.add_edge(START, "agent")
+    b.add_conditional_edges("agent", tools_condition)
+    b.add_edge("tools", "agent")
+    g = b.compile(checkpointer=warden.checkpointer)
+    cfg = warden.start_run("pauses", owner="alice@example.com", intent="move money", risk_tier="low")
+    first = g.invoke({"messages": [HumanMessage("move 5")]}, cfg)
+    assert "__interrupt__" in first
+    g.invoke(Command(resume="confirmed"), cfg)
+    kinds = [e.kind for e in warden.ledger.events("pauses", subject="p1")]
+    assert kinds.count(EventKind.TOOL_SUSPENDED) == 1 and kinds.count(EventKind.TOOL_STARTED) == 2
+    action = warden.audit("pauses").action("p1")
+    assert (action.status, action.executed_twice) == ("authorised+completed", "")
+    assert warden.audit("pauses").summary.side_effects_executed_twice == []
+
+
 # ------------------------------------------------------------------ one vocabulary, one reading
 def _payload_problems(events: Sequence[EventSummary]) -> list[str]:
     problems = []
