@@ -20,9 +20,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from langgraph_warden.chain import ChainPosition
+from langgraph_warden.event_payloads import CheckpointSaved, CheckpointsRemoved, WritesSaved
 from langgraph_warden.events import GENESIS_HASH, EventKind
 
 __all__ = ["ThreadTrust", "TrustCache", "RowDigestCache"]
@@ -96,18 +97,20 @@ class ThreadTrust:
     def fold(self, kind: str, ns: str, payload: Mapping[str, Any]) -> None:
         """Take one verified event in (in chain order)."""
         if kind == _CP_SAVED:
-            cid = payload["checkpoint_id"]
-            self.digests[(ns, cid)] = payload["digest"]
+            saved = cast(CheckpointSaved, payload)
+            cid = saved["checkpoint_id"]
+            self.digests[(ns, cid)] = saved["digest"]
             if cid >= self.latest.get(ns, ""):
                 self.latest[ns] = cid
                 self.unsure.discard(ns)
             self._trim(ns)
         elif kind == _WR_SAVED:
-            cid = payload["checkpoint_id"]
+            writes = cast(WritesSaved, payload)
+            cid = writes["checkpoint_id"]
             if (ns, cid) in self.digests or cid >= self.latest.get(ns, ""):
                 recorded = self.writes.setdefault((ns, cid), {})
-                task = payload["task_id"]
-                for row in payload.get("rows", ()):
+                task = writes["task_id"]
+                for row in writes.get("rows", ()):
                     recorded[(task, int(row["idx"]))] = row["digest"]
         elif kind == EventKind.THREAD_DELETED:
             self.latest.clear()
@@ -115,9 +118,10 @@ class ThreadTrust:
             self.writes.clear()
             self.unsure.clear()
         elif kind in _REMOVALS:
-            if payload.get("all_writes"):
+            removed = cast(CheckpointsRemoved, payload)
+            if removed.get("all_writes"):
                 self.writes.clear()
-            for removed_ns, cid in payload.get("checkpoints", ()):
+            for removed_ns, cid in removed.get("checkpoints", ()):
                 self.digests.pop((removed_ns, cid), None)
                 self.writes.pop((removed_ns, cid), None)
                 if self.latest.get(removed_ns) == cid:

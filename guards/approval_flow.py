@@ -27,13 +27,14 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from langchain_core.messages import ToolMessage
 from langgraph.types import interrupt
 from pydantic import PlainValidator, WithJsonSchema
 
 from langgraph_warden.charter import RunCharter, TierProfile
+from langgraph_warden.event_payloads import ApprovalAnswered, ApprovalRequested
 from langgraph_warden.events import EventDraft, EventKind, EventSummary
 from langgraph_warden.keys import key_id_for
 
@@ -187,7 +188,7 @@ class ApprovalFlow:
         """The approved (maybe edited) action and its arguments, or the message that stops the call."""
         tool, tool_call_id = base["tool"], base["tool_call_id"]
         if rec.approval_requested is not None and (rec.approval_final is None or rec.approval_final.kind != EventKind.APPROVAL_EXPIRED):
-            req = ApprovalRequest.from_dict(rec.approval_requested.payload["request"])
+            req = ApprovalRequest.from_dict(cast(ApprovalRequested, rec.approval_requested.payload)["request"])
         else:
             req = self._request(thread_id, base, args, decision, charter, profile, rec, retry_of_in_doubt)
             self._recorder.append(thread_id, EventKind.APPROVAL_REQUESTED, tool_call_id, {
@@ -196,7 +197,7 @@ class ApprovalFlow:
         # Already decided (the task re-ran: a sibling call paused, or the process died after the
         # decision was recorded): the recorded decision stands, and no event is appended again.
         decided = rec.approval_final if (
-            rec.approval_final is not None and rec.approval_final.payload.get("request_id") == req.request_id
+            rec.approval_final is not None and cast(ApprovalAnswered, rec.approval_final.payload).get("request_id") == req.request_id
         ) else None
         try:
             got = self._await_answer(thread_id, req, charter, decided)
@@ -263,9 +264,9 @@ class ApprovalFlow:
         open_: dict[str, tuple[ApprovalRequest, dict[str, Any]]] = {}
         final: set[str] = set()
         for e in self._settings.guard_sink.events(thread_id, kinds=[EventKind.APPROVAL_REQUESTED, *_APPROVAL_FINAL]):
-            rid: Any = e.payload.get("request_id")  # payloads are untyped dicts (issue 20: a typed event vocabulary)
+            rid: Any = cast(ApprovalAnswered, e.payload).get("request_id")  # every kind read here names its request
             if e.kind == EventKind.APPROVAL_REQUESTED:
-                p = e.payload
+                p = cast(ApprovalRequested, e.payload)
                 open_[rid] = (ApprovalRequest.from_dict(p["request"]),
                               {"tool_call_id": p["tool_call_id"], "tool": p["tool"], "args_digest": p["args_digest"]})
             else:
@@ -289,8 +290,9 @@ class ApprovalFlow:
         and each takes the answer addressed to its own request id, whichever index it sits at.
         """
         if decided is not None:
-            answer = None if decided.kind == EventKind.APPROVAL_EXPIRED else ApprovalDecision.parse(decided.payload["answer"])
-            return _Answer(answer, decided.payload.get("approver"))
+            given = cast(ApprovalAnswered, decided.payload)
+            answer = None if decided.kind == EventKind.APPROVAL_EXPIRED else ApprovalDecision.parse(given["answer"])
+            return _Answer(answer, given.get("approver"))
         from langgraph.config import get_config
 
         conf = get_config().get("configurable", {})

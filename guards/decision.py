@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import ToolMessage
 from langgraph.types import Command
@@ -20,6 +20,7 @@ from langgraph.types import Command
 from langgraph_warden import canonical
 from langgraph_warden.charter import TIER_PROFILES, RunCharter, TierProfile
 from langgraph_warden.errors import CallInProgressError, ConfigurationError
+from langgraph_warden.event_payloads import ApprovalAnswered, PolicyDecided, ToolCompleted, ToolDenied
 from langgraph_warden.events import EventDraft, EventKind, Watermark
 
 from .approval import ApprovalDecision
@@ -132,12 +133,12 @@ class DecisionPipeline:
                 c.thread_id,
                 EventKind.TOOL_REPLAYED,
                 c.tool_call_id,
-                {**c.base, "completed_seq": completed.seq, "attempt": completed.payload["attempt"]},
+                {**c.base, "completed_seq": completed.seq, "attempt": cast(ToolCompleted, completed.payload)["attempt"]},
             )
             return Plan(final=self._outcomes.load_result(completed))
         if rec.denied is not None and rec.in_doubt_attempt is None:
             # A re-run of a call already refused (its task re-executed after another call paused).
-            return Plan(final=_error(rec.denied.payload["message"], c.tool, c.tool_call_id))
+            return Plan(final=_error(cast(ToolDenied, rec.denied.payload)["message"], c.tool, c.tool_call_id))
         return None
 
     def _find_context(self, c: _Call) -> None:
@@ -203,7 +204,7 @@ class DecisionPipeline:
         rec = c.rec
         awaiting = rec.approval_requested is not None and rec.approval_final is None
         if rec.decided is not None and (awaiting or (rec.approval_final is not None and rec.approval_final.kind != EventKind.APPROVAL_EXPIRED)):
-            return _decision_from_record(rec.decided.payload["decision"])
+            return _decision_from_record(cast(PolicyDecided, rec.decided.payload)["decision"])
         decision = self.decide(c.thread_id, c.tool, c.spec, c.args, c.charter, c.view)
         if c.retry is not None and decision.obligations.get("new_action"):
             c.retry = None  # the policy says: a new action, not a retry of the earlier call
@@ -429,12 +430,12 @@ class DecisionPipeline:
             self._recorder.commit(thread_id, drafts, None, claim=claim)
             if retry.status == "approved":
                 assert rec.approval_final is not None
-                return ApprovalDecision.parse(rec.approval_final.payload["answer"])
+                return ApprovalDecision.parse(cast(ApprovalAnswered, rec.approval_final.payload)["answer"])
             return None
         assert rec.completed_seq is not None
         completed = self._outcomes.completed_event(thread_id, earlier, rec.completed_seq, rec.completed_hash)
         drafts.append(EventDraft(EventKind.TOOL_REPLAYED, {
-            **base, "completed_seq": completed.seq, "attempt": completed.payload["attempt"], "retry_of": earlier},
+            **base, "completed_seq": completed.seq, "attempt": cast(ToolCompleted, completed.payload)["attempt"], "retry_of": earlier},
             subject=new))
         self._recorder.commit(thread_id, *self._recorder.drafts(thread_id, new, drafts), claim=claim)
         return Plan(final=_readdressed(self._outcomes.load_result(completed), earlier, new))

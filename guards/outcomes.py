@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import ToolMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -16,6 +16,7 @@ from langgraph.types import Command
 
 from langgraph_warden import canonical, redaction
 from langgraph_warden.errors import IntegrityError, LedgerAppendError
+from langgraph_warden.event_payloads import ToolCompleted
 from langgraph_warden.events import Event, EventKind, Watermark, waits_for_checkpoints
 
 from .call_plan import Plan
@@ -223,6 +224,6 @@ class Outcomes:
         )
 
     def load_result(self, completed: Event) -> ToolMessage | Command:
-        r = completed.payload["result"]
+        r = cast(ToolCompleted, completed.payload)["result"]
         return self._serde.loads_typed((r["type"], r["data"]))
 

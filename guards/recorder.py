@@ -16,10 +16,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from langgraph_warden import canonical
 from langgraph_warden.errors import UnseenEventsError
+from langgraph_warden.event_payloads import CallRef
 from langgraph_warden.events import Event, EventDraft, GuardSink, Watermark
 
 from .call_plan import StaleDecision
@@ -147,7 +148,7 @@ class Recorder:
         events (verified) into a record (caller holds ``view.lock``)."""
         rec = _CallRecord()
         for e in self._sink.events(thread_id, subject=call[0]):
-            if e.kind in _RECORD_KINDS and e.payload.get("args_digest") == call[1]:
+            if e.kind in _RECORD_KINDS and cast(CallRef, e.payload).get("args_digest") == call[1]:
                 rec.apply(e.summary())
         if rec.first_seq:
             view.calls[call] = rec

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import HumanMessage, ToolMessage
 from langgraph.types import Command
@@ -49,6 +49,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from .demo_agent import CRASH_ENV, PaymentsAPI, World, build_graph, new_thread_id
+from .event_payloads import CredentialIssued
 from .events import EventKind
 from .guards import approval as approvals
 from .testing import (
@@ -205,7 +206,7 @@ class _Demo:
         issued = warden.ledger.events(self.thread, kinds=[EventKind.CREDENTIAL_ISSUED])
         revoked = warden.ledger.events(self.thread, kinds=[EventKind.CREDENTIAL_REVOKED])
         for e in issued:
-            p = e.payload
+            p = cast(CredentialIssued, e.payload)
             self.say(
                 f"    [magenta]🔑 credential[/] {p['lease_id'][:8]} for {p['audience']} scope {' '.join(p['scopes'])}, "
                 f"expires {p['expires_at']}, token digest {p.get('token_digest')}"

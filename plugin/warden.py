@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .anchors import HeadStore
 from .audit import AuditTrail, reconstruct, view_snapshot_findings
@@ -26,6 +26,7 @@ from .charter import RiskTier, RunCharter
 from .checkpointers import DEFAULT_WORKLOAD_ID, VerificationReport, WardenSaver
 from .checkpointers.leases import SqlLeaseStore
 from .errors import ConfigurationError
+from .event_payloads import ApprovalAnswered, ApprovalRequested
 from .events import EventDraft, EventKind
 from .guards.approval import ApprovalRequest
 from .guards.credentials import CredentialBroker, CredentialProvider, LocalTokenProvider, revoke_outstanding
@@ -291,9 +292,9 @@ class Warden:
         for t in threads:
             open_requests: dict[str | None, ApprovalRequest] = {}
             for e in self.ledger.events(t, kinds=[EventKind.APPROVAL_REQUESTED, *finals]):
-                rid = e.payload.get("request_id")
+                rid = cast(ApprovalAnswered, e.payload).get("request_id")  # every kind read here names its request
                 if e.kind == EventKind.APPROVAL_REQUESTED:
-                    open_requests[rid] = ApprovalRequest.from_dict(e.payload["request"])
+                    open_requests[rid] = ApprovalRequest.from_dict(cast(ApprovalRequested, e.payload)["request"])
                 else:
                     open_requests.pop(rid, None)
             out.extend(open_requests.values())
