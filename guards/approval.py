@@ -85,6 +85,8 @@ class InvalidApprovalError(WardenError, ValueError):
         #: wrong_request, reused, wrong_digest, separation_of_duties, unsigned, bad_signature; on a server with
         #: auth (guards/hitl.py) approver_mismatch, unattributable.
         self.reason = reason or "invalid_payload"
+        #: Who sent the refused answer, when it says (set by the guard's resume check; recorded in ``approval.refused``).
+        self.approver: str | None = None
         # ToolNode never turns an invalid resume into a tool error message: the run stays paused.
         setattr(self, "_langgraph_invalid_resume", True)
 

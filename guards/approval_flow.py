@@ -207,7 +207,7 @@ class ApprovalFlow:
                 EventKind.APPROVAL_REFUSED,
                 tool_call_id,
                 {**base, "request_id": req.request_id, "reason": exc.reason, "field": exc.field, "detail": str(exc),
-                 "approver": getattr(exc, "approver", None)},  # set by the validator when it knows who sent it
+                 "approver": exc.approver},  # set by the validator when it knows who sent it
             )
             raise
         answer = got.decision
@@ -314,7 +314,7 @@ class ApprovalFlow:
                     result = self._validate_resume(thread_id, req, charter, raw, new)
                 except InvalidApprovalError as exc:
                     mine = _addressed_to(raw, req.request_id)
-                    setattr(exc, "approver", _approver_of(mine if mine is not None else raw))  # read back by approval()
+                    exc.approver = _approver_of(mine if mine is not None else raw)  # recorded by approval()
                     raise _Refusal(exc) from None
                 walked.append(raw)
                 return result

@@ -278,6 +278,9 @@ def fail_closed(
 ) -> PolicyDecision:
     """A deny for an engine that could not decide.
 
+    ``engine`` is read defensively (``getattr`` with defaults, not the protocol): this is the path
+    for an engine that is broken, and a broken engine without a ``name`` must still yield a deny.
+
     ``reason`` defaults to ``policy_error:<exception type>``; ``detail`` is an
     optional second, more specific reason (e.g. ``opa_timeout``). Fatal
     exceptions (interrupts, cancellation) are re-raised, never turned into denies.
