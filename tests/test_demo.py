@@ -12,6 +12,9 @@ import sys
 import time
 
 import pytest
+from typer.testing import CliRunner
+
+from langgraph_warden.cli import app
 
 from .conftest import pg_schema_url, requires_pg
 
@@ -86,10 +89,10 @@ def _thread_of(out: str) -> str:
 
 
 def _pending(db: str) -> list[dict]:
-    proc = subprocess.run([sys.executable, "-m", "langgraph_warden.cli", "approvals", "list", "--db", db,
-                           "--format", "json"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    """`warden approvals list` (in this process: it only reads what the demo's processes left)."""
+    res = CliRunner().invoke(app, ["approvals", "list", "--db", db, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
 
 
 def test_a_rerun_on_the_same_file_is_a_new_run_and_a_rejection_is_reported_truthfully(tmp_path):
@@ -182,6 +185,5 @@ def test_demo_on_postgres_keeps_earlier_runs(tmp_path):
     assert second.returncode == 0, second.stdout + second.stderr
     _assert_story(second.stdout)
     assert "in 2 thread(s), every signature checked — OK" in second.stdout
-    verify = subprocess.run([sys.executable, "-m", "langgraph_warden.cli", "audit", "verify", "--db", url],
-                            capture_output=True, text=True, timeout=120)
-    assert verify.returncode == 0 and "OK 2 thread(s)" in verify.stdout, verify.stdout + verify.stderr
+    verify = CliRunner().invoke(app, ["audit", "verify", "--db", url])  # in this process: it only reads
+    assert verify.exit_code == 0 and "OK 2 thread(s)" in verify.stdout, verify.output
