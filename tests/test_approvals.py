@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,11 +26,10 @@ from langgraph_warden.keys import EphemeralKeyStore
 from langgraph_warden.warden import Warden
 
 from .support.agents import ScriptedChatModel, SideEffects, call, turn
+from .support.forker import Launcher
 from .support.proc_approval_crash import SCRIPT as CRASH_SCRIPT
 from .support.schedules import every_call_starts, later_calls_never_start, tool_node
 from .support.graphs_approval import CRASH_ENV, DEFAULT_SCRIPT, PARALLEL_SCRIPT, build, policy, register, tools
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -451,20 +450,23 @@ def test_toolnode_sibling_answer_is_recorded_even_when_its_call_does_not_run(
 # ------------------------------------------------------------------------- crash between approve and run
 
 
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory) -> Iterator[Launcher]:
+    """Process A of the crash tests is forked from one launcher that imported its module once."""
+    started = Launcher(tmp_path_factory.mktemp("approval-crash"), ["tests.support.proc_approval_crash"])
+    try:
+        yield started
+    finally:
+        started.close()
+
+
 def _proc(
-    db_url: str, effects_path: Path, thread: str, phase: str, crash: bool = False, crash_after_approval: bool = False
+    launcher: Launcher, db_url: str, effects_path: Path, thread: str, phase: str, crash: bool = False,
+    crash_after_approval: bool = False,
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop(CRASH_ENV, None)
-    env.pop("WARDEN_TEST_CRASH_AFTER_APPROVAL", None)
-    if crash:
-        env[CRASH_ENV] = "issue_refund"
-    if crash_after_approval:
-        env["WARDEN_TEST_CRASH_AFTER_APPROVAL"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "tests.support.proc_approval_crash", db_url, str(effects_path), thread, phase],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
+    env = {CRASH_ENV: "issue_refund" if crash else None,
+           "WARDEN_TEST_CRASH_AFTER_APPROVAL": "1" if crash_after_approval else None}
+    return launcher.run("tests.support.proc_approval_crash", db_url, str(effects_path), thread, phase, env=env)
 
 
 def _start_paused(db_url: str, effects_path: Path, thread: str) -> None:
@@ -474,15 +476,15 @@ def _start_paused(db_url: str, effects_path: Path, thread: str) -> None:
         assert len(g.invoke({"messages": [HumanMessage("refund o-7")]}, cfg)["__interrupt__"]) == 1
 
 
-def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tmp_path):
-    """Process A (a subprocess) resumes with the approval and is SIGKILLed right after ``approval.granted``
+def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tmp_path, launcher):
+    """Process A (another process) resumes with the approval and is SIGKILLed right after ``approval.granted``
     is committed, before ``tool.started``. Process B (this one) resumes: the approved call runs exactly
     once, without a second approval."""
     effects_path = tmp_path / "effects.jsonl"
     effects = SideEffects(effects_path)
     thread = "t-crash-approved"
     _start_paused(db_url, effects_path, thread)
-    crashed = _proc(db_url, effects_path, thread, "approve", crash_after_approval=True)
+    crashed = _proc(launcher, db_url, effects_path, thread, "approve", crash_after_approval=True)
     assert crashed.returncode == -9, crashed.stderr
     assert effects.count("issue_refund") == 0
 
@@ -506,14 +508,14 @@ def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tm
         assert audit.summary.ran_without_authorisation == []
 
 
-def test_crash_inside_an_approved_call_is_not_retried_without_a_new_approval(db_url, tmp_path):
+def test_crash_inside_an_approved_call_is_not_retried_without_a_new_approval(db_url, tmp_path, launcher):
     """Killed inside the tool (after ``tool.started``): the outcome is unknown, the approval covered that
     attempt only, so the non-idempotent call is recorded aborted and not retried."""
     effects_path = tmp_path / "effects.jsonl"
     effects = SideEffects(effects_path)
     thread = "t-crash-inside"
     _start_paused(db_url, effects_path, thread)
-    crashed = _proc(db_url, effects_path, thread, "approve", crash=True)
+    crashed = _proc(launcher, db_url, effects_path, thread, "approve", crash=True)
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL, inside the tool, before its side effect
     assert effects.count("issue_refund") == 0
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -24,52 +23,15 @@ from langgraph_warden.checkpointers import WardenSaver
 from langgraph_warden.events import EventKind
 from langgraph_warden.keys import EphemeralKeyStore
 
+from .support.forker import Launcher
 from .support.graphs_chain import read_lines
-
-REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 60
-
-
-class Launcher:
-    """``tests/support/forker.py``: the scripts' imports paid once; each run is a forked OS process."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.forker", *(f"tests.support.{s}" for s in SCRIPTS)],
-            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-        )
-        ready = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
-        assert ready == "ready", (ready, self.proc.stderr.read())  # type: ignore[union-attr]
-        self.runs = 0
-
-    def run(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``script``'s ``main(*args)`` in a fresh forked process, as ``python script args`` would."""
-        self.runs += 1
-        out, err = self.directory / f"{self.runs}.out", self.directory / f"{self.runs}.err"
-        request = {"module": f"tests.support.{script.removesuffix('.py')}", "args": list(args),
-                   "stdout": str(out), "stderr": str(err)}
-        self.proc.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
-        self.proc.stdin.flush()  # type: ignore[union-attr]
-        reply = self.proc.stdout.readline()  # type: ignore[union-attr]
-        assert reply, self.proc.stderr.read()  # type: ignore[union-attr]
-        return subprocess.CompletedProcess([script, *args], json.loads(reply)["status"], out.read_text(), err.read_text())
-
-    def close(self) -> None:
-        self.proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            self.proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
 
 SCRIPTS = ("proc_approval", "proc_crash")
 
 
 @pytest.fixture(scope="module")
 def launcher(tmp_path_factory) -> Iterator[Launcher]:
-    started = Launcher(tmp_path_factory.mktemp("forked-runs"))
+    started = Launcher(tmp_path_factory.mktemp("forked-runs"), [f"tests.support.{s}" for s in SCRIPTS])
     try:
         yield started
     finally:
@@ -96,13 +58,13 @@ def test_two_processes_resume_the_same_thread_one_after_the_other(db_url, tmp_pa
     thread_id = f"proc-{uuid.uuid4().hex[:8]}"
     side = str(tmp_path / "side.txt")
 
-    first = _last_json(launcher.run("proc_approval.py", db_url, thread_id, side, "start"))
+    first = _last_json(launcher.run("tests.support.proc_approval", db_url, thread_id, side, "start"))
     assert first["interrupts"] == [{"question": "approve wire-transfer?"}]
     assert first["next"] == ["ask"]
     assert first["decision"] is None
     assert read_lines(side) == ["prepare"]
 
-    second = _last_json(launcher.run("proc_approval.py", db_url, thread_id, side, "resume"))
+    second = _last_json(launcher.run("tests.support.proc_approval", db_url, thread_id, side, "resume"))
     assert second["interrupts"] == []
     assert second["next"] == []
     assert second["decision"] == "approved-by-alice"
@@ -116,11 +78,11 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(db_url, tmp_path, laun
     thread_id = f"kill-{uuid.uuid4().hex[:8]}"
     side = str(tmp_path / "side.txt")
 
-    crashed = launcher.run("proc_crash.py", db_url, thread_id, side, "crash")
+    crashed = launcher.run("tests.support.proc_crash", db_url, thread_id, side, "crash")
     assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr)
     assert read_lines(side) == ["n1", "n2", "n3", "n4"]
 
-    resumed = _last_json(launcher.run("proc_crash.py", db_url, thread_id, side, "resume"))
+    resumed = _last_json(launcher.run("tests.support.proc_crash", db_url, thread_id, side, "resume"))
     assert resumed["resumed_from_next"] == ["n4"]
     assert resumed["log"] == ["n1", "n2", "n3", "n4", "n5", "n6"]
     counts = Counter(read_lines(side))

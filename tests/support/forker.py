@@ -3,9 +3,10 @@
     python -m tests.support.forker MODULE [MODULE ...]
 
 It prints ``ready``; then for every JSON line on stdin (``{"module": ..., "args": [...],
-"stdout": PATH, "stderr": PATH}``) it forks a child that runs ``MODULE.main(*args)`` with its
-stdout and stderr going to those files, waits for it, and prints ``{"status": N}`` (the exit code,
-or minus the signal that ended it, as ``subprocess`` reports it).
+"stdout": PATH, "stderr": PATH, "env": {NAME: VALUE or null}}``) it forks a child that sets (or,
+for null, removes) those environment variables, runs ``MODULE.main(*args)`` with its stdout and
+stderr going to those files, waits for it, and prints ``{"status": N}`` (the exit code, or minus
+the signal that ended it, as ``subprocess`` reports it). :class:`Launcher` is the test's side.
 
 Why: a process that imports LangGraph and the warden pays seconds of CPU before it does anything.
 A forked child is still its own OS process — its own memory, connections and keys, opened after
@@ -18,9 +19,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import subprocess
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _child(request: dict[str, Any]) -> int:
@@ -28,6 +33,11 @@ def _child(request: dict[str, Any]) -> int:
     err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(out, 1)
     os.dup2(err, 2)
+    for name, value in request.get("env", {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         importlib.import_module(request["module"]).main(*request["args"])
         return 0
@@ -55,6 +65,38 @@ def run(request: dict[str, Any]) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+class Launcher:
+    """The test's side: start the launcher, run module mains in forked processes, close it."""
+
+    def __init__(self, directory: Path, modules: list[str], timeout: float = 120) -> None:
+        self.directory, self.timeout, self.runs = directory, timeout, 0
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.forker", *modules],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        )
+        ready = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert ready == "ready", (ready, self.proc.stderr.read())  # type: ignore[union-attr]
+
+    def run(self, module: str, *args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+        """``module.main(*args)`` in a fresh forked process, as ``python -m module args`` would run it."""
+        self.runs += 1
+        out, err = self.directory / f"{self.runs}.out", self.directory / f"{self.runs}.err"
+        request = {"module": module, "args": list(args), "stdout": str(out), "stderr": str(err), "env": env or {}}
+        self.proc.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        reply = self.proc.stdout.readline()  # type: ignore[union-attr]
+        assert reply, self.proc.stderr.read()  # type: ignore[union-attr]
+        return subprocess.CompletedProcess([module, *args], json.loads(reply)["status"], out.read_text(), err.read_text())
+
+    def close(self) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def main(modules: list[str]) -> None:
