@@ -15,6 +15,8 @@ from sqlalchemy import create_engine, text
 
 from langgraph_warden.keys import EphemeralKeyStore
 
+from .support.forker import Launcher
+
 PG_ENV = "WARDEN_TEST_POSTGRES_URL"
 PG_URL = os.environ.get(PG_ENV)
 
@@ -45,6 +47,23 @@ def db_url(request, tmp_path) -> Iterator[str]:
         yield sqlite_url(tmp_path)
     else:
         yield pg_schema_url()
+
+
+#: Imported once by the session's launcher (``forked``), so a forked run starts without importing them.
+FORK_PRELOAD = ["langgraph_warden.warden", "tests.support.proc_approval", "tests.support.proc_crash",
+                "tests.support.proc_approval_crash"]
+
+
+@pytest.fixture(scope="session")
+def forked(tmp_path_factory) -> Iterator[Launcher]:
+    """Runs ``module.function(*args)`` in a fresh OS process forked from one launcher that paid the
+    imports once (``tests/support/forker.py``): its own memory, connections and keys; SIGKILL ends
+    it alone. For tests that need another process, not a fresh interpreter."""
+    launcher = Launcher(tmp_path_factory.mktemp("forked"), FORK_PRELOAD)
+    try:
+        yield launcher
+    finally:
+        launcher.close()
 
 
 @pytest.fixture

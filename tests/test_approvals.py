@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -450,16 +449,6 @@ def test_toolnode_sibling_answer_is_recorded_even_when_its_call_does_not_run(
 # ------------------------------------------------------------------------- crash between approve and run
 
 
-@pytest.fixture(scope="module")
-def launcher(tmp_path_factory) -> Iterator[Launcher]:
-    """Process A of the crash tests is forked from one launcher that imported its module once."""
-    started = Launcher(tmp_path_factory.mktemp("approval-crash"), ["tests.support.proc_approval_crash"])
-    try:
-        yield started
-    finally:
-        started.close()
-
-
 def _proc(
     launcher: Launcher, db_url: str, effects_path: Path, thread: str, phase: str, crash: bool = False,
     crash_after_approval: bool = False,
@@ -476,7 +465,7 @@ def _start_paused(db_url: str, effects_path: Path, thread: str) -> None:
         assert len(g.invoke({"messages": [HumanMessage("refund o-7")]}, cfg)["__interrupt__"]) == 1
 
 
-def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tmp_path, launcher):
+def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tmp_path, forked):
     """Process A (another process) resumes with the approval and is SIGKILLed right after ``approval.granted``
     is committed, before ``tool.started``. Process B (this one) resumes: the approved call runs exactly
     once, without a second approval."""
@@ -484,7 +473,7 @@ def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tm
     effects = SideEffects(effects_path)
     thread = "t-crash-approved"
     _start_paused(db_url, effects_path, thread)
-    crashed = _proc(launcher, db_url, effects_path, thread, "approve", crash_after_approval=True)
+    crashed = _proc(forked, db_url, effects_path, thread, "approve", crash_after_approval=True)
     assert crashed.returncode == -9, crashed.stderr
     assert effects.count("issue_refund") == 0
 
@@ -508,14 +497,14 @@ def test_crash_between_approval_and_execution_runs_once_after_restart(db_url, tm
         assert audit.summary.ran_without_authorisation == []
 
 
-def test_crash_inside_an_approved_call_is_not_retried_without_a_new_approval(db_url, tmp_path, launcher):
+def test_crash_inside_an_approved_call_is_not_retried_without_a_new_approval(db_url, tmp_path, forked):
     """Killed inside the tool (after ``tool.started``): the outcome is unknown, the approval covered that
     attempt only, so the non-idempotent call is recorded aborted and not retried."""
     effects_path = tmp_path / "effects.jsonl"
     effects = SideEffects(effects_path)
     thread = "t-crash-inside"
     _start_paused(db_url, effects_path, thread)
-    crashed = _proc(launcher, db_url, effects_path, thread, "approve", crash=True)
+    crashed = _proc(forked, db_url, effects_path, thread, "approve", crash=True)
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL, inside the tool, before its side effect
     assert effects.count("issue_refund") == 0
 

@@ -16,10 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,11 +40,11 @@ from langgraph_warden.warden import Warden
 
 from .conftest import sqlite_url
 from .support.agents import ScriptedChatModel, SideEffects, call, turn
+from .support.forker import Launcher
 from .support.guard_probe import PolicyWrapper
 from .support.resource_service import ResourceService
 from .support.resource_service import call as http_get
 
-REPO = Path(__file__).resolve().parents[1]
 OWNER = "alice@example.com"
 SERVICE = "warden-upstream"
 
@@ -294,21 +290,13 @@ def test_resume_revokes_leases_left_by_a_dead_step(tmp_path, rego):
         assert local.verify(other.reveal(), "fetch_invoice", "invoices:read")
 
 
-CHILD = textwrap.dedent(
-    """
-    import os, signal, sys
-    sys.path.insert(0, {repo!r})
-    from langchain_core.messages import HumanMessage
-    from langgraph_warden.warden import Warden
-    from tests.test_credentials_e2e import crash_graph
-
-    with Warden.open({url!r}, ephemeral_keys=True) as warden:
-        graph = crash_graph(warden, {effects!r}, die=True)
+def crash_child(url: str, effects_path: str) -> None:
+    """The other process of the SIGKILL tests (run by the ``forked`` fixture): dies inside the tool."""
+    with Warden.open(url, ephemeral_keys=True) as warden:
+        graph = crash_graph(warden, effects_path, die=True)
         cfg = warden.start_run("t-kill", owner="alice@example.com", intent="transfer", risk_tier="low")
-        graph.invoke({{"messages": [HumanMessage("go")]}}, cfg)
-    sys.exit(3)  # not reached: the tool SIGKILLs this process
-    """
-)
+        graph.invoke({"messages": [HumanMessage("go")]}, cfg)
+    raise SystemExit(3)  # not reached: the tool SIGKILLs this process
 
 
 def crash_graph(warden: Warden, effects_path: str, *, die: bool):
@@ -328,18 +316,17 @@ def crash_graph(warden: Warden, effects_path: str, *, die: bool):
     return graph_for(warden, [transfer], [turn(call("transfer", {"amount": 5}, "x1")), turn(text="ok")])
 
 
-def _killed_inside_the_step(tmp_path) -> tuple[str, str]:
-    """Run CHILD: a real process SIGKILLed inside the tool, holding its credential. (db url, effects file)"""
+def _killed_inside_the_step(tmp_path, forked: Launcher) -> tuple[str, str]:
+    """Run crash_child: another process SIGKILLed inside the tool, holding its credential. (db url, effects file)"""
     url = sqlite_url(tmp_path)
     effects_path = str(tmp_path / "effects.jsonl")
-    script = CHILD.format(repo=str(REPO), url=url, effects=effects_path)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = forked.run("tests.test_credentials_e2e", url, effects_path, function="crash_child")
     assert proc.returncode == -9, proc.stderr[-2000:]
     return url, effects_path
 
 
-def test_sigkilled_run_leases_revoked_on_resume(tmp_path, rego):
-    url, effects_path = _killed_inside_the_step(tmp_path)
+def test_sigkilled_run_leases_revoked_on_resume(tmp_path, rego, forked):
+    url, effects_path = _killed_inside_the_step(tmp_path, forked)
     (effect,) = SideEffects(effects_path).entries()
 
     with Warden.open(url, ephemeral_keys=True, policy=rego) as warden:
@@ -363,9 +350,9 @@ def test_sigkilled_run_leases_revoked_on_resume(tmp_path, rego):
         assert trail.verified and trail.summary.credentials_outstanding == []
 
 
-def test_resume_without_start_run_revokes_the_aborted_calls_credential(tmp_path, rego):
+def test_resume_without_start_run_revokes_the_aborted_calls_credential(tmp_path, rego, forked):
     """Resuming with a bare thread id (no start_run recovery): aborting the in-doubt call revokes its lease."""
-    url, effects_path = _killed_inside_the_step(tmp_path)
+    url, effects_path = _killed_inside_the_step(tmp_path, forked)
 
     with Warden.open(url, ephemeral_keys=True, policy=rego) as warden:
         (left,) = warden.lease_store.outstanding("t-kill")

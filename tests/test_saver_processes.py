@@ -2,9 +2,9 @@
 
 The process scripts live in ``tests/support/proc_*.py``; every process uses
 its own ``EphemeralKeyStore``, so the thread's history is signed by several
-keys and must still verify as one chain. Each run is forked from one launcher
-that imported the scripts once (``tests/support/forker.py``): a separate process
-that opens the database itself, at a fraction of an interpreter's start-up.
+keys and must still verify as one chain. Each run is forked from the session's
+launcher, which imported the scripts once (the ``forked`` fixture): a separate
+process that opens the database itself, at a fraction of an interpreter's start-up.
 """
 
 from __future__ import annotations
@@ -14,28 +14,12 @@ import signal
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from langgraph_warden.checkpointers import WardenSaver
 from langgraph_warden.events import EventKind
 from langgraph_warden.keys import EphemeralKeyStore
 
-from .support.forker import Launcher
 from .support.graphs_chain import read_lines
-
-SCRIPTS = ("proc_approval", "proc_crash")
-
-
-@pytest.fixture(scope="module")
-def launcher(tmp_path_factory) -> Iterator[Launcher]:
-    started = Launcher(tmp_path_factory.mktemp("forked-runs"), [f"tests.support.{s}" for s in SCRIPTS])
-    try:
-        yield started
-    finally:
-        started.close()
 
 
 def _last_json(proc: subprocess.CompletedProcess[str]) -> dict:
@@ -54,17 +38,17 @@ def _verify(url: str, thread_id: str) -> None:
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
 
-def test_two_processes_resume_the_same_thread_one_after_the_other(db_url, tmp_path, launcher):
+def test_two_processes_resume_the_same_thread_one_after_the_other(db_url, tmp_path, forked):
     thread_id = f"proc-{uuid.uuid4().hex[:8]}"
     side = str(tmp_path / "side.txt")
 
-    first = _last_json(launcher.run("tests.support.proc_approval", db_url, thread_id, side, "start"))
+    first = _last_json(forked.run("tests.support.proc_approval", db_url, thread_id, side, "start"))
     assert first["interrupts"] == [{"question": "approve wire-transfer?"}]
     assert first["next"] == ["ask"]
     assert first["decision"] is None
     assert read_lines(side) == ["prepare"]
 
-    second = _last_json(launcher.run("tests.support.proc_approval", db_url, thread_id, side, "resume"))
+    second = _last_json(forked.run("tests.support.proc_approval", db_url, thread_id, side, "resume"))
     assert second["interrupts"] == []
     assert second["next"] == []
     assert second["decision"] == "approved-by-alice"
@@ -74,15 +58,15 @@ def test_two_processes_resume_the_same_thread_one_after_the_other(db_url, tmp_pa
     _verify(db_url, thread_id)
 
 
-def test_sigkill_mid_run_resumes_from_the_last_checkpoint(db_url, tmp_path, launcher):
+def test_sigkill_mid_run_resumes_from_the_last_checkpoint(db_url, tmp_path, forked):
     thread_id = f"kill-{uuid.uuid4().hex[:8]}"
     side = str(tmp_path / "side.txt")
 
-    crashed = launcher.run("tests.support.proc_crash", db_url, thread_id, side, "crash")
+    crashed = forked.run("tests.support.proc_crash", db_url, thread_id, side, "crash")
     assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr)
     assert read_lines(side) == ["n1", "n2", "n3", "n4"]
 
-    resumed = _last_json(launcher.run("tests.support.proc_crash", db_url, thread_id, side, "resume"))
+    resumed = _last_json(forked.run("tests.support.proc_crash", db_url, thread_id, side, "resume"))
     assert resumed["resumed_from_next"] == ["n4"]
     assert resumed["log"] == ["n1", "n2", "n3", "n4", "n5", "n6"]
     counts = Counter(read_lines(side))

@@ -12,9 +12,6 @@ step) do not count: they were decided after it (see tests/test_parallel_calls.py
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 import threading
 import uuid
 from typing import Any
@@ -166,18 +163,20 @@ def test_a_decision_on_a_cached_view_is_recorded_only_if_the_thread_has_nothing_
     assert recorded["input_digest"] == canonical.digest(policy.inputs[0])
 
 
-def test_a_charter_recorded_by_another_process_is_seen_by_the_next_decision(warden, db_url, tmp_path):
+def take_over(db_url: str, thread: str) -> None:
+    """Another process states a new charter on the thread (run by the ``forked`` fixture)."""
+    with Warden.open(db_url, ephemeral_keys=True) as w:
+        w.start_run(thread, owner="carol@example.com", intent="taken over", risk_tier="high")
+
+
+def test_a_charter_recorded_by_another_process_is_seen_by_the_next_decision(warden, db_url, tmp_path, forked):
     guard, sink, policy = make_guard(warden)
     g = graph(guard)
     thread = f"t-{uuid.uuid4().hex[:8]}"
     warden.start_run(thread, CHARTER)
     g.invoke(message("c1"), cfg(thread))
-    script = textwrap.dedent(f"""
-        from langgraph_warden.warden import Warden
-        with Warden.open({db_url!r}, ephemeral_keys=True) as w:
-            w.start_run({thread!r}, owner="carol@example.com", intent="taken over", risk_tier="high")
-    """)
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    other = forked.run("tests.test_watermark", db_url, thread, function="take_over")
+    assert other.returncode == 0, other.stderr
     policy.inputs.clear()
     g.invoke(message("c2"), cfg(thread))
     (recorded,) = decided(warden, thread, "c2")

@@ -2,10 +2,10 @@
 
     python -m tests.support.forker MODULE [MODULE ...]
 
-It prints ``ready``; then for every JSON line on stdin (``{"module": ..., "args": [...],
-"stdout": PATH, "stderr": PATH, "env": {NAME: VALUE or null}}``) it forks a child that sets (or,
-for null, removes) those environment variables, runs ``MODULE.main(*args)`` with its stdout and
-stderr going to those files, waits for it, and prints ``{"status": N}`` (the exit code, or minus
+It prints ``ready``; then for every JSON line on stdin (``{"module": ..., "function": "main",
+"args": [...], "stdout": PATH, "stderr": PATH, "env": {NAME: VALUE or null}}``) it forks a child
+that sets (or, for null, removes) those environment variables, runs ``MODULE.FUNCTION(*args)``
+(modules not preloaded are imported by the child) with its stdout and stderr going to those files, waits for it, and prints ``{"status": N}`` (the exit code, or minus
 the signal that ended it, as ``subprocess`` reports it). :class:`Launcher` is the test's side.
 
 Why: a process that imports LangGraph and the warden pays seconds of CPU before it does anything.
@@ -39,7 +39,7 @@ def _child(request: dict[str, Any]) -> int:
         else:
             os.environ[name] = value
     try:
-        importlib.import_module(request["module"]).main(*request["args"])
+        getattr(importlib.import_module(request["module"]), request.get("function", "main"))(*request["args"])
         return 0
     except SystemExit as exc:  # what the interpreter does with SystemExit at the top level
         if exc.code is None or isinstance(exc.code, int):
@@ -79,11 +79,14 @@ class Launcher:
         ready = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert ready == "ready", (ready, self.proc.stderr.read())  # type: ignore[union-attr]
 
-    def run(self, module: str, *args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
-        """``module.main(*args)`` in a fresh forked process, as ``python -m module args`` would run it."""
+    def run(
+        self, module: str, *args: str, function: str = "main", env: dict[str, str | None] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``module.function(*args)`` in a fresh forked process, as ``python -m module args`` runs ``main``."""
         self.runs += 1
         out, err = self.directory / f"{self.runs}.out", self.directory / f"{self.runs}.err"
-        request = {"module": module, "args": list(args), "stdout": str(out), "stderr": str(err), "env": env or {}}
+        request = {"module": module, "function": function, "args": list(args), "stdout": str(out), "stderr": str(err),
+                   "env": env or {}}
         self.proc.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
         reply = self.proc.stdout.readline()  # type: ignore[union-attr]
