@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -33,6 +34,7 @@ def _child(request: dict[str, Any]) -> int:
     err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(out, 1)
     os.dup2(err, 2)
+    signal.alarm(int(request.get("timeout", 120)))  # a hung child ends by SIGALRM (status -14), not a hung suite
     for name, value in request.get("env", {}).items():
         if value is None:
             os.environ.pop(name, None)
