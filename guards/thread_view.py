@@ -143,14 +143,14 @@ class _ThreadView:
         self.pending = 0
         self.inbox: deque[tuple[list[Event] | None, bool]] = deque()
         #: Tool call ids of this guard's latest appends to the thread, noted before each append
-        #: (see ToolGuard._commit: a sibling call's events do not make a decision stale).
+        #: (see Recorder.commit in guards/recorder.py: a sibling call's events do not make a decision stale).
         self.own: deque[str] = deque(maxlen=_OWN_CALLS_KEPT)
         #: Held while a call of the thread is decided here (snapshot, engine, noting the decision), so
         #: parallel calls of one step are decided one after another (their tools still run together).
         self.deciding = threading.Lock()
         #: Decisions made here, by tool call id, as history entries: they count in the history of every
         #: later decision from the moment they are made, before their record commits (a per-run rate
-        #: limit holds under parallel calls). Dropped when the call ends (ToolGuard._land); by then
+        #: limit holds under parallel calls). Dropped when the call ends (InFlight.land); by then
         #: the record is folded in, or the next call reads it.
         self.decided_here: dict[str, dict[str, Any]] = {}
 

@@ -353,7 +353,7 @@ def test_in_doubt_call_stays_authorised_in_summary(tmp_path):
     with Warden.open(url, ephemeral_keys=True) as warden:
         # a1 is in doubt; its siblings b1 and c1 (same ToolNode task, run in parallel) may have started
         # too before the kill, or finished with their outcome not yet committed (it is queued, see
-        # ToolGuard._record_outcome), depending on scheduling: then they are in doubt as well
+        # Recorder.record_outcome), depending on scheduling: then they are in doubt as well
         # (both idempotent: retried).
         in_doubt = set(_ids(warden, "t-doubt", EventKind.TOOL_STARTED)) - set(_ids(warden, "t-doubt", EventKind.TOOL_COMPLETED))
         assert "a1" in in_doubt and in_doubt <= {"a1", "b1", "c1"}, in_doubt

@@ -134,7 +134,7 @@ def test_in_doubt_after_a_crash_then_aborted(warden, tmp_path):
 # ------------------------------------------------------------------ superseded retries
 def _retry_history(warden: Warden, thread: str, *, approved: bool) -> None:
     """Call m1 lost its model message and was asked for again as m2 (same tool and arguments):
-    the events the guard's takeover writes (see ``ToolGuard._take_over``)."""
+    the events the guard's takeover writes (see ``DecisionPipeline._take_over`` in guards/decision.py)."""
     base = {"tool": "send_email", "args_digest": digest({"to": "a@b.c"})}
     m1, m2 = {**base, "tool_call_id": "m1"}, {**base, "tool_call_id": "m2"}
     allow = {"allow": True, "require_approval": approved, "reasons": []}
