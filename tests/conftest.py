@@ -51,7 +51,7 @@ def db_url(request, tmp_path) -> Iterator[str]:
 
 #: Imported once by the session's launcher (``forked``), so a forked run starts without importing them.
 FORK_PRELOAD = ["langgraph_warden.warden", "tests.support.proc_approval", "tests.support.proc_crash",
-                "tests.support.proc_approval_crash"]
+                "tests.support.proc_approval_crash", "tests.support.proc_durability"]
 
 
 @pytest.fixture(scope="session")

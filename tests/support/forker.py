@@ -1,11 +1,12 @@
-"""A launcher that imports the given modules once, then runs each requested ``main`` in a forked process.
+"""A launcher that imports the given modules once, then runs each requested function in a forked process.
 
     python -m tests.support.forker MODULE [MODULE ...]
 
 It prints ``ready``; then for every JSON line on stdin (``{"module": ..., "function": "main",
-"args": [...], "stdout": PATH, "stderr": PATH, "env": {NAME: VALUE or null}}``) it forks a child
-that sets (or, for null, removes) those environment variables, runs ``MODULE.FUNCTION(*args)``
-(modules not preloaded are imported by the child) with its stdout and stderr going to those files, waits for it, and prints ``{"status": N}`` (the exit code, or minus
+"args": [...], "stdout": PATH, "stderr": PATH, "env": {NAME: VALUE or null}, "timeout": S}``) it
+forks a child that sets (or, for null, removes) those environment variables, runs
+``MODULE.FUNCTION(*args)`` (a module not preloaded is imported by the child) with its stdout and
+stderr going to those files, waits for it, and prints ``{"status": N}`` (the exit code, or minus
 the signal that ended it, as ``subprocess`` reports it). :class:`Launcher` is the test's side.
 
 Why: a process that imports LangGraph and the warden pays seconds of CPU before it does anything.
@@ -82,13 +83,14 @@ class Launcher:
         assert ready == "ready", (ready, self.proc.stderr.read())  # type: ignore[union-attr]
 
     def run(
-        self, module: str, *args: str, function: str = "main", env: dict[str, str | None] | None = None
+        self, module: str, *args: str, function: str = "main", env: dict[str, str | None] | None = None,
+        timeout: int = 120,
     ) -> subprocess.CompletedProcess[str]:
         """``module.function(*args)`` in a fresh forked process, as ``python -m module args`` runs ``main``."""
         self.runs += 1
         out, err = self.directory / f"{self.runs}.out", self.directory / f"{self.runs}.err"
         request = {"module": module, "function": function, "args": list(args), "stdout": str(out), "stderr": str(err),
-                   "env": env or {}}
+                   "env": env or {}, "timeout": timeout}
         self.proc.stdin.write(json.dumps(request) + "\n")  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
         reply = self.proc.stdout.readline()  # type: ignore[union-attr]

@@ -135,8 +135,9 @@ def _resume(warden: Warden, graph, trial: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text())
+def main(spec_path: str | None = None) -> None:
+    """Run the spec's trials (``spec_path``, else the command line's); also called by tests/support/forker.py."""
+    spec = json.loads(Path(spec_path or sys.argv[1]).read_text())
     url, effects = spec["url"], spec["effects"]
     Warden.open(url, ephemeral_keys=True).close()  # migrate once, before any fork
     reports: list[dict[str, Any]] = []
