@@ -103,7 +103,6 @@ class Recording(PolicyWrapper):
         return d
 
 
-@tool
 def _decisions(policy_input: dict[str, Any]) -> int:
     """Decisions the policy input counts: a version-1 list's length, or the version-2 run counters."""
     h = policy_input["history"]
@@ -112,6 +111,7 @@ def _decisions(policy_input: dict[str, Any]) -> int:
     return h["run"]["allowed"] + h["run"]["require_approval"] + h["run"]["denied"]
 
 
+@tool
 def echo(text: str) -> str:
     """Return the text."""
     return text
@@ -363,8 +363,10 @@ def main() -> None:
           + ", ".join(f"{r['engine']}/{r['history']}/{r['view']} {ms(r['digest_p50'])}" for r in rows))
     worst = max(r["overhead_p50"] for r in rows)
     in_run = max(r["overhead_p50"] for r in rows if r["view"] == "warm" or r["history"] == 0)
-    print(f"\ntarget: guard overhead <= 1.00 ms p50 on SQLite -> worst row {ms(worst)} ms: {'MET' if worst <= 0.001 else 'NOT MET'}; "
-          f"worst row within a run (history 0, and 50 with the guard's view warm) {ms(in_run)} ms: {'MET' if in_run <= 0.001 else 'NOT MET'}")
+    # The absolute <= 1 ms target this script once checked is retired (it measured the machine's mood):
+    # the targets are ratios against peers in the same run, in bench/scale.py and bench/peers.py.
+    print(f"\nguard overhead p50: worst row {ms(worst)} ms; worst row within a run (history 0, and 50 with the guard's "
+          f"view warm) {ms(in_run)} ms. A diagnostic: the targets are ratios, see bench/scale.py and bench/peers.py.")
     if profile_text:
         print("\ncProfile of 200 guarded calls, guard only (rego, history 50):\n")
         print(profile_text)
