@@ -1,4 +1,5 @@
-"""``bench/scale.py --quick`` runs end to end (~10 s): the script keeps working while the code it measures changes.
+"""``bench/scale.py --quick`` and a tiny ``bench/guard.py`` run end to end (~10 s each): the scripts keep
+working while the code they measure changes.
 
 It checks that the script runs and reports, not what it measures: the numbers of a quick run
 on a shared machine say nothing, and its targets may be unmet while the work they track lands.
@@ -17,11 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The peers of the `bench` extra (bench/peers.py); bench/scale.py ships beside them.
 MISSING = [module for module in ("langgraph_ledger", "dbos") if importlib.util.find_spec(module) is None]
 
-pytestmark = pytest.mark.skipif(
+needs_bench_extra = pytest.mark.skipif(
     bool(MISSING), reason=f"the bench extra is not installed (no {', '.join(MISSING)}): pip install -e '.[bench]'"
 )
 
 
+@needs_bench_extra
 def test_scale_quick_prints_its_table_and_targets(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "bench/scale.py", "--quick", "--db-dir", str(tmp_path)],
@@ -38,3 +40,16 @@ def test_scale_quick_prints_its_table_and_targets(tmp_path: Path) -> None:
     assert len(targets) == 7, targets
     assert all(line.endswith((": MET", ": NOT MET")) for line in targets), targets
     assert not list(tmp_path.iterdir()), "the bench left files behind"
+
+
+def test_guard_bench_runs_every_engine_and_scenario(tmp_path: Path) -> None:
+    """bench/guard.py needs no peer: it runs wherever the tests run (it once broke unnoticed)."""
+    proc = subprocess.run(
+        [sys.executable, "bench/guard.py", "--n", "2", "--warmup", "1", "--db-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and " | " in line and "engine" not in line and "---" not in line]
+    assert {row.split("|")[1].strip() for row in rows} == {"rego", "cedar", "opa-fake"}, rows
+    assert len(rows) == 9, rows  # three scenarios per engine
+    assert "guard overhead p50: worst row" in proc.stdout
