@@ -331,6 +331,8 @@ class LedgerAppends(LedgerKeys):
 
     #: ``append``/``append_soon`` take ``seen=`` (see :class:`~langgraph_warden.events.Watermark`).
     supports_watermarks = True
+    #: It shares the saver's database: ``checkpoint_durable``/``wait_for_checkpoint`` can tell.
+    waits_for_checkpoints = True
 
     def append(self, thread_id: str, drafts: Sequence[EventDraft], *, seen: Watermark | None = None) -> list[Event]:
         """EventSink: append in its own transaction; durable when this returns.

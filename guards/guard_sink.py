@@ -56,6 +56,7 @@ class NeutralCapabilities:
         self._durable: Callable[[str, str, str], bool] | None = getattr(sink, "checkpoint_durable", None)
         self._recorded: Callable[[str, str, str], bool] | None = getattr(sink, "checkpoint_recorded", None)
         self._wait: Callable[[str, str, str, float], bool] | None = getattr(sink, "wait_for_checkpoint", None)
+        self.waits_for_checkpoints: bool = self._durable is not None and self._wait is not None
 
     # ------------------------------------------------------------------ EventSink
     def append(self, thread_id: str, drafts: Sequence[EventDraft], *, seen: Watermark | None = None) -> list[Event]:

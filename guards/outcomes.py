@@ -17,7 +17,7 @@ from langgraph.types import Command
 from langgraph_warden import canonical, redaction
 from langgraph_warden.errors import IntegrityError, LedgerAppendError
 from langgraph_warden.event_payloads import ToolCompleted
-from langgraph_warden.events import Event, EventKind, Watermark, waits_for_checkpoints
+from langgraph_warden.events import Event, EventKind, Watermark
 
 from .call_plan import Plan
 from .credentials import Lease, lease_secrets
@@ -133,7 +133,7 @@ class Outcomes:
         take them all. Polls this process's verified view (its commits extend it); the database
         is asked every ~50 ms in a thread."""
         o = plan.origin
-        if o is None or o.durability != "async" or not o.same_ledger or not waits_for_checkpoints(self._settings.sink):
+        if o is None or o.durability != "async" or not o.same_ledger or not self._settings.guard_sink.waits_for_checkpoints:
             await asyncio.to_thread(self.await_origin, plan)  # "sync" and the rest: no wait, only a note
             return
         sink = self._settings.guard_sink

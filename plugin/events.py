@@ -19,8 +19,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
-from typing import Any, NamedTuple, Protocol, TypeGuard, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from . import canonical
 from .redaction import scrub_canonical  # the storage boundary: live secrets masked before the hash
@@ -42,8 +41,6 @@ __all__ = [
     "DeferringEventSink",
     "EventSummary",
     "SummarisingEventSink",
-    "CheckpointWaitingEventSink",
-    "waits_for_checkpoints",
     "CallClaims",
     "GuardSink",
     "Watermark",
@@ -425,26 +422,6 @@ class DeferringEventSink(EventSink, Protocol):
 
 
 @runtime_checkable
-class CheckpointWaitingEventSink(EventSink, Protocol):
-    """An :class:`EventSink` that shares the checkpointer's database and can tell when a checkpoint is committed
-    (LangGraph's ``"async"`` durability saves it in the background)."""
-
-    def checkpoint_durable(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool: ...
-
-    def wait_for_checkpoint(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, timeout: float) -> bool: ...
-
-
-@cache
-def _waits_for_checkpoints(cls: type) -> bool:
-    return issubclass(cls, CheckpointWaitingEventSink)
-
-
-def waits_for_checkpoints(sink: EventSink) -> TypeGuard[CheckpointWaitingEventSink]:
-    """``isinstance(sink, CheckpointWaitingEventSink)``, decided once per class (a protocol check costs ~30 µs)."""
-    return _waits_for_checkpoints(type(sink))
-
-
-@runtime_checkable
 class SummarisingEventSink(EventSink, Protocol):
     """An :class:`EventSink` that can read :class:`EventSummary` rows instead of full events."""
 
@@ -481,6 +458,10 @@ class GuardSink(DeferringEventSink, SummarisingEventSink, Protocol):
     supports_watermarks: bool
     #: Cross-process locks on tool calls, or ``None``: this process only.
     claims: CallClaims | None
+    #: Whether it shares the checkpointer's database and can tell when a checkpoint is committed
+    #: (LangGraph's ``"async"`` durability saves it in the background): the guard then waits for a
+    #: call's checkpoint before its side effect.
+    waits_for_checkpoints: bool
 
     def newest_snapshot(self, thread_id: str, kind: str, subject: str) -> tuple[int, Mapping[str, Any]] | None:
         """The newest verified event of ``kind`` about ``subject``: ``(seq, payload)``."""
