@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +55,34 @@ def _child(request: dict[str, Any]) -> int:
         return 1
 
 
-def run(request: dict[str, Any]) -> int:
-    """Fork, run the request in the child, and return its status as ``subprocess`` would."""
+def fork_child(body: Callable[[], int]) -> int:
+    """Fork a child that runs ``body`` and exits with the code it returns (3, with the traceback on
+    stderr, if it raises), never returning into the caller's code; the child's pid."""
     sys.stdout.flush()
+    sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        code = 1
+        code = 3
         try:
-            code = _child(request)
+            code = body()
+        except BaseException:
+            traceback.print_exc()
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+    return pid
+
+
+def exit_status(pid: int) -> int:
+    """Wait for the child ``pid``: its exit code, or minus the signal that ended it (as ``subprocess`` reports)."""
     _, status = os.waitpid(pid, 0)
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def run(request: dict[str, Any]) -> int:
+    """Fork, run the request in the child, and return its status."""
+    return exit_status(fork_child(lambda: _child(request)))
 
 
 class Launcher:

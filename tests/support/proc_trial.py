@@ -35,7 +35,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -49,6 +48,7 @@ from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
 from .agents import ScriptedChatModel, SideEffects, call, turn
+from .forker import exit_status, fork_child
 
 NON_IDEMPOTENT = "charge_card"
 IDEMPOTENT = "upsert_record"
@@ -178,25 +178,15 @@ def main(db_url: str, thread: str, effects: str, kills: str, kill: str) -> None:
 
 def _crash_in_child(trial: dict[str, Any]) -> int:
     """Fork a child that runs one trial (output to the trial's log); its status: -signal, or the exit code."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            log = os.open(trial["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            signal.alarm(60)
-            main(trial["url"], trial["thread"], trial["effects"], trial["kills"], trial["kill"])
-        except BaseException:
-            traceback.print_exc()
-            code = 3
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    def trial_body() -> int:
+        log = os.open(trial["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        signal.alarm(60)
+        main(trial["url"], trial["thread"], trial["effects"], trial["kills"], trial["kill"])
+        return 0
 
+    return exit_status(fork_child(trial_body))
 
 def batch(spec_path: str) -> None:
     """Every trial of the spec in turn, each in its own forked process; print {seed: status}."""

@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import traceback
+from functools import partial
 from typing import Any, TextIO
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -36,6 +37,7 @@ from langgraph_warden.guards.tools import ToolSpec
 from langgraph_warden.warden import Warden
 
 from .agents import SideEffects
+from .forker import exit_status, fork_child
 
 OWNER = "alice@example.com"
 
@@ -107,30 +109,20 @@ def serve(url: str, effects_path: str, inp: TextIO, out: TextIO) -> None:
 
 def pool(url: str, effects_path: str, pipes: list[tuple[int, int]]) -> int:
     """Fork one worker per (read fd, write fd) pair; wait for all; 0 if every worker exited cleanly."""
-    children = []
-    for i, (rfd, wfd) in enumerate(pipes):
-        pid = os.fork()
-        if pid == 0:  # child: keep only its own pair, so the parent's EOF reaches each worker alone
-            code = 0
-            try:
-                for j, pair in enumerate(pipes):
-                    if j != i:
-                        for fd in pair:
-                            os.close(fd)
-                with os.fdopen(rfd, encoding="utf-8") as inp, os.fdopen(wfd, "w", encoding="utf-8") as out:
-                    serve(url, effects_path, inp, out)
-            except BaseException:
-                traceback.print_exc()
-                code = 3
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        children.append(pid)
+    def worker(i: int, rfd: int, wfd: int) -> int:
+        for j, pair in enumerate(pipes):  # keep only its own pair, so the parent's EOF reaches each worker alone
+            if j != i:
+                for fd in pair:
+                    os.close(fd)
+        with os.fdopen(rfd, encoding="utf-8") as inp, os.fdopen(wfd, "w", encoding="utf-8") as out:
+            serve(url, effects_path, inp, out)
+        return 0
+
+    children = [fork_child(partial(worker, i, rfd, wfd)) for i, (rfd, wfd) in enumerate(pipes)]
     for pair in pipes:
         for fd in pair:
             os.close(fd)
-    statuses = [os.waitpid(pid, 0)[1] for pid in children]
+    statuses = [exit_status(pid) for pid in children]
     return 0 if all(s == 0 for s in statuses) else 1
 
 
