@@ -28,13 +28,12 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import KeyStoreError
 from .keys import SigningKey, private_from_seed_text, seed_text
-
-if TYPE_CHECKING:
-    from .identity import WorkloadKey
+from .workload_keys import RetainingWorkloadKeyStore, WorkloadKey, parse_workload_key_doc, workload_key_doc
 
 __all__ = ["FileKeyStore", "FileWorkloadKeyStore", "SIGNING_KEY_FILE", "WORKLOAD_KEY_FILE", "init_key_dir"]
 
@@ -171,22 +170,16 @@ class FileKeyStore:
         return f"FileKeyStore({str(self.path)!r})"
 
 
-class FileWorkloadKeyStore:
+class FileWorkloadKeyStore(RetainingWorkloadKeyStore):
     """The ES256 workload key (and retired public keys) in ``DIR/workload-key``, created on first use."""
 
     kind = "file"
 
     def __init__(self, directory: str | os.PathLike[str], filename: str = WORKLOAD_KEY_FILE) -> None:
+        super().__init__()
         self.path = Path(directory) / filename
-        self._lock = threading.Lock()
-        self._key: WorkloadKey | None = None
-        self._retired: list[dict[str, str]] = []
 
     def _load(self) -> None:
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        from .identity import WorkloadKey, parse_workload_key_doc, workload_key_doc
-
         text = read_key_file(self.path)
         if text is None:
             write_key_file(self.path, workload_key_doc(ec.generate_private_key(ec.SECP256R1()), []), replace=False)
@@ -195,33 +188,8 @@ class FileWorkloadKeyStore:
         private, self._retired = parse_workload_key_doc(text, f"key file {self.path}")
         self._key = WorkloadKey.from_private(private, self.kind)
 
-    def workload_key(self) -> WorkloadKey:
-        with self._lock:
-            if self._key is None:
-                self._load()  # identity is imported lazily: it pulls in PyJWT
-            assert self._key is not None
-            return self._key
-
-    def rotate(self) -> WorkloadKey:
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        from .identity import RETAINED_RETIRED_KEYS, WorkloadKey, workload_key_doc
-
-        with self._lock:
-            if self._key is None:
-                self._load()
-            assert self._key is not None
-            retired = ([self._key.public_jwk, *self._retired])[:RETAINED_RETIRED_KEYS]
-            private = ec.generate_private_key(ec.SECP256R1())
-            write_key_file(self.path, workload_key_doc(private, retired), replace=True)
-            self._retired = retired
-            self._key = WorkloadKey.from_private(private, self.kind)
-            return self._key
-
-    def public_jwks(self) -> list[dict[str, str]]:
-        current = self.workload_key()
-        with self._lock:
-            return [current.public_jwk, *self._retired]
+    def _save(self, private: ec.EllipticCurvePrivateKey, retired: list[dict[str, str]]) -> None:
+        write_key_file(self.path, workload_key_doc(private, retired), replace=True)
 
     def __repr__(self) -> str:
         return f"FileWorkloadKeyStore({str(self.path)!r})"

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import ConfigurationError, KeyStoreError
@@ -28,6 +27,7 @@ __all__ = [
     "WorkloadKeyStore",
     "EphemeralWorkloadKeyStore",
     "KeyringWorkloadKeyStore",
+    "RetainingWorkloadKeyStore",
     "RETAINED_RETIRED_KEYS",
     "default_workload_key_store",
     "workload_key_doc",
@@ -99,6 +99,8 @@ class WorkloadKey:
 
     def sign_jwt(self, claims: Mapping[str, Any], *, typ: str) -> str:
         """Compact JWS, ES256, with this key's ``kid`` and the given ``typ``."""
+        import jwt  # here, not at the top: PyJWT costs ~80 ms to import and only minting needs it
+
         return jwt.encode(dict(claims), self._private, algorithm="ES256", headers={"kid": self.kid, "typ": typ})
 
     def __repr__(self) -> str:  # never print key material
@@ -206,7 +208,53 @@ def usable_keyring_backend(help_text: str = _KEYRING_HELP):
     return backend
 
 
-class KeyringWorkloadKeyStore:
+class RetainingWorkloadKeyStore:
+    """What every stored workload key shares: loaded once, rotated under a lock, the retired public
+    keys kept (up to ``RETAINED_RETIRED_KEYS``) so tokens signed before a rotation still verify.
+
+    A store says where the key lives: ``_load`` (sets ``_key`` and ``_retired``, creating the key
+    on first use) and ``_save``.
+    """
+
+    kind: str
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: WorkloadKey | None = None
+        self._retired: list[dict[str, str]] = []
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _save(self, private: ec.EllipticCurvePrivateKey, retired: list[dict[str, str]]) -> None:
+        raise NotImplementedError
+
+    def workload_key(self) -> WorkloadKey:
+        with self._lock:
+            if self._key is None:
+                self._load()
+            assert self._key is not None
+            return self._key
+
+    def rotate(self) -> WorkloadKey:
+        with self._lock:
+            if self._key is None:
+                self._load()
+            assert self._key is not None
+            retired = ([self._key.public_jwk, *self._retired])[:RETAINED_RETIRED_KEYS]
+            private = ec.generate_private_key(ec.SECP256R1())
+            self._save(private, retired)
+            self._retired = retired
+            self._key = WorkloadKey.from_private(private, self.kind)
+            return self._key
+
+    def public_jwks(self) -> list[dict[str, str]]:
+        current = self.workload_key()
+        with self._lock:
+            return [current.public_jwk, *self._retired]
+
+
+class KeyringWorkloadKeyStore(RetainingWorkloadKeyStore):
     """The workload's ES256 key stored in the OS keyring.
 
     One keyring entry holds a small JSON document: the private scalar ``d``
@@ -217,11 +265,9 @@ class KeyringWorkloadKeyStore:
     kind = "keyring"
 
     def __init__(self, service: str = "langgraph-warden", username: str = "workload-key") -> None:
+        super().__init__()
         self.service = service
         self.username = username
-        self._lock = threading.Lock()
-        self._key: WorkloadKey | None = None
-        self._retired: list[dict[str, str]] = []
 
     def _where(self) -> str:
         return f"service={self.service!r} username={self.username!r}"
@@ -253,26 +299,3 @@ class KeyringWorkloadKeyStore:
             private, self._retired = parse_workload_key_doc(stored, f"the keyring entry {self._where()}")
         self._key = WorkloadKey.from_private(private, self.kind)
 
-    def workload_key(self) -> WorkloadKey:
-        with self._lock:
-            if self._key is None:
-                self._load()
-            assert self._key is not None
-            return self._key
-
-    def rotate(self) -> WorkloadKey:
-        with self._lock:
-            if self._key is None:
-                self._load()
-            assert self._key is not None
-            retired = ([self._key.public_jwk, *self._retired])[:RETAINED_RETIRED_KEYS]
-            private = ec.generate_private_key(ec.SECP256R1())
-            self._save(private, retired)
-            self._retired = retired
-            self._key = WorkloadKey.from_private(private, self.kind)
-            return self._key
-
-    def public_jwks(self) -> list[dict[str, str]]:
-        current = self.workload_key()
-        with self._lock:
-            return [current.public_jwk, *self._retired]
