@@ -248,7 +248,9 @@ class CedarEngine:
         if self._input_version == 2:
             history = policy_input["history"]
             run_counts = {k: history["run"][k] for k in HISTORY_COUNTERS}
-            tool_entry = history["tools"].get(tool["name"])
+            # The Rego default reads history.tool; a document from build_policy_input or
+            # validate_policy_input carries it, equal to this lookup (checked there).
+            tool_entry = history.get("tool") or history["tools"].get(tool["name"])
             tool_counts = {k: tool_entry[k] for k in HISTORY_COUNTERS} if tool_entry else dict.fromkeys(HISTORY_COUNTERS, 0)
             context["run_counts"], context["tool_counts"] = run_counts, tool_counts
             context["calls_of_tool"] = tool_counts["allowed"] + tool_counts["require_approval"]

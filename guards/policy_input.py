@@ -38,6 +38,7 @@ classes the run used and by the window ``K``:
       "window": K,                          # int >= 0 (default 20): the size of "recent"
       "run":   {<counters>, "first_ts": str | null, "last_ts": str | null},
       "tools": {"<tool>": {<counters>, "first_ts": str | null, "last_ts": str | null}},
+      "tool":  {<counters>, "first_ts": str | null, "last_ts": str | null},   # this call's tool
       "data_classes": {"<class>": {"allowed": int, "require_approval": int, "denied": int}},
       "recent": [{"tool": str, "decision": "allow" | "deny" | "require_approval",
                   "outcome": str | null, "ts": str | null}, ...]     # at most K, oldest first
@@ -49,6 +50,13 @@ classes the run used and by the window ``K``:
 ``aborted``, ``replayed`` (outcomes recorded), ``approved`` (granted or edited) and
 ``rejected``. Data classes count decisions only. Calls that were not denied (what a
 rate limit counts) are ``allowed + require_approval``.
+
+``history.tool`` is ``history.tools[tool.name]`` (zero counters, null times, when the run
+has not called the tool yet), always present in a document the guard builds. Why a copy: a
+rule that reads the called tool's counters through it names a fixed path, so an embedded
+engine is handed that one entry (``rego_projection``) instead of every tool's — the
+decision then costs the same whether the run used 3 tools or 300. Given by a caller, it
+must agree with ``history.tools``; left out, it is derived from it.
 
 **Version 1** (selectable with ``input_version=1`` for a policy that truly needs every
 entry): ``history`` is every earlier call of the thread and ``approvals`` every prior
@@ -218,6 +226,7 @@ def _history_entry(entry: Any, index: int, field: str = "history") -> dict[str, 
 
 _UNSET: Any = object()
 _HISTORY_V2_KEYS = frozenset({"window", "run", "tools", "data_classes", "recent"})
+_HISTORY_V2_KEYS_WITH_TOOL = _HISTORY_V2_KEYS | {"tool"}
 _TIMESTAMPS = ("first_ts", "last_ts")
 _COUNTER_KEYS = frozenset(HISTORY_COUNTERS).union(_TIMESTAMPS)
 _CLASS_KEYS = frozenset(DATA_CLASS_COUNTERS)
@@ -279,14 +288,16 @@ def _named_counters(value: Any, where: str, timestamps: bool) -> dict[str, dict[
     return out
 
 
-def _history_v2(value: Any) -> dict[str, Any]:
-    """Check and copy a version-2 ``history`` (a copy: the caller keeps updating its own)."""
+def _history_v2(value: Any, tool_name: str) -> dict[str, Any]:
+    """Check and copy a version-2 ``history`` for a call to ``tool_name`` (a copy: the caller keeps
+    updating its own), with ``tool`` derived from ``tools`` (or checked against it when given)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Mapping):
         raise ConfigurationError(
             "policy input history: version 2 expects an object (window, run, tools, data_classes, recent), "
             f"got {type(value).__name__}; a list of entries is version 1"
         )
-    value = _exact_keys(value, "history", _HISTORY_V2_KEYS, "an object")
+    given_tool = "tool" in value
+    value = _exact_keys(value, "history", _HISTORY_V2_KEYS_WITH_TOOL if given_tool else _HISTORY_V2_KEYS, "an object")
     window = _window(value["window"], "history.window")
     recent = value["recent"]
     if isinstance(recent, (str, bytes)) or not isinstance(recent, Sequence):
@@ -295,10 +306,18 @@ def _history_v2(value: Any) -> dict[str, Any]:
         raise ConfigurationError(
             f"policy input history.recent: {len(recent)} entries, more than history.window ({window})"
         )
+    tools = _named_counters(value["tools"], "history.tools", True)
+    this_tool = dict(tools[tool_name]) if tool_name in tools else empty_counters_v2()
+    if given_tool and _counters(value["tool"], "history.tool", True) != this_tool:
+        raise ConfigurationError(
+            f"policy input history.tool: differs from history.tools[{tool_name!r}] (the called tool's counters, "
+            "zero when the run has not called it); leave it out to have it derived"
+        )
     return {
         "window": window,
         "run": _counters(value["run"], "history.run", True),
-        "tools": _named_counters(value["tools"], "history.tools", True),
+        "tools": tools,
+        "tool": this_tool,
         "data_classes": _named_counters(value["data_classes"], "history.data_classes", False),
         "recent": [_history_entry(e, i, "history.recent") for i, e in enumerate(recent)],
     }
@@ -346,12 +365,12 @@ def _check_call(
 
 
 def _history_and_approvals(
-    version: int, history: Any, approvals: Sequence[Any]
+    version: int, history: Any, approvals: Sequence[Any], tool_name: str
 ) -> tuple[dict[str, Any] | list[dict[str, Any]], Sequence[Any]]:
     """The checked ``history`` of ``version``, and the approvals it carries (version 2: the last ``window``)."""
     if version != 2:
         return (_history_v1(history) if history is not None else []), approvals
-    history_doc = _history_v2(history) if history is not None else empty_history_v2()
+    history_doc = _history_v2(history if history is not None else empty_history_v2(), tool_name)
     window = history_doc["window"]
     return history_doc, (approvals[len(approvals) - window:] if len(approvals) > window else approvals)
 
@@ -390,7 +409,7 @@ def build_policy_input(
     args_json = _json_value(dict(args or {}), "args")
     if target is _UNSET:
         target = args_json.get(tool_spec.target_arg) if tool_spec and tool_spec.target_arg else None
-    history_doc, approvals = _history_and_approvals(version, history, _approvals(approvals))
+    history_doc, approvals = _history_and_approvals(version, history, _approvals(approvals), tool_name)
     return {
         "version": version,
         "workload": {"id": workload_id},
@@ -445,7 +464,8 @@ _TOOL_BOOLS = ("known", "irreversible", "external", "escalates", "idempotent")
 def validate_policy_input(doc: Any) -> dict[str, Any]:
     """Check a hand-written input document (e.g. for ``warden policy eval``), of either version.
 
-    Returns it unchanged; raises :class:`ConfigurationError` naming the first
+    Returns a copy, in version 2 with ``history.tool`` derived from ``history.tools`` when it was
+    left out (what the guard would have sent); raises :class:`ConfigurationError` naming the first
     field that does not match the shape of the document's ``version``. Agrees with
     :func:`langgraph_warden.guards.policy_schema.policy_input_schema`, which cannot
     express one rule checked here: version 2's ``recent`` and ``approvals`` hold at
@@ -486,9 +506,11 @@ def validate_policy_input(doc: Any) -> dict[str, Any]:
              "expected a list of strings")
     need(tool.get("target_arg") is None or isinstance(tool["target_arg"], str), "tool.target_arg",
          "expected a string or null")
+    history: Any = doc.get("history")
     if version == 2:
         need("history" in doc, "history", "expected an object")
-        window = _history_v2(doc["history"])["window"]
+        history = _history_v2(doc["history"], tool["name"])
+        window = history["window"]
     else:
         need(isinstance(doc.get("history"), list), "history", "expected a list")
         _history_v1(doc["history"])
@@ -498,4 +520,4 @@ def validate_policy_input(doc: Any) -> dict[str, Any]:
         need(len(doc["approvals"]) <= window, "approvals",
              f"{len(doc['approvals'])} entries, more than history.window ({window})")
     need(isinstance(doc.get("now"), str), "now", "expected an ISO-8601 string")
-    return dict(doc)
+    return {**doc, "history": history}

@@ -122,6 +122,9 @@ _HISTORY: dict[int, dict[str, Any]] = {
             "run": {"$ref": "#/$defs/counters"},
             "tools": {"type": "object", "propertyNames": {"minLength": 1},
                       "additionalProperties": {"$ref": "#/$defs/counters"}},
+            "tool": {"$ref": "#/$defs/counters",
+                     "description": "history.tools[tool.name], zero when the run has not called the tool: always "
+                                    "sent by the guard; derived by warden policy eval when left out."},
             "data_classes": {"type": "object", "propertyNames": {"minLength": 1},
                              "additionalProperties": {"$ref": "#/$defs/class_counters"}},
             "recent": {"description": "The last calls, oldest first: at most window entries.",

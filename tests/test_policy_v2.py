@@ -285,13 +285,15 @@ def test_schemas_are_draft_2020_12_and_cover_both_versions() -> None:
 def test_build_v2_is_the_default_and_copies_the_history() -> None:
     assert POLICY_INPUT_VERSION == 2
     doc = make()
-    assert doc["version"] == 2 and doc["history"] == empty_history_v2() and doc["approvals"] == []
+    assert doc["version"] == 2 and doc["approvals"] == []
+    assert doc["history"] == {**empty_history_v2(), "tool": empty_counters_v2()}
     assert empty_history_v2(5)["window"] == 5 and empty_history_v2()["window"] == 20
     history = aggregate(calls(3) + calls(2, tool="crm", decision="deny"), window=4, data_classes={"crm": ["pii"]})
     doc = make(history=history)
     assert validate_policy_input(doc) == doc
-    assert doc["history"] == history and doc["history"] is not history
+    assert doc["history"] == {**history, "tool": history["tools"]["lookup"]} and doc["history"] is not history
     assert doc["history"]["tools"]["lookup"] is not history["tools"]["lookup"]
+    assert doc["history"]["tool"] is not doc["history"]["tools"]["lookup"]
     assert doc["history"]["data_classes"] == {"pii": {"allowed": 0, "require_approval": 0, "denied": 2}}
     history["tools"]["lookup"]["allowed"] = 99  # the caller keeps folding: the document does not change
     assert doc["history"]["tools"]["lookup"]["allowed"] == 3
@@ -404,6 +406,30 @@ async def test_engines_refuse_another_version_without_evaluating(default_engines
         assert v1_engine.decide(junk).reasons[0] == "policy_input_version_mismatch"
 
 
+def test_history_tool_is_the_called_tools_counters() -> None:
+    """history.tool: the called tool's entry of history.tools, zero when the run has not called it;
+    derived when a caller leaves it out, refused when it disagrees (engines would read different counts)."""
+    history = aggregate(calls(3) + calls(2, tool="crm"))
+    assert make(history=history)["history"]["tool"] == history["tools"]["lookup"]
+    crm = make(ToolSpec("crm", sensitivity="public"), history=history)
+    assert crm["history"]["tool"] == history["tools"]["crm"] and crm["history"]["tool"]["allowed"] == 2
+    assert make(ToolSpec("new_tool"), history=history)["history"]["tool"] == empty_counters_v2()
+    assert make(history={**history, "tool": dict(history["tools"]["lookup"])})["history"]["tool"]["allowed"] == 3
+    with pytest.raises(ConfigurationError, match=r"history.tool: differs from history.tools\['lookup'\]"):
+        make(history={**history, "tool": {**history["tools"]["lookup"], "allowed": 0}})
+    with pytest.raises(ConfigurationError, match=r"history.tool.rejected: missing"):
+        make(history={**history, "tool": {k: v for k, v in history["tools"]["lookup"].items() if k != "rejected"}})
+    # A hand-written document without it (warden policy eval): filled in, the rest unchanged.
+    doc = make(history=history)
+    written = copy.deepcopy(doc)
+    del written["history"]["tool"]
+    assert validate_policy_input(written) == doc and "tool" not in written["history"]
+    stale = copy.deepcopy(doc)
+    stale["history"]["tool"]["allowed"] = 0  # would lift the rate limit for a policy reading history.tool
+    with pytest.raises(ConfigurationError, match="history.tool: differs"):
+        validate_policy_input(stale)
+
+
 async def test_opa_engine_refuses_another_version_before_the_network() -> None:
     engine = OpaServerEngine("http://127.0.0.1:9", failure_threshold=1)  # nothing listens on port 9
     try:
@@ -423,7 +449,7 @@ def test_default_rego_refuses_other_versions_itself(default_engines) -> None:
         assert result["allow"] is False and "policy_input_version_mismatch" in result["reasons"]
 
 
-@pytest.mark.parametrize("drop", ["run", "tools"])
+@pytest.mark.parametrize("drop", ["run", "tool"])
 def test_default_rego_denies_unreadable_counts(default_engines, drop: str) -> None:
     """A v2 document whose counts are missing must not lift the rate limits."""
     doc = make(history=aggregate(calls(3)))

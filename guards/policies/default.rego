@@ -64,11 +64,11 @@ deny contains "outside_intent" if {
 }
 
 # Rate limit from the history aggregates: calls that were not denied count
-# (allowed + require_approval), per tool and for the run. A tool the run has not
-# called yet has no entry.
-tool_counts := object.get(input.history.tools, input.tool.name, {})
-
-calls_of_tool := object.get(tool_counts, "allowed", 0) + object.get(tool_counts, "require_approval", 0)
+# (allowed + require_approval), per tool and for the run. The called tool's
+# counters are read at their fixed path, input.history.tool (zero when the run has
+# not called it), not looked up in input.history.tools: the engine is then handed
+# that one entry, whatever the number of tools the run used.
+calls_of_tool := input.history.tool.allowed + input.history.tool.require_approval
 
 calls_in_run := input.history.run.allowed + input.history.run.require_approval
 
