@@ -28,7 +28,7 @@ from . import statements as sql
 from .ledger_base import APPENDED
 from .ledger_keys import LedgerKeys
 from .rawsql import DirectTx, Raw
-from .trust import CHAIN_SNAPSHOT, CHAIN_SNAPSHOT_SUBJECT, FOLDED_KINDS, SNAPSHOT_EVERY
+from .trust import CHAIN_SNAPSHOT, CHAIN_SNAPSHOT_SUBJECT, FOLDED_KINDS
 
 __all__ = ["LedgerAppends"]
 
@@ -200,11 +200,11 @@ class LedgerAppends(LedgerKeys):
         checkpoints of each namespace and their writes. Taken only when this process verified
         the thread up to exactly ``head`` (the head being appended onto), so what it records is
         the whole history's fold; signed with the transaction, replayed by ``verify``. A later
-        first touch starts at the newest one: its cost is bounded by ``SNAPSHOT_EVERY``, not by
+        first touch starts at the newest one: its cost is bounded by ``trust.SNAPSHOT_EVERY``, not by
         the thread's length. The caller gets ``drafts``' events only.
         """
-        trust = self._trust.snapshot(thread_id)
-        if trust is None or trust.position != head or head.seq + len(drafts) - trust.snap_seq < SNAPSHOT_EVERY:
+        trust = self._trust.snapshot_if_due(thread_id, head, len(drafts))
+        if trust is None:
             return drafts
         trust.fold_docs([{"kind": d.kind, "checkpoint_ns": d.checkpoint_ns, "payload": d.payload}
                          for d in drafts if d.kind in FOLDED_KINDS and d.kind != CHAIN_SNAPSHOT])

@@ -324,6 +324,19 @@ class TrustCache:
             self._data.move_to_end(thread_id)
             return found.copy()
 
+    def snapshot_if_due(self, thread_id: str, head: ChainPosition, appending: int) -> ThreadTrust | None:
+        """:meth:`snapshot`, but only when a chain snapshot is due on an append of ``appending``
+        events onto ``head`` (the thread verified exactly up to it, ``SNAPSHOT_EVERY`` reached).
+
+        Why not ``snapshot`` and look: that copies the thread's fold on every append, and a
+        snapshot is due on one in ``SNAPSHOT_EVERY``."""
+        with self._lock:
+            found = self._data.get(thread_id)
+            if found is None or found.position != head or head.seq + appending - found.snap_seq < SNAPSHOT_EVERY:
+                return None
+            self._data.move_to_end(thread_id)
+            return found.copy()
+
     def recorded(self, thread_id: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, dict[tuple[str, int], str]]]:
         """Recorded digests of those (ns, checkpoint id) this process's fold still holds."""
         with self._lock:
