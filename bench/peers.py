@@ -66,7 +66,12 @@ a running agent), 10 measured calls per thread, a fresh thread per round; DBOS's
 database holds the same number of earlier calls (80 one-step workflows run through DBOS per
 warden thread) before timing. The sides alternate call by call, in rotating order; each
 round's ratio is warden's median / DBOS's median, and the ratio reported is the median
-over rounds (range in brackets). Target: the guarded call <= 1.0x DBOS's time ("durable").
+over rounds (range in brackets). Target: the guarded call <= 1.0x DBOS's time ("durable"),
+in two readings, both printed. The issue's own measure is *the guard's overhead*: guarded
+minus unguarded ToolNode call (its first section calls this "the whole guard overhead", and
+its "2.8 ms against 2.2 ms" compares that with a DBOS step), per round (medians) divided by
+DBOS's median. The stricter reading divides the *whole* guarded ToolNode call, LangGraph's
+own per-call cost included, by a DBOS step called outside LangGraph.
 After the timed rounds, ``strace`` (when installed) counts the fsync/fdatasync calls of one
 more round of each side (WAL checkpoints included: SQLite's, every ~1,000 pages, add a
 fraction); DBOS's commits are counted on its engine.
@@ -402,6 +407,13 @@ def part_c(tmp: Path, args: argparse.Namespace, notes: list[str]) -> tuple[str, 
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     targets: list[Target] = []
+    unguarded = sides[3]
+
+    def overhead_ratios(side: Side) -> list[float]:
+        """Per round: (this side − the unguarded ToolNode call) / DBOS, medians of the round."""
+        return [(statistics.median(a) - statistics.median(u)) / statistics.median(b)
+                for a, u, b in zip(side.rounds, unguarded.rounds, dbos.rounds)]
+
     for side in sides:
         ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(side.rounds, dbos.rounds)]
         ratio = statistics.median(ratios)
@@ -412,13 +424,24 @@ def part_c(tmp: Path, args: argparse.Namespace, notes: list[str]) -> tuple[str, 
         lines.append(f"| {side.label} | {ms(side.returned)} | {ms(side.durable)} | {ms(side.durable, 95)} | {vs} | "
                      f"{vs_like} | {counts.get(side.label, '')} |")
         if side.label == "guarded":
-            targets.append(Target("(c) a guarded call (durable) vs one DBOS step called directly", ratio, 1.0, False))
+            # The issue's own measure: what guarding adds to a ToolNode call (guarded minus unguarded,
+            # "the whole guard overhead" of its first section) against what one DBOS step costs.
+            added = overhead_ratios(side)
+            targets.append(Target("(c) the guard's overhead on a ToolNode call (durable, guarded - unguarded) vs one DBOS step",
+                                  statistics.median(added), 1.0, False))
+            targets.append(Target("(c) a whole guarded ToolNode call (durable) vs one DBOS step called directly", ratio, 1.0, False))
             like = statistics.median(
                 [statistics.median(a) / statistics.median(b) for a, b in zip(side.rounds, dbos_in_graph_side.rounds)])
             targets.append(Target("(c) a guarded ToolNode call (durable) vs the same ToolNode call with a DBOS step",
                                   like, 1.0, False))
         elif side.label == "guarded+credential":
-            targets.append(Target("(c) a guarded call with a just-in-time credential (durable) vs one DBOS step", ratio, 1.0, False))
+            targets.append(Target("(c) the guard's overhead with a just-in-time credential (durable) vs one DBOS step",
+                                  statistics.median(overhead_ratios(side)), 1.0, False))
+            targets.append(Target("(c) a whole guarded call with a just-in-time credential (durable) vs one DBOS step", ratio, 1.0, False))
+    added = overhead_ratios(sides[0])
+    lines.append("")
+    lines.append(f"guard overhead (guarded - unguarded, durable, round medians) vs DBOS: {statistics.median(added):.2f}x "
+                 f"({min(added):.2f}–{max(added):.2f}x); with a credential: {statistics.median(overhead_ratios(sides[1])):.2f}x.")
     returned = statistics.median(sides[0].returned) / statistics.median(dbos.returned)
     lines.append("")
     lines.append(f"guarded vs DBOS as the caller sees it (returned, medians of all calls): {returned:.2f}x. "

@@ -46,8 +46,8 @@ from .policy_input import (  # re-exported: engines, the guard and the CLI impor
     build_policy_input,
     empty_counters_v2,
     empty_history_v2,
-    validate_policy_input,
 )
+from .policy_input_check import validate_policy_input
 
 __all__ = [
     "POLICY_INPUT_VERSION",

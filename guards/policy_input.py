@@ -100,7 +100,6 @@ __all__ = [
     "empty_history_v2",
     "empty_counters_v2",
     "build_policy_input",
-    "validate_policy_input",
 ]
 
 #: Versions of the input document an engine can be built for (see the module docstring).
@@ -456,68 +455,3 @@ def _profile(profile: Mapping[str, Any] | None) -> dict[str, Any] | None:
             f"policy input run.profile.require_approval_for: expected a list drawn from {list(APPROVAL_TRIGGERS)}"
         )
     return {**_json_value(dict(profile), "run.profile"), "require_approval_for": sorted(triggers)}
-
-
-_TOOL_BOOLS = ("known", "irreversible", "external", "escalates", "idempotent")
-
-
-def validate_policy_input(doc: Any) -> dict[str, Any]:
-    """Check a hand-written input document (e.g. for ``warden policy eval``), of either version.
-
-    Returns a copy, in version 2 with ``history.tool`` derived from ``history.tools`` when it was
-    left out (what the guard would have sent); raises :class:`ConfigurationError` naming the first
-    field that does not match the shape of the document's ``version``. Agrees with
-    :func:`langgraph_warden.guards.policy_schema.policy_input_schema`, which cannot
-    express one rule checked here: version 2's ``recent`` and ``approvals`` hold at
-    most ``history.window`` entries.
-    """
-    def need(cond: bool, where: str, what: str) -> None:
-        if not cond:
-            raise ConfigurationError(f"policy input {where}: {what}")
-
-    need(isinstance(doc, Mapping), "$", "expected a JSON object")
-    version = doc.get("version")
-    need(type(version) is int and version in POLICY_INPUT_VERSIONS, "version",
-         f"expected one of {', '.join(map(str, POLICY_INPUT_VERSIONS))}, got {version!r}")
-    for key in ("workload", "run", "tool", "args"):
-        need(isinstance(doc.get(key), Mapping), key, "expected an object")
-    need(isinstance(doc["workload"].get("id"), str), "workload.id", "expected a string")
-    run = doc["run"]
-    need(isinstance(run.get("thread_id"), str), "run.thread_id", "expected a string")
-    need(run.get("risk_tier") in RISK_TIERS, "run.risk_tier", f"expected one of {', '.join(RISK_TIERS)}")
-    for key in ("owner", "intent", "purpose"):
-        need(run.get(key) is None or isinstance(run.get(key), str), f"run.{key}", "expected a string or null")
-    for key in ("allowed_tools", "allowed_data_classes"):
-        value = run.get(key)
-        need(value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value)),
-             f"run.{key}", "expected a list of strings or null")
-    profile = run.get("profile")
-    need(profile is None or (isinstance(profile, Mapping) and isinstance(profile.get("require_approval_for"), list)
-                             and all(t in APPROVAL_TRIGGERS for t in profile["require_approval_for"])),
-         "run.profile", f"expected null or an object whose require_approval_for is drawn from {list(APPROVAL_TRIGGERS)}")
-    tool = doc["tool"]
-    need(isinstance(tool.get("name"), str), "tool.name", "expected a string")
-    for key in _TOOL_BOOLS:
-        need(type(tool.get(key)) is bool, f"tool.{key}", "expected true/false")
-    need(isinstance(tool.get("sensitivity"), str), "tool.sensitivity", "expected a string")
-    for key in ("data_classes", "scopes"):
-        value = tool.get(key)
-        need(isinstance(value, list) and all(isinstance(v, str) for v in value), f"tool.{key}",
-             "expected a list of strings")
-    need(tool.get("target_arg") is None or isinstance(tool["target_arg"], str), "tool.target_arg",
-         "expected a string or null")
-    history: Any = doc.get("history")
-    if version == 2:
-        need("history" in doc, "history", "expected an object")
-        history = _history_v2(doc["history"], tool["name"])
-        window = history["window"]
-    else:
-        need(isinstance(doc.get("history"), list), "history", "expected a list")
-        _history_v1(doc["history"])
-    need(isinstance(doc.get("approvals"), list), "approvals", "expected a list")
-    _approvals(doc["approvals"])
-    if version == 2:
-        need(len(doc["approvals"]) <= window, "approvals",
-             f"{len(doc['approvals'])} entries, more than history.window ({window})")
-    need(isinstance(doc.get("now"), str), "now", "expected an ISO-8601 string")
-    return {**doc, "history": history}
