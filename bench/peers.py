@@ -47,8 +47,10 @@ function that counts its executions, checked to run exactly once per call.
   transactions, two fsyncs. Timed until that second commit is durable
   (``ledger.flush()``): the "durable" column; "returned" stops at the return. With
   scopes ("guarded+credential"), a credential too: minted (ES256), its lease row and
-  ``credential.issued`` committed before the call, its revocation-list row and
-  ``credential.revoked`` after it: four transactions, four fsyncs.
+  ``credential.issued`` committed in the same transaction as ``policy.decided`` and
+  ``tool.started`` (the sync hook, lease store on the ledger's database), its
+  revocation-list row and ``credential.revoked`` after the call, with ``tool.completed``
+  when it is still queued: two transactions, two fsyncs (before 2026-12-03: four).
 * DBOS: a ``@DBOS.workflow()`` calling one ``@DBOS.step()`` that runs the side effect,
   called directly (``DBOS.launch()``, SQLite system database). Per call, DBOS 3.4
   runs four transactions (read from its source, counted below): insert the workflow's

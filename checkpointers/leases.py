@@ -122,6 +122,25 @@ class SqlLeaseStore:
             return sink
         return None
 
+    def writes_with(self, sink: EventSink) -> bool:
+        """Whether :meth:`insert_in` can run in ``sink``'s transactions: ``sink`` is this database's ledger."""
+        return self._ledger_for((sink, "", ())) is not None
+
+    @staticmethod
+    def insert_in(tx: Any, lease: Any) -> None:
+        """Insert the lease row (duck-typed: the guards' ``Lease``) in the caller's transaction of this
+        database's ledger (a :class:`~.rawsql.DirectTx` or a SQLAlchemy connection); a duplicate id raises.
+
+        Why: the guard commits a call's lease with its ``credential.issued`` and ``tool.started``
+        in one transaction (``Ledger.append_with_rows``) instead of one each.
+        """
+        raw = Raw(tx)
+        raw.run(sql.LEASE_INSERT, (
+            lease.lease_id, lease.jti, lease.thread_id, lease.tool_call_id, lease.provider, lease.audience,
+            " ".join(lease.scopes),
+            raw.timestamp(_to_db(lease.issued_at, "issued_at")), raw.timestamp(_to_db(lease.expires_at, "expires_at")),
+        ))
+
     def record_issued(self, lease: Any, *, record: Record | None = None) -> None:
         """Insert the lease (duck-typed: the guards' ``Lease``); a duplicate id is an error.
 
@@ -129,22 +148,10 @@ class SqlLeaseStore:
         transaction when ``sink`` is this database's ledger (else right after the commit),
         so the trail never shows a credential the lease list lacks, or the reverse.
         """
-        values = (
-            lease.lease_id,
-            lease.jti,
-            lease.thread_id,
-            lease.tool_call_id,
-            lease.provider,
-            lease.audience,
-            " ".join(lease.scopes),
-            _to_db(lease.issued_at, "issued_at"),
-            _to_db(lease.expires_at, "expires_at"),
-        )
         ledger = self._ledger_for(record)
 
         def write(tx: Any) -> None:
-            raw = Raw(tx)
-            raw.run(sql.LEASE_INSERT, (*values[:7], raw.timestamp(values[7]), raw.timestamp(values[8])))
+            self.insert_in(tx, lease)
             if ledger is not None and record is not None:
                 ledger.append_in(tx, record[1], record[2])
 

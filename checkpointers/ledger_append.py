@@ -340,15 +340,32 @@ class LedgerAppends(LedgerKeys):
         ``seen``: append only if the thread has no event of ``seen.kinds`` after
         ``seen.seq``; otherwise write nothing and raise :class:`UnseenEventsError`.
         """
+        return self._append_committed(thread_id, drafts, seen, None)
+
+    def append_with_rows(
+        self, thread_id: str, drafts: Sequence[EventDraft], rows: Callable[[Any], None], *, seen: Watermark | None = None
+    ) -> list[Event]:
+        """:meth:`append`, with ``rows(tx)`` run in the same transaction once the events are in:
+        rows of this database that must commit with these events or not at all (a tool call's
+        credential lease with its ``credential.issued`` and ``tool.started``). ``rows`` writes
+        with :class:`~.rawsql.Raw`; if it raises, nothing is written."""
+        return self._append_committed(thread_id, drafts, seen, rows)
+
+    def _append_committed(
+        self, thread_id: str, drafts: Sequence[EventDraft], seen: Watermark | None, rows: Callable[[Any], None] | None
+    ) -> list[Event]:
         try:
-            fast = self.try_append_one_statement(thread_id, drafts, seen=seen)  # registers the key itself
-            if fast is not None:
-                return fast
+            if rows is None:
+                fast = self.try_append_one_statement(thread_id, drafts, seen=seen)  # registers the key itself
+                if fast is not None:
+                    return fast
             self._register_signing_key()
             if self._direct is not None:
-                return self._direct.run_write(self._append_alone, thread_id, drafts, seen)
+                return self._direct.run_write(self._append_alone, thread_id, drafts, seen, rows)
             with self._write_engine.begin() as tx:
                 out = self.append_in(tx, thread_id, drafts, seen)
+                if rows is not None:
+                    rows(tx)
                 tx.info.pop(APPENDED, None)
             self._committed([thread_id])
             return out
@@ -359,9 +376,15 @@ class LedgerAppends(LedgerKeys):
                 f"could not append {[d.kind for d in drafts]} to thread {thread_id!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _append_alone(self, tx: DirectTx, thread_id: str, drafts: Sequence[EventDraft], seen: Watermark | None) -> list[Event]:
+    def _append_alone(
+        self, tx: DirectTx, thread_id: str, drafts: Sequence[EventDraft], seen: Watermark | None,
+        rows: Callable[[Any], None] | None = None,
+    ) -> list[Event]:
         # Usually the transaction's only request: its head is signed in its row (see append_in).
-        return self.append_in(tx, thread_id, drafts, seen, sign_now=True)
+        out = self.append_in(tx, thread_id, drafts, seen, sign_now=True)
+        if rows is not None:
+            rows(tx)  # a failure rolls the request back, events included
+        return out
 
     def append_soon(
         self,

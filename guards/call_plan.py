@@ -65,6 +65,8 @@ class Plan:
     retry_of: str | None = None
     #: Whether the origin checkpoint was committed before tool.started (then the call's id survives a crash).
     origin_durable: bool = False
+    #: Whether tool.started was committed with the call's credential lease (Outcomes.lease).
+    started: bool = False
 
     def base(self) -> dict[str, Any]:
         """The fields every outcome event of this attempt carries."""

@@ -160,15 +160,15 @@ class ToolGuard:
     def _call(
         self, request: Any, execute: Callable[[Any], ToolMessage | Command], *, trust: bool
     ) -> ToolMessage | Command:
-        plan = self._prepare(request, trust)
+        plan = self._prepare(request, trust, lease_with_start=True)
         if plan.final is not None:
             return plan.final
         out = self.outcomes
         entered = False
         try:
+            out.await_origin(plan)  # before a credential exists: one that is issued is recorded at once
             with out.lease(plan) as lease:
                 entered = True
-                out.await_origin(plan)
                 out.started(plan, lease)
                 try:
                     result = execute(plan.request)
@@ -259,11 +259,13 @@ class ToolGuard:
             return False
         return True
 
-    def _prepare(self, request: Any, trust: bool = False) -> Plan:
+    def _prepare(self, request: Any, trust: bool = False, *, lease_with_start: bool = False) -> Plan:
         """Everything before the side effect, for a call this process now owns (see InFlight.claim).
 
         Deferred events are flushed if it ends without a further event. ``trust``: decide on
         this process's view of the thread without reading the ledger when the view is current.
+        ``lease_with_start``: the caller records a credential with ``tool.started`` where it can
+        (``Outcomes.lease``; the sync hook), so the decision waits for that transaction.
         """
         call = request.tool_call
         thread_id = str((config_of(request).get("configurable") or {}).get("thread_id") or "")
@@ -277,8 +279,11 @@ class ToolGuard:
             # (the claim, above) happens before, so no call holds this while waiting for another.
             with self.recorder.view_of(thread_id).deciding if flight is not None else nullcontext():
                 plan = self.decision.prepare_call(request, args_digest, trust)
-            if plan.final is None and plan.decision is not None and self.outcomes.wants_credential(plan):
+            if (plan.final is None and plan.decision is not None and self.outcomes.wants_credential(plan)
+                    and not (lease_with_start and self.outcomes.records_start_with_lease())):
                 # Credentials are issued (and recorded) after the decision: keep the history in that order.
+                # (Where the lease is recorded with tool.started, the deferred decision goes first in that
+                # same transaction instead.)
                 self.recorder.flush(thread_id, tool_call_id, redecide=True)
         except BaseException as exc:
             if not isinstance(exc, StaleDecision):

@@ -98,6 +98,13 @@ class NeutralCapabilities:
         if on_commit is not None:
             on_commit(events, current)
 
+    def append_with_rows(
+        self, thread_id: str, drafts: Sequence[EventDraft], rows: Callable[[Any], None], *, seen: Watermark | None = None
+    ) -> list[Event]:
+        """Not neutral-able: a plain sink has no transaction to share. Never asked (a lease store writes
+        rows only with its own database's ledger); raising keeps a wrong wiring from splitting the commit."""
+        raise TypeError(f"{type(self.sink).__name__} cannot commit rows with its events; only the ledger can")
+
     def flush(self) -> None:
         """Neutral: nothing is ever queued."""
         if self._flush is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from langgraph.types import Command
 from langgraph_warden import canonical, redaction
 from langgraph_warden.errors import IntegrityError, LedgerAppendError
 from langgraph_warden.event_payloads import ToolCompleted
-from langgraph_warden.events import Event, EventKind, Watermark
+from langgraph_warden.events import Event, EventDraft, EventKind, Watermark
 
 from .call_plan import Plan
 from .credentials import Lease, lease_secrets
@@ -43,6 +44,7 @@ class Outcomes:
         self._settings = settings
         self._recorder = recorder
         self._serde = JsonPlusSerializer()
+        self._start_with_lease: tuple[tuple[int, int], bool] | None = None
 
     # ------------------------------------------------------------- credential
     @staticmethod
@@ -66,12 +68,32 @@ class Outcomes:
         granted, needed = self._scopes(plan)
         return (plan.thread_id, plan.tool_call_id, plan.tool, granted, needed), {"decision_ttl_seconds": self._ttl(plan)}
 
+    def records_start_with_lease(self) -> bool:
+        """Whether a call's lease is recorded with its ``tool.started`` (and its decision) in one
+        transaction: the broker's lease store writes in the guard's ledger's transactions.
+        Asked once per broker and lease store (it compares database URLs)."""
+        broker = self._settings.broker
+        if broker is None:
+            return False
+        key = (id(broker), id(broker.lease_store))
+        if self._start_with_lease is None or self._start_with_lease[0] != key:
+            self._start_with_lease = (key, broker.records_with(self._settings.guard_sink))
+        return self._start_with_lease[1]
+
     def lease(self, plan: Plan) -> AbstractContextManager[Lease | None]:
-        """The call's just-in-time credential, revoked on exit (none if it needs none)."""
+        """The call's just-in-time credential, revoked on exit (none if it needs none).
+
+        Where the lease store writes in the ledger's transactions, issuing it commits the lease
+        row, ``credential.issued`` and the call's ``tool.started`` (after its deferred decision)
+        together: one transaction, where recording them apart took three. The call is then
+        claimed when the credential is recorded, and :meth:`started` has nothing left to do.
+        """
         broker = self._settings.broker
         if broker is None or not self.wants_credential(plan):
             return nullcontext(None)
         args, kwargs = self._lease_args(plan)
+        if self.records_start_with_lease():
+            return broker.lease(*args, **kwargs, record_with=lambda lease, drafts, rows: self._started(plan, lease, drafts, rows))
         return broker.lease(*args, **kwargs)
 
     def alease(self, plan: Plan) -> AbstractAsyncContextManager[Lease | None]:
@@ -84,12 +106,23 @@ class Outcomes:
     # ------------------------------------------------------------- before the side effect
     def started(self, plan: Plan, lease: Lease | None) -> None:
         """Committed before the side effect: if this append fails, the tool does not run. It claims the
-        call: it commits only if no other attempt of it started or ended since its record was read."""
+        call: it commits only if no other attempt of it started or ended since its record was read.
+        Already done when the call's lease was recorded with it (see :meth:`lease`)."""
+        if not plan.started:
+            self._started(plan, lease)
+
+    def _started(
+        self, plan: Plan, lease: Lease | None, before: list[EventDraft] | None = None, rows: Callable[[Any], None] | None = None
+    ) -> None:
+        """``tool.started``, after the call's deferred decision and ``before`` (its ``credential.issued``),
+        with ``rows`` (its lease row) in the same transaction."""
         self._recorder.append(
             plan.thread_id,
             EventKind.TOOL_STARTED,
             plan.tool_call_id,
             claim=Watermark(plan.claim_seq, _CLAIM_KINDS, subject=plan.tool_call_id),
+            before=before or (),
+            rows=rows,
             payload={
                 **plan.base(),
                 "executed_args_digest": plan.executed_args_digest,
@@ -101,6 +134,7 @@ class Outcomes:
                 "retry_of": plan.retry_of,
             },
         )
+        plan.started = True
 
     def await_origin(self, plan: Plan) -> None:
         """``"async"`` durability: wait until the checkpoint the call came from is committed, so that

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -194,14 +194,27 @@ class Recorder:
         return deferred + drafts, decided_on
 
     def append(
-        self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any], claim: Watermark | None = None
+        self, thread_id: str, kind: str, tool_call_id: str | None, payload: Mapping[str, Any], claim: Watermark | None = None,
+        *, before: Sequence[EventDraft] = (), rows: Callable[[Any], None] | None = None,
     ) -> Event:
-        """Append one event (with the call's deferred drafts); durable when this returns."""
+        """Append one event (after the call's deferred drafts and ``before``); durable when this returns.
+        ``rows``: rows committed in the same transaction (see ``GuardSink.append_with_rows``)."""
         draft = EventDraft(kind=kind, payload=payload, subject=tool_call_id)
-        return self.commit(thread_id, *self.drafts(thread_id, tool_call_id, [draft]), claim=claim)[-1]
+        drafts, decided_on = self.drafts(thread_id, tool_call_id, [*before, draft])
+        return self.commit(thread_id, drafts, decided_on, claim=claim, rows=rows)[-1]
+
+    def _append(
+        self, thread_id: str, drafts: list[EventDraft], seen: Watermark | None, rows: Callable[[Any], None] | None
+    ) -> list[Event]:
+        if rows is not None:
+            return self._sink.append_with_rows(thread_id, drafts, rows, seen=seen)
+        if seen is None:
+            return self._sink.append(thread_id, drafts)
+        return self._sink.append(thread_id, drafts, seen=seen)
 
     def commit(
-        self, thread_id: str, drafts: list[EventDraft], decided_on: Watermark | None, *, claim: Watermark | None = None
+        self, thread_id: str, drafts: list[EventDraft], decided_on: Watermark | None, *, claim: Watermark | None = None,
+        rows: Callable[[Any], None] | None = None,
     ) -> list[Event]:
         """Append, keeping the thread's view current where the ledger vouches for it (see _ThreadView).
 
@@ -213,14 +226,14 @@ class Recorder:
         """
         view = self.views.get(thread_id) if self.watermarks else None
         if view is None:
-            return self._commit_unviewed(thread_id, drafts, decided_on, claim)
+            return self._commit_unviewed(thread_id, drafts, decided_on, claim, rows)
         with view.lock:
             vouched = view.vouch_for(drafts)  # noted even when the decision brings its own watermark
         seen = decided_on or vouched
         current = seen is not None
         if current:
             try:
-                events = self._sink.append(thread_id, drafts, seen=seen)
+                events = self._append(thread_id, drafts, seen, rows)
             except UnseenEventsError as exc:
                 if decided_on is not None:
                     if not self._only_siblings_moved(view, drafts, exc):
@@ -228,18 +241,18 @@ class Recorder:
                     # What is new is only about other calls this guard handled alongside this one (parallel
                     # tool calls of one step): each was decided before this one, and counted in its history,
                     # or after it (see _ThreadView.deciding); what they did next is not this decision's input.
-                    return self.commit(thread_id, drafts, None, claim=claim)
+                    return self.commit(thread_id, drafts, None, claim=claim, rows=rows)
                 current = False
         if not current:
             if claim is not None:
                 try:
-                    events = self._sink.append(thread_id, drafts, seen=claim)
+                    events = self._append(thread_id, drafts, claim, rows)
                 except UnseenEventsError:
                     with view.lock:
                         view.current = False
                     raise StaleDecision() from None
             else:
-                events = self._sink.append(thread_id, drafts)
+                events = self._append(thread_id, drafts, None, rows)
         with view.lock:
             view.absorb(events, current)
         return events
@@ -259,15 +272,16 @@ class Recorder:
         return siblings
 
     def _commit_unviewed(
-        self, thread_id: str, drafts: list[EventDraft], decided_on: Watermark | None, claim: Watermark | None
+        self, thread_id: str, drafts: list[EventDraft], decided_on: Watermark | None, claim: Watermark | None,
+        rows: Callable[[Any], None] | None = None,
     ) -> list[Event]:
         """:meth:`commit` for a thread with no cached view (or a sink without watermarks)."""
         if decided_on is not None or claim is not None:  # the view was dropped from the cache meanwhile
             try:
-                return self._sink.append(thread_id, drafts, seen=decided_on or claim)
+                return self._append(thread_id, drafts, decided_on or claim, rows)
             except UnseenEventsError:
                 raise StaleDecision() from None
-        events = self._sink.append(thread_id, drafts)
+        events = self._append(thread_id, drafts, None, rows)
         if self.watermarks and events and events[0].seq == 1:
             # The thread's first events: this guard knows its whole history.
             view = self.view_of(thread_id)

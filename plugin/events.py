@@ -467,6 +467,13 @@ class GuardSink(DeferringEventSink, SummarisingEventSink, Protocol):
         """The newest verified event of ``kind`` about ``subject``: ``(seq, payload)``."""
         ...
 
+    def append_with_rows(
+        self, thread_id: str, drafts: Sequence[EventDraft], rows: Callable[[Any], None], *, seen: Watermark | None = None
+    ) -> list[Event]:
+        """``append``, with ``rows(tx)`` committed in the same transaction (rows of the sink's own
+        database, e.g. a credential lease). Asked only of a sink a lease store said it writes with."""
+        ...
+
     def event_at(self, thread_id: str, seq: int, expected_hash: str) -> Event:
         """The event at ``seq``, refused unless its hash is ``expected_hash`` (what a verified read saw)."""
         ...

@@ -454,3 +454,96 @@ def test_lease_row_and_its_event_commit_together(tmp_path, rego):
         warden.broker.revoke(lease)  # already revoked: nothing recorded twice
         assert len(payloads(warden, "t-atomic", EventKind.CREDENTIAL_REVOKED)) == 1
         assert warden.audit("t-atomic").verified
+
+
+def _scoped_tool_graph(warden: Warden, effects: SideEffects):
+    """``START -> ToolNode([fetch_invoice]) -> END`` (no checkpointer: only the guard's records commit)."""
+    from langgraph.graph import END
+
+    @tool
+    def fetch_invoice(invoice_id: str) -> str:
+        """Fetch an invoice."""
+        current_credential().reveal()
+        effects.record("fetch_invoice", invoice_id=invoice_id)
+        return "ok"
+
+    warden.tools.register(ToolSpec("fetch_invoice", scopes=("invoices:read",)))
+    b = StateGraph(MessagesState)
+    b.add_node("tools", ToolNode([fetch_invoice], wrap_tool_call=warden.guard))
+    b.add_edge(START, "tools")
+    b.add_edge("tools", END)
+    return b.compile()
+
+
+def _call_message(tool_call_id: str):
+    from langchain_core.messages import AIMessage
+
+    return {"messages": [AIMessage("", tool_calls=[{"name": "fetch_invoice", "args": {"invoice_id": "7"},
+                                                     "id": tool_call_id, "type": "tool_call"}])]}
+
+
+def test_a_scoped_call_commits_decision_lease_and_start_in_one_transaction(tmp_path, rego):
+    """Before its side effect a scoped call makes one durable commit, not three: the policy decision,
+    the lease row, credential.issued and tool.started together (then the outcome with the revocation)."""
+    from langgraph_warden.checkpointers.direct_sqlite import direct_sqlite
+
+    effects = SideEffects(tmp_path / "effects.jsonl")
+    with Warden.open(sqlite_url(tmp_path), ephemeral_keys=True, policy=rego) as warden:
+        graph = _scoped_tool_graph(warden, effects)
+        cfg = warden.start_run("t-one-tx", owner=OWNER, intent="read", risk_tier="low")
+        direct = direct_sqlite(warden.saver.engine)
+        warden.ledger.flush()
+        commits, seq0 = direct.commits, warden.ledger.events("t-one-tx")[-1].seq
+        started_at: list[int] = []
+
+        real_started = warden.guard.outcomes._started
+
+        def observed(plan, lease, before=None, rows=None):
+            real_started(plan, lease, before, rows)
+            started_at.append(direct.commits - commits)  # durable when it returns
+
+        warden.guard.outcomes._started = observed
+        graph.invoke(_call_message("f1"), cfg)
+        warden.ledger.flush()
+        assert effects.count("fetch_invoice") == 1
+        assert started_at == [1]  # decision, lease and start: the call's first commit
+        assert direct.commits - commits == 2  # then tool.completed with the revocation
+        new = [e for e in warden.ledger.events("t-one-tx") if e.seq > seq0]
+        assert [e.kind for e in new][:3] == [EventKind.POLICY_DECIDED, EventKind.CREDENTIAL_ISSUED, EventKind.TOOL_STARTED]
+        assert {e.kind for e in new[3:]} == {EventKind.TOOL_COMPLETED, EventKind.CREDENTIAL_REVOKED}
+        issued, started = new[1].payload, new[2].payload
+        assert started["lease_id"] == issued["lease_id"] and issued["tool_call_id"] == "f1"
+        assert warden.lease_store.outstanding("t-one-tx") == []
+        assert warden.audit("t-one-tx").verified
+
+
+def test_a_lease_row_that_cannot_be_written_undoes_the_start(tmp_path, rego):
+    """The lease row commits with credential.issued and tool.started or not at all: when it fails, the
+    tool does not run, nothing of the attempt is in the history, and the credential is withdrawn."""
+    effects = SideEffects(tmp_path / "effects.jsonl")
+    with Warden.open(sqlite_url(tmp_path), ephemeral_keys=True, policy=rego) as warden:
+        graph = _scoped_tool_graph(warden, effects)
+        cfg = warden.start_run("t-undo", owner=OWNER, intent="read", risk_tier="low")
+        withdrawn: list[tuple[str, str]] = []
+        local = warden.broker.providers["local"]
+        real_revoke = local.revoke
+        local.revoke = lambda lease, reason="step_ended": withdrawn.append((lease.lease_id, reason)) or real_revoke(lease, reason)
+
+        def disk_full(tx, lease):
+            raise RuntimeError("disk full")
+
+        store = warden.lease_store
+        store.insert_in = disk_full  # type: ignore[method-assign]
+        with pytest.raises(Exception, match="disk full"):
+            graph.invoke(_call_message("f1"), cfg)
+        assert effects.count("fetch_invoice") == 0
+        kinds = [e.kind for e in warden.ledger.events("t-undo")]
+        for kind in (EventKind.CREDENTIAL_ISSUED, EventKind.TOOL_STARTED):
+            assert kind not in kinds, kinds
+        assert [reason for _, reason in withdrawn] == ["issue_aborted"]
+        assert store.outstanding("t-undo") == []
+
+        del store.insert_in  # the store's own again: the call runs, once
+        graph.invoke(_call_message("f1"), cfg)
+        assert effects.count("fetch_invoice") == 1
+        assert warden.audit("t-undo").verified

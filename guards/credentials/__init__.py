@@ -78,7 +78,14 @@ from .errors import (
     UnknownProviderError,
 )
 from .model import CredentialRequest, Lease, LeaseRecord, RevokeReason, SecretValue, short_digest
-from .protocols import AtomicLeaseStore, CredentialProvider, LeaseEvents, LeaseStore, records_atomically
+from .protocols import (
+    AtomicLeaseStore,
+    CredentialProvider,
+    InlineLeaseStore,
+    LeaseEvents,
+    LeaseStore,
+    records_atomically,
+)
 from .providers import KeyringSecretProvider, LocalTokenProvider
 from .recovery import revoke_outstanding
 from .redact import lease_secrets, redact_exception
@@ -91,6 +98,7 @@ __all__ = [
     "CredentialProvider",
     "LeaseStore",
     "AtomicLeaseStore",
+    "InlineLeaseStore",
     "LeaseEvents",
     "records_atomically",
     "CredentialBroker",

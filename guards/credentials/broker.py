@@ -18,13 +18,17 @@ from langgraph_warden.events import EventDraft, EventKind, EventSink
 from .context import CURRENT_LEASE
 from .errors import ScopeNotGrantedError, TtlTooLongError, UnknownProviderError
 from .model import CredentialRequest, Lease, RevokeReason, check_scopes
-from .protocols import AtomicLeaseStore, CredentialProvider, LeaseStore, records_atomically
+from .protocols import AtomicLeaseStore, CredentialProvider, InlineLeaseStore, LeaseStore, records_atomically
 from .recovery import revoke_outstanding, revoke_recorded, revoked_draft
 from .redact import redact_leaving, register_handed_out
 
-__all__ = ["CredentialBroker"]
+__all__ = ["CredentialBroker", "RecordWith"]
 
 log = logging.getLogger(__name__)
+
+#: ``record_with(lease, drafts, rows)`` of :meth:`CredentialBroker.issue`: commit ``drafts`` and ``rows(tx)``
+#: (the lease row) in one transaction of the ledger, with whatever else the caller records there.
+RecordWith = Callable[[Lease, list[EventDraft], Callable[[Any], None]], None]
 
 
 def _check_ttl(field_name: str, ttl: Any) -> int | None:
@@ -106,6 +110,14 @@ class CredentialBroker:
         self._lease_store = store
         # Decided once: a protocol isinstance check costs ~30 µs, and issue and revoke run per tool call.
         self._atomic_store: AtomicLeaseStore | None = store if records_atomically(store) else None
+        self._inline_store: InlineLeaseStore | None = (
+            store if self._atomic_store is not None and isinstance(store, InlineLeaseStore) else None
+        )
+
+    def records_with(self, sink: EventSink) -> bool:
+        """Whether :meth:`issue` can hand the lease's recording to a caller appending to ``sink``
+        (``record_with=``): the lease store writes its rows in ``sink``'s transactions."""
+        return self._inline_store is not None and self._inline_store.writes_with(sink)
 
     def route(self, tool_or_audience: str, provider: str) -> None:
         """Send credentials for this tool (or audience) to ``provider`` instead of the default one.
@@ -135,6 +147,7 @@ class CredentialBroker:
         provider: str | None = None,
         audience: str | None = None,
         decision_ttl_seconds: int | None = None,
+        record_with: RecordWith | None = None,
     ) -> Lease:
         """Issue a lease; on any error nothing is issued, recorded or emitted.
 
@@ -142,16 +155,14 @@ class CredentialBroker:
         defaults to the tool name. TTL: explicit ``ttl_seconds`` (error above
         the maximum), else ``decision_ttl_seconds`` capped at the maximum, else
         ``default_ttl_seconds``.
+
+        ``record_with(lease, drafts, rows)``: the caller records the lease instead of the
+        broker, in one transaction of the ledger it appends to (only when :meth:`records_with`
+        said so): ``drafts`` (``credential.issued``) among its own events and ``rows(tx)`` (the
+        lease row) in the same transaction. If it raises, the credential is withdrawn and
+        nothing about it was recorded.
         """
-        if not isinstance(thread_id, str) or not thread_id:
-            raise ConfigurationError("thread_id is empty; pass the run's thread id")
-        if not isinstance(tool_name, str) or not tool_name:
-            raise ConfigurationError("tool_name is empty; pass the name of the tool being called")
-        granted = check_scopes("scopes_granted_by_policy", scopes_granted_by_policy)
-        requested = granted if scopes_requested is None else check_scopes("scopes_requested", scopes_requested)
-        missing = [s for s in requested if s not in granted]
-        if missing:
-            raise ScopeNotGrantedError(missing, granted, tool_name)
+        requested = self._requested_scopes(thread_id, tool_name, scopes_granted_by_policy, scopes_requested)
         ttl, capped = self._ttl(ttl_seconds, decision_ttl_seconds)
         aud = audience if audience is not None else tool_name
         if not isinstance(aud, str) or not aud:
@@ -177,8 +188,46 @@ class CredentialBroker:
         if lease.secret:  # any provider's value, before anything can carry it anywhere
             register_handed_out(lease.secret.reveal(), lease)
         payload = {**lease.to_record(), "tool_name": tool_name, "ttl_seconds": ttl, "ttl_capped": capped}
-        self._record_issued(prov, lease, thread_id, [EventDraft(EventKind.CREDENTIAL_ISSUED, payload)])
+        drafts = [EventDraft(EventKind.CREDENTIAL_ISSUED, payload)]
+        if record_with is None:
+            self._record_issued(prov, lease, thread_id, drafts)
+        else:
+            self._recorded_by_caller(prov, lease, drafts, record_with)
         return lease
+
+    def _recorded_by_caller(self, prov: CredentialProvider, lease: Lease, drafts: list[EventDraft], record_with: RecordWith) -> None:
+        """``record_with`` of :meth:`issue`: the caller commits the lease row and ``drafts`` with its own
+        events; if it fails, the credential is withdrawn (nothing about it was recorded)."""
+        inline = self._inline_store
+        if inline is None:
+            with contextlib.suppress(Exception):
+                prov.revoke(lease, RevokeReason.ISSUE_ABORTED)
+            raise ConfigurationError(
+                "record_with= needs a lease store that writes its rows in the ledger's transactions "
+                "(SqlLeaseStore on the ledger's database); check broker.records_with(sink) first"
+            )
+        try:
+            record_with(lease, drafts, lambda tx: inline.insert_in(tx, lease))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                prov.revoke(lease, RevokeReason.ISSUE_ABORTED)  # unrecorded: a jti token is rejected anyway
+            raise
+
+    @staticmethod
+    def _requested_scopes(
+        thread_id: str, tool_name: str, granted_by_policy: Iterable[str] | str, requested: Iterable[str] | str | None
+    ) -> tuple[str, ...]:
+        """The scopes to issue: ``requested`` (default: all granted), each granted by the policy."""
+        if not isinstance(thread_id, str) or not thread_id:
+            raise ConfigurationError("thread_id is empty; pass the run's thread id")
+        if not isinstance(tool_name, str) or not tool_name:
+            raise ConfigurationError("tool_name is empty; pass the name of the tool being called")
+        granted = check_scopes("scopes_granted_by_policy", granted_by_policy)
+        wanted = granted if requested is None else check_scopes("scopes_requested", requested)
+        missing = [s for s in wanted if s not in granted]
+        if missing:
+            raise ScopeNotGrantedError(missing, granted, tool_name)
+        return wanted
 
     def _ttl(self, ttl_seconds: int | None, decision_ttl_seconds: int | None) -> tuple[int, bool]:
         """(ttl, capped): explicit ``ttl_seconds`` (error above the maximum), else the decision's TTL capped

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeGuard, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from langgraph_warden.events import EventDraft, EventSink
 
 from .model import CredentialRequest, Lease, LeaseRecord, RevokeReason
 
-__all__ = ["CredentialProvider", "LeaseStore", "AtomicLeaseStore", "LeaseEvents", "records_atomically"]
+__all__ = ["CredentialProvider", "LeaseStore", "AtomicLeaseStore", "InlineLeaseStore", "LeaseEvents", "records_atomically"]
 
 
 @runtime_checkable
@@ -75,6 +75,24 @@ class AtomicLeaseStore(LeaseStore, Protocol):
     def record_issued(self, lease: Lease, *, record: LeaseEvents | None = None) -> None: ...
 
     def mark_revoked(self, lease_id: str, reason: str, *, record: LeaseEvents | None = None) -> bool: ...
+
+
+@runtime_checkable
+class InlineLeaseStore(AtomicLeaseStore, Protocol):
+    """An :class:`AtomicLeaseStore` whose lease row can join a transaction of its ledger.
+
+    Why: the guard then commits a call's lease, its ``credential.issued`` and the call's
+    ``tool.started`` (with the policy decision) in one transaction, one fsync, instead of one
+    for the decision, one for the lease and one for the start.
+    """
+
+    def writes_with(self, sink: EventSink) -> bool:
+        """Whether :meth:`insert_in` can run in ``sink``'s transactions (the sink is this store's ledger)."""
+        ...
+
+    def insert_in(self, tx: Any, lease: Lease) -> None:
+        """Insert the lease row in the caller's transaction of that ledger."""
+        ...
 
 
 def records_atomically(store: LeaseStore) -> TypeGuard[AtomicLeaseStore]:
