@@ -594,3 +594,36 @@ def test_in_memory_redaction_reaches_any_depth_without_mutating_the_callers_obje
         loud = exc.exceptions[1]
         assert isinstance(loud, LoudError) and type(loud).__name__ == "LoudError"
     assert shared["authorization"] == "Bearer " + secret and client.headers is shared  # not mutated
+
+
+def test_registering_a_secret_touches_only_the_groups_of_its_own_forms():
+    """Registration must not get dearer with every credential handed out: the thousandth live
+    token of an issuer (they share a window, their header) once cost ~16 ms because every group
+    was rebuilt. A new secret's forms are added to their groups; every other group is kept as is
+    (the same object), and every registered secret is still found and masked."""
+    reg = SecretRegistry()
+    header = base64.urlsafe_b64encode(b'{"alg":"ES256","typ":"at+jwt","kid":"k1"}').decode().rstrip("=")
+
+    def token() -> str:
+        body = base64.urlsafe_b64encode(json.dumps({"jti": uuid.uuid4().hex}).encode()).decode().rstrip("=")
+        return f"{header}.{body}.{secrets.token_urlsafe(48)}"
+
+    other = "sk-" + secrets.token_hex(24)  # a secret of another shape: groups of its own
+    reg.register(other)
+    tokens = [token() for _ in range(40)]
+    for t in tokens:
+        reg.register(t)
+    before = reg.patterns()
+    new = token()
+    reg.register(new)
+    after = reg.patterns()
+    assert before is not None and after is not None
+    for view in ("blob", "json", "text"):
+        old_groups, new_groups = getattr(before, view), getattr(after, view)
+        changed = [k for k in new_groups if new_groups[k] is not old_groups.get(k)]
+        kept = [k for k in old_groups if new_groups.get(k) is old_groups[k]]
+        assert 0 < len(changed) <= len(redaction.plan(new)[0]), view
+        assert kept and len(kept) + len(changed) >= len(old_groups), view  # the rest untouched
+    for t in (*tokens, new, other):
+        assert after.contains(t) and after.contains(t.encode())
+        assert after.scrub_bytes(b"x " + t.encode() + b" y") == b"x " + mask(len(t)).encode() + b" y"
