@@ -28,6 +28,9 @@ class LocalTokenProvider:
 
     jit = True
     TYP = "at+jwt"
+    #: Its tokens are checked against the lease store's revocation list, so the list entry *is* the
+    #: revocation: a broker that commits that entry (with its event) need not ask it again.
+    revoked_by_list = True
 
     def __init__(
         self,

@@ -95,7 +95,9 @@ def revoke_recorded(
     if lease.jit:
         draft = revoked_draft(lease, reason, True, clock, recovered=recovered)
         claimed = lease_store.mark_revoked(lease.lease_id, reason, record=(event_sink, lease.thread_id, [draft]))
-        if prov is not None:
+        # A provider whose revocation is this list entry would only write it again (a write
+        # transaction per call that changes nothing): told only when it keeps a list of its own.
+        if prov is not None and not (getattr(prov, "revoked_by_list", False) and getattr(prov, "lease_store", None) is lease_store):
             try:
                 prov.revoke(lease, reason)
             except Exception as exc:  # the revocation list entry already invalidates the token
