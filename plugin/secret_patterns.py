@@ -31,7 +31,11 @@ def mask(n: int) -> str:
 
 # --------------------------------------------------------------------------- compiled patterns
 
-_Groups = dict  # key window -> ((offset of the window in the pattern, pattern), ...), longest first
+#: A group's entries, (offset of the window in the pattern, pattern), in chunks of at most _CHUNK
+#: (adding one copies only the last chunk); every entry is tried, in no particular order.
+_Chunks = tuple[tuple[tuple[int, Any], ...], ...]
+_Groups = dict  # key window -> _Chunks
+_CHUNK = 64
 #: A pattern is searched for by a window of at most _WINDOW units: CPython's find is several times
 #: faster for a 32-byte needle than for an 8-byte one (~4 vs ~12 µs over 15 KB).
 _WINDOW = 32
@@ -52,57 +56,54 @@ def _window(p: Any) -> tuple[int, Any]:
     return (m.start(), m.group()) if m is not None else (0, p[:_WINDOW])
 
 
-def _insert_longest_first(entries: tuple[tuple[int, Any], ...], entry: tuple[int, Any]) -> tuple[tuple[int, Any], ...]:
-    """``entries`` (longest pattern first) with ``entry`` in its place: a binary search, then one copy."""
-    n, lo, hi = len(entry[1]), 0, len(entries)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(entries[mid][1]) >= n:
-            lo = mid + 1
-        else:
-            hi = mid
-    return (*entries[:lo], entry, *entries[lo:])
+def _with_entry(chunks: _Chunks, entry: tuple[int, Any]) -> _Chunks:
+    """``chunks`` with ``entry`` added: copies the last chunk (at most ``_CHUNK`` entries) and the
+    outer tuple, never the entries of the other chunks."""
+    if chunks and len(chunks[-1]) < _CHUNK:
+        return (*chunks[:-1], (*chunks[-1], entry))
+    return (*chunks, (entry,))
 
 
-def _grouped(patterns: Iterable[Any], into: Mapping[Any, tuple[tuple[int, Any], ...]] | None = None) -> _Groups:
+def _grouped(patterns: Iterable[Any], into: Mapping[Any, _Chunks] | None = None) -> _Groups:
     """``into``'s groups (shared, not copied: they are immutable) with ``patterns`` added.
 
     Why not regroup everything: a process registers every credential it hands out, and many
     share a window (tokens of one issuer start alike); rebuilding all groups per registration
     made the thousandth live token cost ~16 ms to register. Adding touches only the groups
-    the new patterns fall in, without looking for duplicates (callers add the forms of new
-    secrets only; a pattern listed twice would only be matched twice, and masked once).
+    the new patterns fall in, and in them only the last chunk, without looking for duplicates
+    (callers add the forms of new secrets only; a pattern listed twice would only be matched
+    twice, and masked once).
     """
-    groups: dict[Any, tuple[tuple[int, Any], ...]] = dict(into) if into else {}
+    groups: dict[Any, _Chunks] = dict(into) if into else {}
     added: dict[Any, list[tuple[int, Any]]] = {}
     for p in patterns:
         off, key = _window(p)
         added.setdefault(key, []).append((off, p))
     for key, new in added.items():
-        entries = groups.get(key, ())
+        chunks = groups.get(key, ())
         if len(new) <= 4:  # a registration: a few forms of one secret
             for entry in new:
-                entries = _insert_longest_first(entries, entry)
-            groups[key] = entries
-        else:  # a whole set at once (compile, a rebuild after pruning): one sort
-            groups[key] = tuple(sorted((*entries, *new), key=lambda e: -len(e[1])))
+                chunks = _with_entry(chunks, entry)
+        else:  # a whole set at once (compile, a rebuild after pruning)
+            flat = [e for chunk in chunks for e in chunk] + new
+            chunks = tuple(tuple(flat[i : i + _CHUNK]) for i in range(0, len(flat), _CHUNK))
+        groups[key] = chunks
     return groups
 
 
-def _spans(
-    data: Any, groups: Mapping[Any, tuple[tuple[int, Any], ...]], lo: int = 0, hi: int | None = None
-) -> list[tuple[int, int]]:
+def _spans(data: Any, groups: Mapping[Any, _Chunks], lo: int = 0, hi: int | None = None) -> list[tuple[int, int]]:
     """(start, end) of every occurrence found in ``data[lo:hi]``, unsorted (overlaps and duplicates possible)."""
     spans: list[tuple[int, int]] = []
     find, startswith = data.find, data.startswith
     hi = len(data) if hi is None else hi
-    for key, entries in groups.items():
+    for key, chunks in groups.items():
         i = find(key, lo, hi)
         while i != -1:
-            for off, p in entries:
-                s = i - off
-                if s >= lo and startswith(p, s, hi):
-                    spans.append((s, s + len(p)))
+            for chunk in chunks:
+                for off, p in chunk:
+                    s = i - off
+                    if s >= lo and startswith(p, s, hi):
+                        spans.append((s, s + len(p)))
             i = find(key, i + 1, hi)
     return spans
 
