@@ -48,7 +48,7 @@ function that counts its executions, checked to run exactly once per call.
   (``ledger.flush()``): the "durable" column; "returned" stops at the return. With
   scopes ("guarded+credential"), a credential too: minted (ES256), its lease row and
   ``credential.issued`` committed in the same transaction as ``policy.decided`` and
-  ``tool.started`` (the sync hook, lease store on the ledger's database), its
+  ``tool.started`` (lease store on the ledger's database), its
   revocation-list row and ``credential.revoked`` after the call, with ``tool.completed``
   when it is still queued: two transactions, two fsyncs (before 2026-12-03: four).
 * DBOS: a ``@DBOS.workflow()`` calling one ``@DBOS.step()`` that runs the side effect,

@@ -204,7 +204,7 @@ class ToolGuard:
     async def _acall(
         self, request: Any, execute: Callable[[Any], Awaitable[ToolMessage | Command]], *, trust: bool
     ) -> ToolMessage | Command:
-        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, request, trust))
+        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, request, trust, lease_with_start=True))
         try:
             plan = await asyncio.shield(preparing)
         except asyncio.CancelledError:
@@ -219,9 +219,9 @@ class ToolGuard:
         out = self.outcomes
         entered = False
         try:
+            await out.aawait_origin(plan)  # before a credential exists: one that is issued is recorded at once
             async with out.alease(plan) as lease:
                 entered = True
-                await out.aawait_origin(plan)
                 starting = asyncio.ensure_future(asyncio.to_thread(out.started, plan, lease))
                 try:
                     await asyncio.shield(starting)
@@ -265,7 +265,7 @@ class ToolGuard:
         Deferred events are flushed if it ends without a further event. ``trust``: decide on
         this process's view of the thread without reading the ledger when the view is current.
         ``lease_with_start``: the caller records a credential with ``tool.started`` where it can
-        (``Outcomes.lease``; the sync hook), so the decision waits for that transaction.
+        (``Outcomes.lease``, ``Outcomes.alease``), so the decision waits for that transaction.
         """
         call = request.tool_call
         thread_id = str((config_of(request).get("configurable") or {}).get("thread_id") or "")

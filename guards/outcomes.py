@@ -97,11 +97,23 @@ class Outcomes:
         return broker.lease(*args, **kwargs)
 
     def alease(self, plan: Plan) -> AbstractAsyncContextManager[Lease | None]:
+        """:meth:`lease` for the async hook. A step cancelled while its lease (and, recorded with it,
+        its ``tool.started``) was being committed gets ``tool.failed`` before the lease is revoked:
+        the tool never ran, so the call is a failed attempt, not one in doubt."""
         broker = self._settings.broker
         if broker is None or not self.wants_credential(plan):
             return _AsyncNull()
         args, kwargs = self._lease_args(plan)
+        if self.records_start_with_lease():
+            return broker.alease(
+                *args, **kwargs, record_with=lambda lease, drafts, rows: self._started(plan, lease, drafts, rows),
+                on_cancelled_issue=lambda lease: self._never_ran(plan, lease),
+            )
         return broker.alease(*args, **kwargs)
+
+    def _never_ran(self, plan: Plan, lease: Lease) -> None:
+        if plan.started:
+            self.failed(plan, asyncio.CancelledError("cancelled before the tool ran"), lease)
 
     # ------------------------------------------------------------- before the side effect
     def started(self, plan: Plan, lease: Lease | None) -> None:

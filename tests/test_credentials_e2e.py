@@ -469,7 +469,7 @@ def _scoped_tool_graph(warden: Warden, effects: SideEffects):
 
     warden.tools.register(ToolSpec("fetch_invoice", scopes=("invoices:read",)))
     b = StateGraph(MessagesState)
-    b.add_node("tools", ToolNode([fetch_invoice], wrap_tool_call=warden.guard))
+    b.add_node("tools", ToolNode([fetch_invoice], wrap_tool_call=warden.guard, awrap_tool_call=warden.guard.awrap))
     b.add_edge(START, "tools")
     b.add_edge("tools", END)
     return b.compile()
@@ -482,7 +482,8 @@ def _call_message(tool_call_id: str):
                                                      "id": tool_call_id, "type": "tool_call"}])]}
 
 
-def test_a_scoped_call_commits_decision_lease_and_start_in_one_transaction(tmp_path, rego):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_scoped_call_commits_decision_lease_and_start_in_one_transaction(tmp_path, rego, mode):
     """Before its side effect a scoped call makes one durable commit, not three: the policy decision,
     the lease row, credential.issued and tool.started together (then the outcome with the revocation)."""
     from langgraph_warden.checkpointers.direct_sqlite import direct_sqlite
@@ -503,7 +504,10 @@ def test_a_scoped_call_commits_decision_lease_and_start_in_one_transaction(tmp_p
             started_at.append(direct.commits - commits)  # durable when it returns
 
         warden.guard.outcomes._started = observed
-        graph.invoke(_call_message("f1"), cfg)
+        if mode == "async":
+            await graph.ainvoke(_call_message("f1"), cfg)
+        else:
+            graph.invoke(_call_message("f1"), cfg)
         warden.ledger.flush()
         assert effects.count("fetch_invoice") == 1
         assert started_at == [1]  # decision, lease and start: the call's first commit
@@ -547,3 +551,54 @@ def test_a_lease_row_that_cannot_be_written_undoes_the_start(tmp_path, rego):
         graph.invoke(_call_message("f1"), cfg)
         assert effects.count("fetch_invoice") == 1
         assert warden.audit("t-undo").verified
+
+
+async def test_a_step_cancelled_while_its_lease_and_start_commit_records_that_the_tool_never_ran(tmp_path, rego):
+    """The async hook: cancelled while the issue (which records tool.started with the lease) runs in
+    its thread. The issue still commits; then the attempt is recorded failed and the lease revoked, so
+    the call is not left in doubt, and running it again is a normal new attempt."""
+    import asyncio
+    import threading
+
+    effects = SideEffects(tmp_path / "effects.jsonl")
+    with Warden.open(sqlite_url(tmp_path), ephemeral_keys=True, policy=rego) as warden:
+        graph = _scoped_tool_graph(warden, effects)
+        cfg = warden.start_run("t-cancel", owner=OWNER, intent="read", risk_tier="low")
+        outcomes = warden.guard.outcomes
+        entered, release = threading.Event(), threading.Event()
+        real_started = outcomes._started
+
+        def held(plan, lease, before=None, rows=None):
+            entered.set()
+            release.wait(10)
+            real_started(plan, lease, before, rows)
+
+        outcomes._started = held
+        task = asyncio.create_task(graph.ainvoke(_call_message("f1"), cfg))
+        assert await asyncio.to_thread(entered.wait, 10)
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        del outcomes._started
+
+        def settled() -> bool:  # the revoking thread records tool.failed, then credential.revoked
+            return bool(payloads(warden, "t-cancel", EventKind.CREDENTIAL_REVOKED))
+
+        for _ in range(200):
+            if settled():
+                break
+            await asyncio.sleep(0.05)
+        kinds = [e.kind for e in warden.ledger.events("t-cancel")]
+        assert kinds[-3:] == [EventKind.TOOL_STARTED, EventKind.TOOL_FAILED, EventKind.CREDENTIAL_REVOKED], kinds
+        (failed,) = payloads(warden, "t-cancel", EventKind.TOOL_FAILED)
+        assert failed["error_type"] == "CancelledError" and failed["attempt"] == 1
+        assert payloads(warden, "t-cancel", EventKind.CREDENTIAL_REVOKED)[0]["reason"] == "step_cancelled"
+        assert effects.count("fetch_invoice") == 0 and warden.lease_store.outstanding("t-cancel") == []
+
+        await graph.ainvoke(_call_message("f1"), cfg)  # the same call again: attempt 2, runs once
+        assert effects.count("fetch_invoice") == 1
+        started = payloads(warden, "t-cancel", EventKind.TOOL_STARTED)
+        assert [p["attempt"] for p in started] == [1, 2]
+        assert EventKind.TOOL_ABORTED not in [e.kind for e in warden.ledger.events("t-cancel")]  # never in doubt
+        assert warden.audit("t-cancel").verified

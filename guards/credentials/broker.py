@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from langgraph_warden.errors import ConfigurationError
@@ -328,9 +329,14 @@ class CredentialBroker:
 
     @asynccontextmanager
     async def alease(
-        self, thread_id: str, tool_call_id: str | None, tool_name: str, *args: Any, **kwargs: Any
+        self, thread_id: str, tool_call_id: str | None, tool_name: str, *args: Any,
+        on_cancelled_issue: Callable[[Lease], None] | None = None, **kwargs: Any,
     ) -> AsyncIterator[Lease]:
         """Async form of :meth:`lease` for async tools.
+
+        ``on_cancelled_issue(lease)``: run (in the revoking thread, before the revocation) when the
+        step was cancelled while its lease was being issued and the issue then succeeded: e.g. the
+        guard, whose ``record_with`` recorded ``tool.started`` with the lease, says the tool never ran.
 
         Issue and revoke are blocking database transactions; they run in a worker
         thread, never on the event loop: on SQLite a blocking ``BEGIN IMMEDIATE``
@@ -349,7 +355,7 @@ class CredentialBroker:
         try:
             lease = await asyncio.shield(issuing)
         except asyncio.CancelledError:
-            issuing.add_done_callback(self._revoke_orphan)
+            issuing.add_done_callback(partial(self._revoke_orphan, before=on_cancelled_issue))
             raise
         token = CURRENT_LEASE.set(lease)
         reason = RevokeReason.STEP_ENDED
@@ -363,14 +369,21 @@ class CredentialBroker:
             CURRENT_LEASE.reset(token)
             await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(self._revoke_in_finally, lease, reason)))
 
-    def _revoke_orphan(self, fut: Any) -> None:
+    def _revoke_orphan(self, fut: Any, before: Callable[[Lease], None] | None = None) -> None:
         """Done-callback of an issue whose step was cancelled while it ran: end the lease (off the loop)."""
         if fut.cancelled() or fut.exception() is not None:
             return
         threading.Thread(
-            target=self._revoke_in_finally, args=(fut.result(), RevokeReason.STEP_CANCELLED),
-            name="warden-revoke-orphan", daemon=False,
+            target=self._end_orphan, args=(fut.result(), before), name="warden-revoke-orphan", daemon=False,
         ).start()
+
+    def _end_orphan(self, lease: Lease, before: Callable[[Lease], None] | None) -> None:
+        if before is not None:
+            try:
+                before(lease)
+            except Exception as exc:  # the revocation must still happen
+                log.error("lease %s: recording its cancelled step failed: %s", lease.lease_id, type(exc).__name__)
+        self._revoke_in_finally(lease, RevokeReason.STEP_CANCELLED)
 
     def _revoke_in_finally(self, lease: Lease, reason: str) -> None:
         try:
