@@ -160,7 +160,7 @@ class ToolGuard:
     def _call(
         self, request: Any, execute: Callable[[Any], ToolMessage | Command], *, trust: bool
     ) -> ToolMessage | Command:
-        plan = self._prepare(request, trust, lease_with_start=True)
+        plan = self._prepare(request, trust)
         if plan.final is not None:
             return plan.final
         out = self.outcomes
@@ -204,7 +204,7 @@ class ToolGuard:
     async def _acall(
         self, request: Any, execute: Callable[[Any], Awaitable[ToolMessage | Command]], *, trust: bool
     ) -> ToolMessage | Command:
-        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, request, trust, lease_with_start=True))
+        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, request, trust))
         try:
             plan = await asyncio.shield(preparing)
         except asyncio.CancelledError:
@@ -259,13 +259,11 @@ class ToolGuard:
             return False
         return True
 
-    def _prepare(self, request: Any, trust: bool = False, *, lease_with_start: bool = False) -> Plan:
+    def _prepare(self, request: Any, trust: bool = False) -> Plan:
         """Everything before the side effect, for a call this process now owns (see InFlight.claim).
 
         Deferred events are flushed if it ends without a further event. ``trust``: decide on
         this process's view of the thread without reading the ledger when the view is current.
-        ``lease_with_start``: the caller records a credential with ``tool.started`` where it can
-        (``Outcomes.lease``, ``Outcomes.alease``), so the decision waits for that transaction.
         """
         call = request.tool_call
         thread_id = str((config_of(request).get("configurable") or {}).get("thread_id") or "")
@@ -280,7 +278,7 @@ class ToolGuard:
             with self.recorder.view_of(thread_id).deciding if flight is not None else nullcontext():
                 plan = self.decision.prepare_call(request, args_digest, trust)
             if (plan.final is None and plan.decision is not None and self.outcomes.wants_credential(plan)
-                    and not (lease_with_start and self.outcomes.records_start_with_lease())):
+                    and not self.outcomes.records_start_with_lease()):
                 # Credentials are issued (and recorded) after the decision: keep the history in that order.
                 # (Where the lease is recorded with tool.started, the deferred decision goes first in that
                 # same transaction instead.)

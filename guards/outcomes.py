@@ -22,6 +22,7 @@ from langgraph_warden.events import Event, EventDraft, EventKind, Watermark
 
 from .call_plan import Plan
 from .credentials import Lease, lease_secrets
+from .credentials.broker import RecordWith
 from .guard_settings import GuardSettings
 from .recorder import Recorder
 from .thread_view import _CLAIM_KINDS
@@ -93,7 +94,7 @@ class Outcomes:
             return nullcontext(None)
         args, kwargs = self._lease_args(plan)
         if self.records_start_with_lease():
-            return broker.lease(*args, **kwargs, record_with=lambda lease, drafts, rows: self._started(plan, lease, drafts, rows))
+            return broker.lease(*args, **kwargs, record_with=self._start_with(plan))
         return broker.lease(*args, **kwargs)
 
     def alease(self, plan: Plan) -> AbstractAsyncContextManager[Lease | None]:
@@ -106,10 +107,13 @@ class Outcomes:
         args, kwargs = self._lease_args(plan)
         if self.records_start_with_lease():
             return broker.alease(
-                *args, **kwargs, record_with=lambda lease, drafts, rows: self._started(plan, lease, drafts, rows),
-                on_cancelled_issue=lambda lease: self._never_ran(plan, lease),
+                *args, **kwargs, record_with=self._start_with(plan), on_cancelled_issue=lambda lease: self._never_ran(plan, lease),
             )
         return broker.alease(*args, **kwargs)
+
+    def _start_with(self, plan: Plan) -> RecordWith:
+        """The broker's ``record_with``: the lease and its ``credential.issued`` go into ``tool.started``'s transaction."""
+        return lambda lease, drafts, rows: self._started(plan, lease, drafts, rows)
 
     def _never_ran(self, plan: Plan, lease: Lease) -> None:
         if plan.started:

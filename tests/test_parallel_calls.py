@@ -130,10 +130,10 @@ def test_a_sibling_decided_after_a_call_sees_that_call_before_its_record_commits
         b_arrived = threading.Event()
         prepare = guard._prepare
 
-        def prepare_noting_b(request, trust=False, **options):
+        def prepare_noting_b(request, trust=False):
             if request.tool_call["id"] == "b":
                 b_arrived.set()
-            return prepare(request, trust, **options)
+            return prepare(request, trust)
 
         class AWaitsForB(RecordingPolicy):
             def decide(self, policy_input):

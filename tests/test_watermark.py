@@ -223,10 +223,10 @@ def test_a_sibling_recorded_while_a_call_was_deciding_does_not_make_its_decision
             a_viewed.set()
         return snap
 
-    def prepare_b_after_a_viewed(request, trust=False, **options):
+    def prepare_b_after_a_viewed(request, trust=False):
         if request.tool_call["id"] == "b":
             assert a_viewed.wait(10)
-        return prepare(request, trust, **options)
+        return prepare(request, trust)
 
     def record_a_after_b_ran(plan, lease):
         if plan.tool_call_id == "a":

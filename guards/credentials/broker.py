@@ -157,17 +157,18 @@ class CredentialBroker:
         the maximum), else ``decision_ttl_seconds`` capped at the maximum, else
         ``default_ttl_seconds``.
 
-        ``record_with(lease, drafts, rows)``: the caller records the lease instead of the
-        broker, in one transaction of the ledger it appends to (only when :meth:`records_with`
-        said so): ``drafts`` (``credential.issued``) among its own events and ``rows(tx)`` (the
-        lease row) in the same transaction. If it raises, the credential is withdrawn and
-        nothing about it was recorded.
+        ``record_with(lease, drafts, rows)`` (where :meth:`records_with` allows it): the caller commits
+        ``drafts`` (``credential.issued``) and ``rows(tx)`` (the lease row) with its own events in one
+        transaction; if it raises, the credential is withdrawn, with nothing about it recorded.
         """
         requested = self._requested_scopes(thread_id, tool_name, scopes_granted_by_policy, scopes_requested)
         ttl, capped = self._ttl(ttl_seconds, decision_ttl_seconds)
         aud = audience if audience is not None else tool_name
         if not isinstance(aud, str) or not aud:
             raise ConfigurationError("audience is empty; pass the service the credential is for (default: tool name)")
+        if record_with is not None and self._inline_store is None:
+            raise ConfigurationError("record_with= needs a lease store on the ledger's database (SqlLeaseStore); "
+                                     "check broker.records_with(sink) first")
         name = provider or self.routes.get(tool_name) or self.routes.get(aud) or self.default_provider
         prov = self.providers.get(name)
         if prov is None:
@@ -200,13 +201,7 @@ class CredentialBroker:
         """``record_with`` of :meth:`issue`: the caller commits the lease row and ``drafts`` with its own
         events; if it fails, the credential is withdrawn (nothing about it was recorded)."""
         inline = self._inline_store
-        if inline is None:
-            with contextlib.suppress(Exception):
-                prov.revoke(lease, RevokeReason.ISSUE_ABORTED)
-            raise ConfigurationError(
-                "record_with= needs a lease store that writes its rows in the ledger's transactions "
-                "(SqlLeaseStore on the ledger's database); check broker.records_with(sink) first"
-            )
+        assert inline is not None, "checked in issue, before anything was minted"
         try:
             record_with(lease, drafts, lambda tx: inline.insert_in(tx, lease))
         except BaseException:
